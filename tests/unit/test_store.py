@@ -1,0 +1,79 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from aimbot.store import Reply, Store, StoreError
+
+
+async def test_conversations_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "bot.sqlite3"
+    async with await Store.open(path) as store:
+        assert await store.get_conversation("alice") is None
+        await store.set_conversation("alice", "c-1", 1.0)
+        await store.set_conversation("alice", "c-2", 2.0)
+    async with await Store.open(path) as store:
+        assert await store.get_conversation("alice") == "c-2"
+
+
+async def test_complete_swaps_inbox_rows_for_outbox_rows_atomically(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        a = await store.inbox_add("bob", "Bob", "hi", 10.0)
+        b = await store.inbox_add("bob", "Bob", "there", 11.0)
+        other = await store.inbox_add("carol", "Carol", "yo", 12.0)
+        items = await store.complete(
+            [a, b], "Bob", [Reply("part 1", True), Reply("part 2", True)], 13.0
+        )
+        assert [i.text for i in items] == ["part 1", "part 2"]
+        assert items[0].id < items[1].id
+        pending, expired = await store.inbox_pending(now=13.0, max_age=100.0)
+        assert [p.id for p in pending] == [other]
+        assert expired == 0
+        assert [o.id for o in await store.outbox_pending()] == [i.id for i in items]
+        await store.outbox_done([items[0].id])
+        assert [o.text for o in await store.outbox_pending()] == ["part 2"]
+
+
+async def test_inbox_pending_drops_entries_older_than_max_age(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.inbox_add("bob", "Bob", "old", 100.0)
+        young = await store.inbox_add("bob", "Bob", "young", 950.0)
+        pending, expired = await store.inbox_pending(now=1000.0, max_age=100.0)
+        assert [p.id for p in pending] == [young]
+        assert expired == 1
+
+
+async def test_forget_user_drops_their_conversation_and_inbox_only(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.set_conversation("bob", "c-b", 1.0)
+        await store.set_conversation("carol", "c-c", 1.0)
+        dropped = await store.inbox_add("bob", "Bob", "x", 1.0)
+        kept = await store.inbox_add("carol", "Carol", "y", 1.0)
+        assert await store.forget_user("bob") == [dropped]
+        assert await store.get_conversation("bob") is None
+        assert await store.get_conversation("carol") == "c-c"
+        pending, _ = await store.inbox_pending(now=1.0, max_age=10.0)
+        assert [p.id for p in pending] == [kept]
+
+
+async def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot open the state database"):
+        await Store.open(blocker / "sub" / "s.db")
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="newer aimbot"):
+        await Store.open(path)
+
+
+async def test_wal_mode_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path):
+        pass
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
