@@ -1,0 +1,241 @@
+"""Application: builds the parts from Settings, runs them, and shuts them down in order.
+
+Shutdown order matters for "never lose a message": stop intake first (new IMs still land in the
+inbox), let answers in progress finish within SHUTDOWN_GRACE, give the outbox the rest of the grace
+to go out, then sign off. Whatever is left is already in SQLite and is answered or delivered on
+the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from aimbot.api.dify_client import DifyClient, DifyOptions
+from aimbot.bot.aim_handler import AIMHandler, HandlerOptions
+from aimbot.bot.bot import AIMBot, BotOptions
+from aimbot.config.settings import Settings
+from aimbot.ops.health import HealthServer, HealthStatus
+from aimbot.ops.metrics import Metrics
+from aimbot.oscar.client import OscarClient
+from aimbot.oscar.events import IncomingIM
+from aimbot.store import Store
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "aimbot.sqlite3"
+
+
+@dataclass
+class _Parts:
+    store: Store
+    http: aiohttp.ClientSession
+    dify: DifyClient
+    handler: AIMHandler
+    bot: AIMBot
+    health: HealthServer | None
+
+
+class Application:
+    """One bot screen name, from start to clean exit."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.stop_requested = asyncio.Event()
+        self._parts: _Parts | None = None
+        self._handler_task: asyncio.Task[None] | None = None
+
+    @property
+    def handler(self) -> AIMHandler:
+        assert self._parts is not None, "start() first"
+        return self._parts.handler
+
+    @property
+    def bot(self) -> AIMBot:
+        assert self._parts is not None, "start() first"
+        return self._parts.bot
+
+    @property
+    def health_port(self) -> int | None:
+        if self._parts is None or self._parts.health is None:
+            return None
+        return self._parts.health.port
+
+    async def start(self) -> None:
+        s = self.settings
+        store = await Store.open(s.data_dir / DB_FILENAME)
+        http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=s.dify_connect_timeout, sock_read=s.dify_read_timeout
+            )
+        )
+        try:
+            dify = DifyClient(
+                http,
+                s.dify_api_key.get(),
+                DifyOptions(
+                    base_url=s.dify_api_url,
+                    response_mode=s.dify_response_mode,
+                    inputs=s.dify_inputs,
+                    connect_timeout=s.dify_connect_timeout,
+                    read_timeout=s.dify_read_timeout,
+                    stream_deadline=s.dify_stream_deadline,
+                    retry_base=s.dify_retry_base,
+                    retry_cap=s.dify_retry_cap,
+                    retry_max_attempts=s.dify_retry_max_attempts,
+                    retry_max_time=s.dify_retry_max_time,
+                    breaker_threshold=s.dify_breaker_threshold,
+                    breaker_cooldown=s.dify_breaker_cooldown,
+                ),
+            )
+            bot_ref: list[AIMBot] = []
+
+            async def on_message(im: IncomingIM) -> None:
+                await bot_ref[0].on_message(im)
+
+            handler = AIMHandler(
+                HandlerOptions(
+                    screen_name=s.aim_username,
+                    reconnect_base=s.aim_reconnect_base,
+                    reconnect_cap=s.aim_reconnect_cap,
+                    outbox_ttl=s.outbox_ttl,
+                ),
+                self._client_factory,
+                store,
+                on_message,
+                metrics=self.metrics,
+            )
+            bot = AIMBot(
+                BotOptions(
+                    screen_name=s.aim_username,
+                    buffer_window=s.buffer_window,
+                    buffer_max_wait=s.buffer_max_wait,
+                    reply_format=s.reply_format,
+                    max_reply_bytes=s.max_reply_bytes,
+                    allowed_users=s.allowed_users,
+                    blocked_users=s.blocked_users,
+                    user_rate_limit=s.user_rate_limit,
+                    max_input_chars=s.max_input_chars,
+                    typing_notifications=s.typing_notifications,
+                    dify_user_prefix=s.dify_user_prefix,
+                    dify_max_concurrency=s.dify_max_concurrency,
+                    delete_on_clear=s.dify_delete_on_clear,
+                    inbox_max_age=s.inbox_max_age,
+                ),
+                store,
+                dify,
+                handler,
+                metrics=self.metrics,
+            )
+            bot_ref.append(bot)
+            health = None
+            if s.health_port:
+                health = HealthServer(s.health_host, s.health_port, self.metrics, self.health)
+                await health.start()
+        except BaseException:
+            await http.close()
+            await store.close()
+            raise
+        self._parts = _Parts(store, http, dify, handler, bot, health)
+        waiting = await handler.load_outbox()
+        pending = await bot.resume()
+        if waiting or pending:
+            log.info("resuming: %d replies to deliver, %d IMs to answer", waiting, pending)
+        self._handler_task = asyncio.create_task(handler.run(), name="aim-handler")
+
+    def _client_factory(self) -> OscarClient:
+        s = self.settings
+        return OscarClient(
+            s.aim_username,
+            s.aim_password.get(),
+            s.aim_server,
+            s.aim_port,
+            keepalive_interval=s.aim_keepalive_interval,
+            read_timeout=s.aim_read_timeout,
+            connect_timeout=s.aim_connect_timeout,
+        )
+
+    def health(self) -> HealthStatus:
+        parts = self._parts
+        online = parts is not None and parts.handler.online
+        circuit = parts.dify.circuit_state if parts is not None else "closed"
+        checks = {"aim_signed_on": online, "dify_circuit_closed": circuit == "closed"}
+        reasons = []
+        if not online:
+            last = parts.handler.last_disconnect if parts is not None else None
+            reasons.append("not signed on to the AIM server" + (f" (last: {last})" if last else ""))
+        if circuit != "closed":
+            reasons.append(f"Dify circuit breaker is {circuit}: recent Dify calls failed")
+        return HealthStatus(ok=not reasons, checks=checks, reasons=reasons)
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or stop_requested), then shut down; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+        try:
+            await self.start()
+            assert self._handler_task is not None
+            stop_wait = asyncio.create_task(self.stop_requested.wait())
+            done, _ = await asyncio.wait(
+                {stop_wait, self._handler_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop_wait.cancel()
+            if self._handler_task in done and not self._handler_task.cancelled():
+                exc = self._handler_task.exception()
+                if exc is not None:
+                    log.error("the AIM session handler crashed", exc_info=exc)
+                    return 1
+            return 0
+        finally:
+            await self.shutdown()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stop_requested.is_set():
+            log.warning("%s again: shutting down now", sig.name)
+        else:
+            log.info("%s received: finishing work in progress (up to %.0f s)", sig.name,
+                     self.settings.shutdown_grace)
+        self.stop_requested.set()
+
+    async def shutdown(self) -> None:
+        parts, self._parts = self._parts, None
+        if parts is None:
+            return
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        try:
+            finished = await parts.bot.drain(self.settings.shutdown_grace)
+            if not finished:
+                log.warning("shutdown grace ran out; unfinished IMs stay in the inbox")
+            remaining = max(0.0, deadline - time.monotonic())
+            if parts.handler.online and len(parts.handler.queue):
+                if not await parts.handler.flush(remaining):
+                    log.warning(
+                        "%d replies not confirmed before exit; kept for the next start",
+                        len(parts.handler.queue),
+                    )
+            await parts.handler.stop()
+            if self._handler_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    try:
+                        await asyncio.wait_for(self._handler_task, timeout=2.0)
+                    except TimeoutError:
+                        log.warning("AIM session did not end in time; cancelled")
+        finally:
+            if parts.health is not None:
+                await parts.health.stop()
+            await parts.http.close()
+            await parts.store.close()
+            log.info("stopped")

@@ -1,0 +1,410 @@
+"""AIMBot: turns each incoming IM into at most one answer, in order, through Dify.
+
+Each user gets a worker task that exists only while that user has something pending, so the cost
+of a user who has gone quiet is zero. One Dify query per user is in flight at a time (the next
+batch collects whatever the user sends meanwhile); a semaphore bounds the total across users so
+one busy user never delays another beyond that bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aimbot.api.dify_client import DifyClient
+from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError
+from aimbot.bot import messages
+from aimbot.bot.buffer import MessageBuffer, PendingMessage
+from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter, normalize_screen_name
+from aimbot.bot.text import ReplyFormat, split_reply
+from aimbot.ops.metrics import Metrics
+from aimbot.oscar.events import IncomingIM, TypingState
+from aimbot.oscar.imtext import im_text_size, plain_to_html
+from aimbot.store import OutboxItem, Reply, Store
+
+log = logging.getLogger(__name__)
+
+COMMANDS_CLEAR = frozenset({"clear", "/clear"})
+COMMANDS_HELP = frozenset({"help", "/help"})
+
+
+class ReplySink(Protocol):
+    """Where finished replies go (the AIMHandler)."""
+
+    max_message_bytes: int
+
+    def deliver(self, items: Iterable[OutboxItem]) -> None: ...
+
+    def typing(self, screen_name: str, state: TypingState) -> None: ...
+
+
+@dataclass(frozen=True)
+class BotOptions:
+    screen_name: str
+    buffer_window: float = 1.5
+    buffer_max_wait: float = 6.0
+    reply_format: ReplyFormat = "html"
+    max_reply_bytes: int = 0  # 0 = the server's advertised limit
+    allowed_users: frozenset[str] = frozenset()
+    blocked_users: frozenset[str] = frozenset()
+    user_rate_limit: int = 20
+    max_input_chars: int = 2000
+    typing_notifications: bool = True
+    typing_refresh: float = 10.0
+    dify_user_prefix: str = "aim:"
+    dify_max_concurrency: int = 8
+    delete_on_clear: bool = False
+    inbox_max_age: float = 3600.0
+
+
+@dataclass(eq=False)
+class _User:
+    key: str
+    screen_name: str  # as the user last wrote it; replies go to this form
+    buffer: MessageBuffer
+    worker: asyncio.Task[None] | None = None
+    commit: asyncio.Task[None] | None = None
+    busy: bool = False
+
+
+@dataclass
+class _Background:
+    """Tasks the bot starts but does not await inline; kept so they are never lost."""
+
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+
+
+class AIMBot:
+    def __init__(
+        self,
+        options: BotOptions,
+        store: Store,
+        dify: DifyClient,
+        sink: ReplySink,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self._store = store
+        self._dify = dify
+        self._sink = sink
+        self._metrics = metrics
+        self._clock = clock
+        self._self_key = normalize_screen_name(options.screen_name)
+        self._access = AccessPolicy(options.allowed_users, options.blocked_users)
+        self._rate = UserRateLimiter(options.user_rate_limit)
+        self._dify_slots = asyncio.Semaphore(options.dify_max_concurrency)
+        self._users: dict[str, _User] = {}
+        self._workers = 0  # users with a live worker task
+        self._buffered = 0  # messages waiting in buffers
+        self._background = _Background()
+        self._accepting = True
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._seen = 0  # IMs handed to on_message, whatever became of them
+        self._seen_changed = asyncio.Condition()
+
+    # -- intake --------------------------------------------------------------------------------
+
+    @property
+    def active_users(self) -> int:
+        return len(self._users)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._buffered
+
+    async def on_message(self, im: IncomingIM) -> None:
+        """Called by the AIMHandler for every IM; returns as soon as the IM is stored."""
+        try:
+            await self._intake(im)
+        finally:
+            async with self._seen_changed:
+                self._seen += 1
+                self._seen_changed.notify_all()
+
+    async def wait_seen(self, count: int, timeout: float) -> None:
+        """Until `count` IMs in total have gone through intake (for tests and benchmarks)."""
+        async with self._seen_changed:
+            await asyncio.wait_for(self._seen_changed.wait_for(lambda: self._seen >= count), timeout)
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Until no user has work pending or in progress."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _intake(self, im: IncomingIM) -> None:
+        key = normalize_screen_name(im.sender)
+        if key == self._self_key:
+            return
+        if im.auto_response:
+            log.debug("ignoring an auto-response (away message) from %s", im.sender)
+            self._count_dropped("auto_response")
+            return
+        if not self._access.permits(key):
+            log.debug("ignoring %s (not allowed by ALLOWED_USERS/BLOCKED_USERS)", im.sender)
+            self._count_dropped("not_allowed")
+            return
+        text = im.text.strip()
+        if not text:
+            self._count_dropped("empty")
+            return
+        if self._metrics is not None:
+            self._metrics.ims_in.inc()
+        decision = self._rate.check(key)
+        if decision is not RateDecision.ALLOW:
+            self._count_dropped("user_rate_limit")
+            if decision is RateDecision.NOTIFY:
+                log.info("%s is over USER_RATE_LIMIT; told once, skipping until next minute", key)
+                await self._say(
+                    im.sender, messages.RATE_LIMITED_USER.format(limit=self.options.user_rate_limit)
+                )
+            return
+        command = text.lower()
+        if command in COMMANDS_CLEAR:
+            await self.clear(im.sender)
+            return
+        if command in COMMANDS_HELP:
+            await self._say(im.sender, messages.HELP)
+            return
+        if len(text) > self.options.max_input_chars:
+            self._count_dropped("too_long")
+            await self._say(
+                im.sender,
+                messages.TOO_LONG.format(length=len(text), limit=self.options.max_input_chars),
+            )
+            return
+        now = self._clock()
+        inbox_id = await self._store.inbox_add(key, im.sender, text, now)
+        if not self._accepting:
+            log.info("shutting down: IM from %s kept in the inbox for the next start", key)
+            return
+        self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now))
+
+    async def resume(self) -> int:
+        """Answer what a previous run accepted but did not answer (younger than INBOX_MAX_AGE)."""
+        items, expired = await self._store.inbox_pending(self._clock(), self.options.inbox_max_age)
+        if expired:
+            log.warning("dropped %d unanswered IMs older than INBOX_MAX_AGE", expired)
+        for item in items:
+            self._enqueue(
+                item.user_key, item.screen_name, PendingMessage(item.id, item.text, item.received_at)
+            )
+        if items:
+            log.info("answering %d IMs left from the previous run", len(items))
+        return len(items)
+
+    def _enqueue(self, key: str, screen_name: str, message: PendingMessage) -> None:
+        user = self._users.get(key)
+        if user is None:
+            buffer = MessageBuffer(self.options.buffer_window, self.options.buffer_max_wait)
+            user = self._users[key] = _User(key, screen_name, buffer)
+            self._idle.clear()
+        user.screen_name = screen_name
+        first = len(user.buffer) == 0 and not user.busy
+        user.buffer.add(message)
+        self._buffered += 1
+        if user.worker is None:
+            self._workers += 1
+            user.worker = asyncio.create_task(self._work(user), name=f"user-{key}")
+        if first:
+            self._typing(user.screen_name, TypingState.TYPING)
+        self._update_gauges()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def clear(self, screen_name: str) -> None:
+        """Cancel the user's pending and in-flight work, forget the conversation, confirm."""
+        key = normalize_screen_name(screen_name)
+        user = self._users.pop(key, None)
+        if user is not None:
+            self._buffered -= len(user.buffer.take_all())
+            if user.worker is not None:
+                user.worker.cancel()
+                await asyncio.gather(user.worker, return_exceptions=True)
+            if user.commit is not None:
+                # A finished answer is already being written; let it land before the reset.
+                await asyncio.gather(user.commit, return_exceptions=True)
+            self._check_idle()
+        conversation_id = await self._store.get_conversation(key)
+        dropped = await self._store.forget_user(key)
+        log.info(
+            "clear from %s: conversation forgotten, %d pending IMs dropped", key, len(dropped)
+        )
+        if conversation_id and self.options.delete_on_clear:
+            self._background.start(
+                self._delete_conversation(key, conversation_id), f"delete-{key}"
+            )
+        await self._say(screen_name, messages.CLEARED)
+        self._typing(screen_name, TypingState.NONE)
+        self._update_gauges()
+
+    async def _delete_conversation(self, key: str, conversation_id: str) -> None:
+        try:
+            await self._dify.delete_conversation(self._dify_user(key), conversation_id)
+        except DifyError as e:
+            log.info("could not delete conversation in Dify (%s); it is forgotten here", e)
+
+    # -- work ----------------------------------------------------------------------------------
+
+    async def _work(self, user: _User) -> None:
+        try:
+            while len(user.buffer) and not self._draining:
+                batch = await user.buffer.next_batch()
+                self._buffered -= len(batch)
+                user.busy = True
+                try:
+                    await self._answer(user, batch)
+                finally:
+                    user.busy = False
+        finally:
+            user.worker = None
+            self._workers -= 1
+            if self._users.get(user.key) is user and not len(user.buffer):
+                del self._users[user.key]
+            self._check_idle()
+            self._update_gauges()
+
+    async def _answer(self, user: _User, batch: Sequence[PendingMessage]) -> None:
+        query = "\n".join(m.text for m in batch)
+        refresher = None
+        if self.options.typing_notifications:
+            refresher = asyncio.create_task(self._keep_typing(user), name=f"typing-{user.key}")
+        try:
+            async with self._dify_slots:
+                text = await self._ask(user.key, query)
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+                await asyncio.gather(refresher, return_exceptions=True)
+        replies = self._render(text)
+        # Once the answer exists it must reach the store even if "clear" cancels us now.
+        user.commit = asyncio.create_task(
+            self._commit(user, [m.inbox_id for m in batch], replies), name=f"commit-{user.key}"
+        )
+        await asyncio.shield(user.commit)
+        user.commit = None
+
+    async def _ask(self, key: str, query: str) -> str:
+        conversation_id = await self._store.get_conversation(key)
+        dify_user = self._dify_user(key)
+        started = time.monotonic()
+        try:
+            try:
+                answer = await self._dify.chat(dify_user, query, conversation_id)
+            except ConversationNotFound:
+                log.info("Dify forgot conversation of %s; starting a new one", key)
+                answer = await self._dify.chat(dify_user, query, None)
+        except DifyError as e:
+            self._observe_dify(started, type(e).__name__)
+            if isinstance(e, DifyAuthError):
+                log.error("Dify rejected the API key (%s); check DIFY_API_KEY", e)
+            else:
+                log.warning("Dify failed for %s: %s: %s", key, type(e).__name__, e)
+            if self._metrics is not None:
+                self._metrics.friendly_errors.inc()
+            return messages.for_error(e)
+        self._observe_dify(started, None)
+        if answer.conversation_id and answer.conversation_id != conversation_id:
+            await self._store.set_conversation(key, answer.conversation_id, self._clock())
+        return answer.text.strip() or messages.EMPTY_ANSWER
+
+    async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
+        items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
+        self._sink.deliver(items)
+        self._typing(user.screen_name, TypingState.NONE)
+
+    async def _keep_typing(self, user: _User) -> None:
+        while True:
+            self._sink.typing(user.screen_name, TypingState.TYPING)
+            await asyncio.sleep(self.options.typing_refresh)
+
+    async def _say(self, screen_name: str, markdown: str) -> None:
+        """Send one of the bot's own notices, through the same ordered, durable path."""
+        for reply in self._render(markdown):
+            item = await self._store.outbox_add(screen_name, reply, self._clock())
+            self._sink.deliver([item])
+
+    def _render(self, markdown: str) -> list[Reply]:
+        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
+        fmt = self.options.reply_format
+        parts = split_reply(markdown, fmt, limit, im_text_size, escape=plain_to_html)
+        if not parts:
+            parts = split_reply(messages.EMPTY_ANSWER, fmt, limit, im_text_size, escape=plain_to_html)
+        return [Reply(part, fmt == "html") for part in parts]
+
+    def _dify_user(self, key: str) -> str:
+        return f"{self.options.dify_user_prefix}{key}"
+
+    def _typing(self, screen_name: str, state: TypingState) -> None:
+        if self.options.typing_notifications:
+            self._sink.typing(screen_name, state)
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def stop_intake(self) -> None:
+        """New IMs are still stored (answered on the next start) but no new work begins."""
+        self._accepting = False
+        self._draining = True
+
+    async def drain(self, timeout: float) -> bool:
+        """Let answers already in progress finish; cancel the rest (they stay in the inbox)."""
+        self.stop_intake()
+        for user in list(self._users.values()):
+            if not user.busy and user.worker is not None:
+                user.worker.cancel()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            finished = True
+        except TimeoutError:
+            finished = False
+        await self.close()
+        return finished
+
+    async def close(self) -> None:
+        workers = [u.worker for u in self._users.values() if u.worker is not None]
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        background = list(self._background.tasks)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+    def _check_idle(self) -> None:
+        if self._workers == 0:
+            self._idle.set()
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def _observe_dify(self, started: float, error_type: str | None) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.dify_latency.observe(time.monotonic() - started)
+        if error_type is not None:
+            self._metrics.dify_errors.labels(type=error_type).inc()
+
+    def _count_dropped(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.ims_dropped.labels(reason=reason).inc()
+
+    def _update_gauges(self) -> None:
+        if self._metrics is not None:
+            self._metrics.active_users.set(len(self._users))
+            self._metrics.queue_depth.set(self.queue_depth)
+
