@@ -1,0 +1,278 @@
+"""Dify's server-sent events, sans I/O: bytes → events → one answer.
+
+Kept free of sockets so that every odd stream (split anywhere, CRLF, pings only, an ``error`` in
+the middle, a closing ``message`` from New Agent apps) can be tested as plain data. The client
+feeds whatever chunks aiohttp hands it; neither TCP boundaries nor aiohttp's line-length limit
+can break a long answer, because lines are reassembled here under our own limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from aimbot.api.errors import DifyProtocolError, DifyStreamError, DifyUnavailable
+
+logger = logging.getLogger(__name__)
+
+# One SSE line carries one JSON event; New Agent apps put the whole answer in one closing event.
+# Far above any real answer, low enough that a runaway proxy cannot eat the process's memory.
+MAX_LINE_BYTES = 4 * 1024 * 1024
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One dispatched SSE event: ``event`` is the SSE ``event:`` field (only ``ping`` in Dify)."""
+
+    event: str | None
+    data: str
+
+    @property
+    def is_ping(self) -> bool:
+        return self.event == "ping" and not self.data
+
+
+class SseDecoder:
+    """Incremental SSE decoder (WHATWG field rules, liberal about line endings and EOF).
+
+    The standard says an event without its closing blank line at EOF is dropped; we dispatch it
+    anyway, since a proxy cutting the final newline must not lose the ``message_end``.
+    """
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._max_line = max_line_bytes
+        self._pending = bytearray()
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._has_fields = False
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> Iterator[SseEvent]:
+        """Yield every event completed by ``chunk``; raises DifyProtocolError on a runaway line."""
+        if self._pending_cr and chunk.startswith(b"\n"):
+            # The CR that ended the previous chunk was the first half of a CRLF.
+            chunk = chunk[1:]
+        self._pending_cr = False
+        buf = self._pending
+        buf += chunk
+        start = 0
+        while True:
+            nl = _find_line_end(buf, start)
+            if nl < 0:
+                break
+            line = bytes(buf[start:nl])
+            if buf[nl] == 0x0D:  # CR
+                if nl + 1 < len(buf):
+                    start = nl + 2 if buf[nl + 1] == 0x0A else nl + 1
+                else:
+                    start = nl + 1
+                    self._pending_cr = True
+            else:
+                start = nl + 1
+            event = self._line(line)
+            if event is not None:
+                yield event
+        del buf[:start]
+        if len(buf) > self._max_line:
+            raise DifyProtocolError(
+                f"Dify stream line exceeds {self._max_line} bytes without a line break"
+            )
+
+    def close(self) -> Iterator[SseEvent]:
+        """Flush at EOF: a trailing line without newline, then an undispatched event."""
+        if self._pending:
+            line = bytes(self._pending)
+            self._pending.clear()
+            event = self._line(line)
+            if event is not None:
+                yield event
+        if self._has_fields:
+            yield self._dispatch()
+
+    def _line(self, raw: bytes) -> SseEvent | None:
+        if not raw:
+            return self._dispatch() if self._has_fields else None
+        text = raw.decode("utf-8", errors="replace")
+        if text.startswith(":"):
+            return None  # comment (some proxies send these as keep-alives)
+        name, sep, value = text.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._has_fields = True
+        elif name == "event":
+            self._event = value
+            self._has_fields = True
+        # id:, retry: and unknown fields carry nothing Dify uses.
+        return None
+
+    def _dispatch(self) -> SseEvent:
+        event = SseEvent(self._event, "\n".join(self._data))
+        self._event = None
+        self._data = []
+        self._has_fields = False
+        return event
+
+
+def _find_line_end(buf: bytearray, start: int) -> int:
+    lf = buf.find(b"\n", start)
+    cr = buf.find(b"\r", start, lf if lf >= 0 else len(buf))
+    return cr if cr >= 0 else lf
+
+
+def parse_event_json(event: SseEvent) -> dict[str, Any]:
+    """Decode one data event; Dify always sends a JSON object with a string ``event`` field."""
+    try:
+        payload = json.loads(event.data)
+    except ValueError as e:
+        raise DifyProtocolError(
+            f"Dify stream event is not JSON ({len(event.data)} characters)"
+        ) from e
+    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+        raise DifyProtocolError("Dify stream event is not an object with an 'event' field")
+    return payload
+
+
+# Events that carry nothing for a chat reply: Chatflow progress, TTS audio, reasoning traces.
+_IGNORED_PREFIXES = ("workflow_", "node_", "iteration_", "loop_", "human_input_", "tts_message")
+_IGNORED = frozenset(
+    {"agent_thought", "message_file", "text_chunk", "reasoning_chunk", "agent_log", "ping"}
+)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What a finished stream produced; the client turns it into an ``Answer``."""
+
+    text: str
+    conversation_id: str
+    message_id: str
+    task_id: str
+    usage: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+class AnswerAssembler:
+    """Folds Dify stream events into one answer, the way Dify's own apps mean them.
+
+    Chunks of ``message``/``agent_message`` append; ``message_replace`` (output moderation)
+    replaces everything; New Agent apps close with one ``message`` holding the full text, which
+    must replace rather than append. ``message_end`` marks the answer complete, but the stream is
+    still read to EOF (Chatflow sends ``workflow_finished`` after it; TTS trails it).
+    """
+
+    def __init__(
+        self, conversation_id: str | None = None, *, redact: Callable[[str], str] = str
+    ) -> None:
+        self._redact = redact
+        self._parts: list[str] = []
+        self._conversation_id = conversation_id or ""
+        self._message_id = ""
+        self._task_id = ""
+        self._usage: Mapping[str, Any] = _EMPTY
+        self._saw_agent_message = False
+        self._workflow_status: str | None = None
+        self.complete = False
+        self.events = 0
+
+    @property
+    def task_id(self) -> str:
+        """Known after the first data event; lets a caller stop a generation it abandons."""
+        return self._task_id
+
+    def feed(self, payload: Mapping[str, Any]) -> None:
+        """Apply one decoded event; raises DifyStreamError for an ``error`` event."""
+        self.events += 1
+        kind = payload["event"]
+        self._note_ids(payload)
+        if kind == "error":
+            raise _stream_error(payload, self._redact)
+        if kind in ("message", "agent_message"):
+            chunk = _text_field(payload, "answer")
+            if kind == "agent_message":
+                self._saw_agent_message = True
+                self._parts.append(chunk)
+            elif self._saw_agent_message:
+                self._parts = [chunk]  # New Agent's closing full-text message
+            else:
+                self._parts.append(chunk)
+        elif kind == "message_replace":
+            self._parts = [_text_field(payload, "answer")]
+        elif kind == "message_end":
+            self.complete = True
+            metadata = payload.get("metadata")
+            usage = metadata.get("usage") if isinstance(metadata, dict) else None
+            if isinstance(usage, dict):
+                self._usage = MappingProxyType(dict(usage))
+        elif kind == "workflow_finished":
+            data = payload.get("data")
+            status = data.get("status") if isinstance(data, dict) else None
+            self._workflow_status = status if isinstance(status, str) else None
+        elif kind == "workflow_paused":
+            self._workflow_status = "paused"
+        elif kind in _IGNORED or kind.startswith(_IGNORED_PREFIXES):
+            pass
+        else:
+            # New event types keep appearing; they must not break a working bot.
+            logger.debug("ignoring unknown Dify stream event %r", kind)
+
+    def finish(self) -> StreamResult:
+        """The answer at EOF; raises when the stream ended without completing it."""
+        if not self.complete:
+            if self._workflow_status in ("failed", "stopped", "paused"):
+                raise DifyStreamError(
+                    f"workflow_{self._workflow_status}",
+                    f"the Chatflow run ended as {self._workflow_status!r} without an answer",
+                    status=500 if self._workflow_status == "failed" else 400,
+                )
+            raise DifyUnavailable(
+                f"Dify stream ended after {self.events} events without message_end"
+            )
+        if not self._conversation_id:
+            raise DifyProtocolError("Dify stream never said which conversation it belongs to")
+        return StreamResult(
+            text="".join(self._parts),
+            conversation_id=self._conversation_id,
+            message_id=self._message_id,
+            task_id=self._task_id,
+            usage=self._usage,
+        )
+
+    def _note_ids(self, payload: Mapping[str, Any]) -> None:
+        conversation_id = payload.get("conversation_id")
+        if isinstance(conversation_id, str) and conversation_id:
+            self._conversation_id = conversation_id
+        message_id = payload.get("message_id") or payload.get("id")
+        if isinstance(message_id, str) and message_id and payload["event"] != "agent_thought":
+            self._message_id = message_id
+        task_id = payload.get("task_id")
+        if isinstance(task_id, str) and task_id:
+            self._task_id = task_id
+
+
+def _text_field(payload: Mapping[str, Any], name: str) -> str:
+    value = payload.get(name, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DifyProtocolError(
+            f"Dify {payload['event']} event has a non-text {name!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def _stream_error(payload: Mapping[str, Any], redact: Callable[[str], str]) -> DifyStreamError:
+    code = payload.get("code")
+    message = payload.get("message")
+    status = payload.get("status")
+    return DifyStreamError(
+        redact(code) if isinstance(code, str) and code else "stream_error",
+        redact(message) if isinstance(message, str) and message else "(no message)",
+        status=status if isinstance(status, int) and not isinstance(status, bool) else 400,
+    )
