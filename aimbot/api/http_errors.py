@@ -57,18 +57,19 @@ def parse_error_reply(
     code = f"http_{status}"
     message = ""
     is_json = False
-    try:
-        payload = json.loads(body) if body.strip() else None
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict):
-        is_json = True
-        raw_code = payload.get("code")
-        raw_message = payload.get("message")
-        if isinstance(raw_code, str) and raw_code:
-            code = raw_code
-        if isinstance(raw_message, str):
-            message = raw_message
+    if body.strip():
+        try:
+            payload = json.loads(body)
+            is_json = True
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            raw_code = payload.get("code")
+            raw_message = payload.get("message")
+            if isinstance(raw_code, str) and raw_code:
+                code = raw_code
+            if isinstance(raw_message, str):
+                message = raw_message
     if not message:
         kind = "empty" if not body.strip() else "JSON" if is_json else "non-JSON"
         message = f"{kind} {status} reply ({len(body)} bytes, {content_type or 'no content type'})"

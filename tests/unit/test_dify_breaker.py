@@ -1,0 +1,99 @@
+"""The circuit breaker's state machine, with a hand-moved clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimbot.api.breaker import Admission, CircuitBreaker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fail(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        admission = breaker.admit()
+        assert admission is not None
+        breaker.record_failure(admission, RuntimeError("boom"))
+
+
+def test_opens_after_threshold_consecutive_failures_only() -> None:
+    breaker = CircuitBreaker(3, 30.0, Clock())
+    fail(breaker, 2)
+    assert breaker.state == "closed"
+    ok = breaker.admit()
+    assert ok is not None
+    breaker.record_success(ok)  # a success in between resets the count
+    fail(breaker, 2)
+    assert breaker.state == "closed" and breaker.consecutive_failures == 2
+    fail(breaker, 1)
+    assert breaker.state == "open"
+    assert isinstance(breaker.last_failure, RuntimeError)
+
+
+def test_open_circuit_fails_fast_until_the_cooldown_then_admits_one_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1, 30.0, clock)
+    fail(breaker, 1)
+    assert breaker.admit() is None
+    assert breaker.retry_in() == pytest.approx(30.0)
+    clock.now += 29.9
+    assert breaker.state == "open" and breaker.admit() is None
+    clock.now += 0.1
+    assert breaker.state == "half_open" and breaker.retry_in() == 0.0
+    probe = breaker.admit()
+    assert probe == Admission(probe=True)
+    assert breaker.admit() is None  # only one probe at a time
+    breaker.record_success(probe)
+    assert breaker.state == "closed"
+    assert breaker.admit() == Admission(probe=False)
+
+
+def test_failed_probe_reopens_for_a_full_cooldown() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(2, 10.0, clock)
+    fail(breaker, 2)
+    clock.now += 10.0
+    probe = breaker.admit()
+    assert probe is not None and probe.probe
+    clock.now += 3.0
+    breaker.record_failure(probe, RuntimeError("still down"))
+    assert breaker.state == "open"
+    assert breaker.retry_in() == pytest.approx(10.0)
+
+
+def test_neutral_outcome_frees_the_probe_slot_without_a_verdict() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1, 5.0, clock)
+    fail(breaker, 1)
+    clock.now += 5.0
+    probe = breaker.admit()
+    assert probe is not None
+    breaker.record_neutral(probe)  # e.g. the probing call was cancelled
+    assert breaker.state == "half_open"
+    assert breaker.admit() is not None
+
+
+def test_late_failure_of_an_old_call_does_not_steal_the_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1, 5.0, clock)
+    old = breaker.admit()  # admitted while closed, finishes much later
+    assert old is not None
+    fail(breaker, 1)
+    clock.now += 5.0
+    probe = breaker.admit()
+    assert probe is not None
+    breaker.record_failure(old, RuntimeError("late"))
+    assert breaker.state == "half_open"
+    assert breaker.admit() is None  # the probe is still the one in flight
+
+
+@pytest.mark.parametrize(("threshold", "cooldown"), [(0, 1.0), (1, 0.0), (1, -1.0)])
+def test_rejects_nonsense_settings(threshold: int, cooldown: float) -> None:
+    with pytest.raises(ValueError):
+        CircuitBreaker(threshold, cooldown, Clock())
