@@ -52,8 +52,8 @@ def root_logging_restored() -> Iterator[None]:
     finally:
         for handler in root.handlers[:]:
             if handler not in handlers:
-                root.removeHandler(handler)
                 handler.close()
+        root.handlers[:] = handlers
         root.setLevel(level)
         logging.captureWarnings(False)
 
