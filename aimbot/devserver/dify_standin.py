@@ -223,14 +223,17 @@ class DifyStandIn:
         self._latency_all = 0.0
         self._latency_by_user: dict[str, float] = {}
         self._down = False
-        self._closing = False
         self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._inflight: dict[str, _InFlight] = {}
         self._conversations: dict[str, ConversationRecord] = {}
         self._request_count = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.chat_requests: list[ChatRequestRecord] = []
         self.stop_requests: list[StopRecord] = []
+        # Dify ~0.8-0.11 answered DELETE with 200 and a body instead of today's bare 204.
+        self.legacy_delete_reply = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -254,6 +257,10 @@ class DifyStandIn:
     def active_requests(self) -> int:
         return self._active
 
+    def active_tasks(self) -> list[tuple[str, str]]:
+        """(task_id, user) of the chats being answered now — what a stop request names."""
+        return [(task_id, flight.user) for task_id, flight in self._inflight.items()]
+
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/v1/chat-messages", self._chat)
@@ -267,7 +274,6 @@ class DifyStandIn:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("the Dify stand-in is already started")
-        self._closing = False
         runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
@@ -286,7 +292,7 @@ class DifyStandIn:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        self._closing = True
+        self._url = None
         for flight in self._inflight.values():
             flight.wake.set()  # ping-only streams and latencies end now, not at shutdown_timeout
         await runner.cleanup()
@@ -399,6 +405,15 @@ class DifyStandIn:
         finally:
             if entry in self._waiters:
                 self._waiters.remove(entry)
+
+    async def wait_idle(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Return once no chat is being answered (e.g. after a client walked away)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the Dify stand-in still answers {self._active} chats after {timeout:g} s"
+            ) from None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -513,6 +528,7 @@ class DifyStandIn:
         flight = _InFlight(user)
         self._inflight[task_id] = flight
         self._active += 1
+        self._idle.clear()
         try:
             if streaming:
                 return await self._stream(request, ctx, task_id, flight, fault)
@@ -520,6 +536,8 @@ class DifyStandIn:
         finally:
             self._active -= 1
             del self._inflight[task_id]
+            if not self._active:
+                self._idle.set()
 
     def _conversation_for(self, user: str, conversation_id: str) -> ConversationRecord:
         if not conversation_id:
@@ -702,6 +720,8 @@ class DifyStandIn:
         if record is None or record.deleted or record.user != user:
             return envelope(404, "not_found", MSG_NO_CONVERSATION)
         record.deleted = True
+        if self.legacy_delete_reply:
+            return web.json_response({"result": "success"})
         return web.Response(status=204)
 
     async def _parameters(self, request: web.Request) -> web.StreamResponse:

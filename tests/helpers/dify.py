@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import random
 import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -61,6 +63,24 @@ TEST_OPTIONS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class RawReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The data events of an SSE body, in order (pings left out)."""
+        return [
+            json.loads(line[len(b"data: ") :])
+            for line in self.body.split(b"\n")
+            if line.startswith(b"data: ")
+        ]
+
+
 @dataclass
 class DifyRig:
     standin: DifyStandIn
@@ -68,23 +88,45 @@ class DifyRig:
     time: FakeTime
     observed: list[tuple[str, float]] = field(default_factory=list)
 
-    def client(self, base_url: str | None = None, **options: Any) -> DifyClient:
+    def client(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        rng: random.Random | None = None,
+        **options: Any,
+    ) -> DifyClient:
         merged = {**TEST_OPTIONS, **options}
         return DifyClient(
             self.session,
-            self.standin.api_key,
+            api_key or self.standin.api_key,
             DifyOptions(base_url=base_url or self.standin.url, **merged),
             sleep=self.time.sleep,
             clock=self.time.clock,
+            rng=rng or random.Random(1234),
             observer=lambda outcome, seconds: self.observed.append((outcome, seconds)),
         )
 
-    async def post(self, path: str, body: Any = None, **kwargs: Any) -> aiohttp.ClientResponse:
-        """A raw request with the right key (tests of the stand-in's wire behaviour)."""
-        headers = {"Authorization": f"Bearer {self.standin.api_key}", **kwargs.pop("headers", {})}
-        return await self.session.post(
-            self.standin.url + path, json=body, headers=headers, **kwargs
-        )
+    async def raw(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> RawReply:
+        """One request as a plain HTTP client sends it (the right key unless headers say else)."""
+        sent = {"Authorization": f"Bearer {self.standin.api_key}"}
+        sent.update(headers or {})
+        async with self.session.request(
+            method,
+            self.standin.url + path,
+            json=body if data is None else None,
+            data=data,
+            headers=sent,
+        ) as resp:
+            return RawReply(resp.status, dict(resp.headers), await resp.read())
 
 
 @contextlib.asynccontextmanager
