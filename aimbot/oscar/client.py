@@ -1,0 +1,770 @@
+"""OscarClient: one signed-on OSCAR session over asyncio streams.
+
+This is the only module of the protocol layer that does I/O. It logs in (BUCP MD5, strong hash
+first, weak hash as fallback), signs on to BOS with the set-up requests pipelined into one round
+trip, and then turns every inbound frame into an event on one ordered queue. Everything that can
+end a session (EOF, a sign-off frame, silence past the keep-alive probe, bytes that make no
+sense, a socket that stops taking data, close()) ends it the same way: one SessionEnded event,
+always the last, so the session layer above has exactly one place to decide about reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+
+from aimbot.oscar.errors import (
+    ConnectError,
+    LoginError,
+    MessageTooLong,
+    NotConnected,
+    OscarError,
+    ProtocolError,
+)
+from aimbot.oscar.events import (
+    DisconnectReason,
+    Event,
+    HostAck,
+    IMError,
+    IncomingIM,
+    RateChange,
+    SessionEnded,
+    TypingNotification,
+    TypingState,
+)
+from aimbot.oscar.imtext import decode_im_text, encode_im_text, html_to_plain, plain_to_html
+from aimbot.oscar.ratelimit import RateClass, RateTable
+from aimbot.oscar.snacs import (
+    FAMILY_BUCP,
+    FAMILY_ICBM,
+    FAMILY_OSERVICE,
+    SUBGROUP_ERROR,
+    BucpChallenge,
+    BucpChallengeRequest,
+    BucpLoginRequest,
+    BucpLoginResponse,
+    ClientOnline,
+    ClientVersions,
+    FlapHello,
+    IcbmError,
+    IcbmHostAck,
+    IcbmIncomingIM,
+    IcbmParams,
+    IcbmParamsReply,
+    IcbmParamsRequest,
+    IcbmParamsSet,
+    IcbmSendIM,
+    IcbmTyping,
+    RateParamsAck,
+    RateParamsChange,
+    RateParamsReply,
+    RateParamsRequest,
+    SelfInfoRequest,
+    SignOff,
+    SnacBody,
+    SnacError,
+    describe_error,
+    encode_snac_body,
+    login_hash,
+    parse_bos_address,
+)
+from aimbot.oscar.wire import (
+    Channel,
+    Frame,
+    FrameBuffer,
+    SequenceCounter,
+    SnacHeader,
+    decode_snac,
+    encode_frame,
+    encode_screen_name,
+)
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 65536
+# Doc §3 "keep SNACs < 8 KB": the text plus ~100 bytes of ICBM framing must stay below that.
+HARD_MAX_IM_BYTES = 8000
+FALLBACK_MAX_MESSAGE_BYTES = 512
+DEFAULT_BOS_PORT = 5190
+CLOSE_FLUSH_TIMEOUT = 1.0
+REMEMBERED_REQUESTS = 4096
+# Error codes after 17/02 that may mean "this server only takes the other MD5 hash" (doc §4).
+WEAK_HASH_RETRY_CODES = frozenset({0x0001, 0x0004, 0x0005})
+UNROUTABLE_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+# OService 3 as LP declares: servers then send 35-byte rate records (doc §5, §12.8).
+CLIENT_VERSIONS = ClientVersions(((FAMILY_OSERVICE, 3), (FAMILY_ICBM, 1)))
+CLIENT_ONLINE = ClientOnline(
+    ((FAMILY_OSERVICE, 3, 0x0110, 0x164F), (FAMILY_ICBM, 1, 0x0110, 0x164F))
+)
+OUR_ICBM_PARAMS = IcbmParamsSet()  # channel 0, typing notifications on, 8000-byte messages
+
+Sleep = Callable[[float], Awaitable[object]]
+
+_NEW, _CONNECTING, _ONLINE, _ENDED = "new", "connecting", "online", "ended"
+
+
+class _Link:
+    """One TCP connection with FLAP framing; write() is the one path every frame goes out by."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str):
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.frames = FrameBuffer()
+        self.pending: deque[Frame] = deque()
+        self._sequence = SequenceCounter()
+        self.last_write = time.monotonic()
+
+    @classmethod
+    async def open(cls, host: str, port: int, within: float) -> _Link:
+        peer = f"{host}:{port}"
+        try:
+            async with asyncio.timeout(within):
+                reader, writer = await asyncio.open_connection(host, port)
+        except TimeoutError as e:
+            raise ConnectError(f"connecting to {peer} timed out after {within:g} s") from e
+        except OSError as e:
+            raise ConnectError(f"cannot connect to {peer}: {e.strerror or e}") from e
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer, peer)
+
+    def write(self, frames: Iterable[tuple[int, bytes]]) -> None:
+        # Sequence numbers are assigned and the bytes handed to the transport in one
+        # synchronous step, so concurrent senders can never interleave or reorder them.
+        data = b"".join(
+            encode_frame(channel, self._sequence.next(), payload) for channel, payload in frames
+        )
+        self.writer.write(data)
+        self.last_write = time.monotonic()
+
+    async def read_frame(self, within: float, what: str) -> Frame:
+        """Sign-on phase only: the next frame within `within` seconds, else ConnectError."""
+        try:
+            async with asyncio.timeout(within):
+                while not self.pending:
+                    data = await self.reader.read(READ_CHUNK)
+                    if not data:
+                        self.pending.extend(self.frames.feed_eof())
+                        if not self.pending:
+                            raise ConnectError(
+                                f"{self.peer} closed the connection while we waited for {what}"
+                            )
+                        break
+                    self.pending.extend(self.frames.feed(data))
+        except TimeoutError as e:
+            raise ConnectError(f"{self.peer} sent no {what} within {within:g} s") from e
+        except OSError as e:
+            raise ConnectError(f"connection to {self.peer} failed: {e.strerror or e}") from e
+        return self.pending.popleft()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def wait_closed(self, within: float) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(within):
+                await self.writer.wait_closed()
+
+
+class OscarClient:
+    """One OSCAR session: connect() signs on, events() reports, send_*() talks, close() ends.
+
+    An OscarClient is good for one session; after SessionEnded, make a new one to reconnect.
+    """
+
+    def __init__(
+        self,
+        screen_name: str,
+        password: str,
+        host: str,
+        port: int = 5190,
+        *,
+        keepalive_interval: float = 30.0,
+        read_timeout: float = 15.0,
+        connect_timeout: float = 10.0,
+        throttle: bool = True,
+        client_name: str = "aimbot",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not screen_name.strip():
+            raise ValueError("screen name is empty")
+        if len(encode_screen_name(screen_name)) > 0xFF:
+            raise ValueError("screen name is longer than 255 bytes")
+        if not password:
+            raise ValueError(f"password for {screen_name} is empty")
+        for name, value in (
+            ("keepalive_interval", keepalive_interval),
+            ("read_timeout", read_timeout),
+            ("connect_timeout", connect_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {value}")
+        self._screen_name = screen_name
+        self._password = password
+        self._host = host
+        self._port = port
+        self._keepalive_interval = keepalive_interval
+        self._read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
+        self._throttle = throttle
+        self._client_name = client_name
+        self._clock = clock
+        self._sleep = sleep
+
+        self._state = _NEW
+        self._link: _Link | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._final: SessionEnded | None = None
+        self._final_delivered = False
+        self._ended = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._next_request = secrets.randbelow(0x7FFFFFFE) + 1
+        self._requests: OrderedDict[int, tuple[bytes | None, str]] = OrderedDict()
+        self._rates: RateTable | None = None
+        self._rate_reply: RateParamsReply | None = None
+        self._icbm_params: IcbmParams | None = None
+        self._signon_requests: dict[int, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<OscarClient {self._screen_name!r} {self._host}:{self._port} {self._state}>"
+
+    # -- public state ------------------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self._state == _ONLINE
+
+    @property
+    def screen_name(self) -> str:
+        return self._screen_name
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The server's advertised IM size (04/05), or 512 when it advertised none."""
+        params = self._icbm_params
+        if params is None or params.max_message_bytes == 0:
+            return FALLBACK_MAX_MESSAGE_BYTES
+        return params.max_message_bytes
+
+    @property
+    def rate_classes(self) -> Mapping[int, RateClass]:
+        return {} if self._rates is None else self._rates.classes
+
+    def send_delay(self, family: int, subgroup: int) -> float:
+        """Seconds until a SNAC of this kind can go out without leaving the clear zone."""
+        if self._rates is None:
+            return 0.0
+        return self._rates.delay_ms(family, subgroup, self._now_ms()) / 1000
+
+    # -- connect -----------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Log in and sign on; returns once the server treats us as online."""
+        if self._state != _NEW:
+            raise OscarError("an OscarClient signs on once; create a new one to reconnect")
+        self._state = _CONNECTING
+        try:
+            response = await self._login()
+            await self._sign_on(response)
+        except ProtocolError as e:
+            error = ConnectError(f"malformed data from the server during sign-on: {e}")
+            self._fail_connect(error, DisconnectReason.PROTOCOL_ERROR)
+            raise error from e
+        except LoginError as e:
+            self._fail_connect(e, DisconnectReason.SIGNED_OFF)
+            raise
+        except ConnectError as e:
+            timed_out = isinstance(e.__cause__, TimeoutError)
+            reason = DisconnectReason.TIMEOUT if timed_out else DisconnectReason.EOF
+            self._fail_connect(e, reason)
+            raise
+        except BaseException as e:
+            self._fail_connect(e, DisconnectReason.CLOSED)
+            raise
+        if self._final is not None:
+            raise ConnectError(f"session closed during sign-on: {self._final.detail}")
+        self._state = _ONLINE
+        link = self._link
+        assert link is not None
+        self._read_task = asyncio.create_task(
+            self._read_loop(link), name=f"oscar-read-{self._screen_name}"
+        )
+        log.info(
+            "signed on as %s at %s (max IM %d bytes, %d rate classes)",
+            self._screen_name,
+            link.peer,
+            self.max_message_bytes,
+            len(self.rate_classes),
+        )
+
+    def _fail_connect(self, error: BaseException, reason: DisconnectReason) -> None:
+        self._end(reason, f"sign-on failed: {error}")
+
+    async def _login(self) -> BucpLoginResponse:
+        response = await self._bucp_attempt(strong=True)
+        if response.error_code in WEAK_HASH_RETRY_CODES:
+            log.info(
+                "server refused the strong MD5 hash for %s (code 0x%04x); trying the weak one",
+                self._screen_name,
+                response.error_code,
+            )
+            response = await self._bucp_attempt(strong=False)
+        if response.error_code is not None:
+            raise LoginError.from_code(response.error_code)
+        return response
+
+    async def _bucp_attempt(self, *, strong: bool) -> BucpLoginResponse:
+        link = await _Link.open(self._host, self._port, self._connect_timeout)
+        try:
+            link.write(
+                [
+                    (Channel.SIGNON, FlapHello().encode()),
+                    (Channel.DATA, self._snac(BucpChallengeRequest(self._screen_name))),
+                ]
+            )
+            reply = await self._await_login_snac(link, "the login challenge")
+            if isinstance(reply, BucpLoginResponse):
+                if reply.error_code is None:
+                    raise ConnectError(f"{link.peer} answered the challenge request oddly")
+                raise LoginError.from_code(reply.error_code, at_challenge=True)
+            request = BucpLoginRequest(
+                screen_name=self._screen_name,
+                password_hash=login_hash(reply.key, self._password, strong=strong),
+                strong_hash=strong,
+                client_name=self._client_name,
+            )
+            link.write([(Channel.DATA, self._snac(request))])
+            result = await self._await_login_snac(link, "the login result")
+            if isinstance(result, BucpChallenge):
+                raise ConnectError(f"{link.peer} sent a second challenge instead of a result")
+            return result
+        finally:
+            link.close()
+            await link.wait_closed(CLOSE_FLUSH_TIMEOUT)
+
+    async def _await_login_snac(self, link: _Link, what: str) -> BucpChallenge | BucpLoginResponse:
+        async with asyncio.timeout(self._connect_timeout):
+            while True:
+                frame = await link.read_frame(self._connect_timeout, what)
+                if frame.channel == Channel.SIGNOFF:
+                    raise self._signoff_during_login(link, frame)
+                if frame.channel != Channel.DATA:
+                    continue
+                header, body = decode_snac(frame.payload)
+                if header.family != FAMILY_BUCP:
+                    log.debug("ignoring %s during login", _snac_name(header))
+                    continue
+                if header.subgroup == BucpChallenge.SUBGROUP:
+                    return BucpChallenge.decode(body)
+                if header.subgroup == BucpLoginResponse.SUBGROUP:
+                    return BucpLoginResponse.decode(body)
+                if header.subgroup == SUBGROUP_ERROR:
+                    error = SnacError.decode(body)
+                    raise ConnectError(
+                        f"{link.peer} refused the login request: {describe_error(error.code)}"
+                    )
+
+    def _signoff_during_login(self, link: _Link, frame: Frame) -> OscarError:
+        # Channel-1 style servers put the 17/03 TLVs into a ch-4 frame (doc §4).
+        try:
+            response = BucpLoginResponse.decode(frame.payload)
+        except ProtocolError:
+            return ConnectError(f"{link.peer} signed us off during login")
+        if response.error_code is not None:
+            return LoginError.from_code(response.error_code)
+        return ConnectError(f"{link.peer} signed us off during login")
+
+    async def _sign_on(self, login: BucpLoginResponse) -> None:
+        assert login.bos_address is not None and login.cookie is not None
+        host, port = parse_bos_address(login.bos_address, DEFAULT_BOS_PORT)
+        if host in UNROUTABLE_HOSTS:
+            host = self._host  # a server bound to all interfaces advertises 0.0.0.0
+        link = await _Link.open(host, port, self._connect_timeout)
+        self._link = link
+        rate_request = self._allocate_request_id()
+        params_request = self._allocate_request_id()
+        self._signon_requests = {rate_request: "rate", params_request: "icbm"}
+        # Pipelined: the cookie and every set-up request in one write, replies awaited together.
+        link.write(
+            [
+                (Channel.SIGNON, FlapHello.with_cookie(login.cookie).encode()),
+                (Channel.DATA, self._snac(CLIENT_VERSIONS)),
+                (Channel.DATA, encode_snac_body(RateParamsRequest(), rate_request)),
+                (Channel.DATA, encode_snac_body(IcbmParamsRequest(), params_request)),
+                (Channel.DATA, self._snac(OUR_ICBM_PARAMS)),
+            ]
+        )
+        async with asyncio.timeout(self._connect_timeout):
+            while self._rate_reply is None or self._icbm_params is None:
+                frame = await link.read_frame(self._connect_timeout, "the sign-on replies")
+                ended = self._handle_frame(frame)
+                if ended is not None:
+                    raise ConnectError(f"{link.peer} ended the session during sign-on: {ended}")
+        rates = self._rate_reply
+        self._rates = RateTable(rates.classes, rates.groups, self._now_ms())
+        ack = RateParamsAck(tuple(c.class_id for c in rates.classes))
+        self._write_snacs([(ack, self._allocate_request_id())])
+        self._write_snacs([(CLIENT_ONLINE, self._allocate_request_id())])
+        await self._drain(link)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events in arrival order; SessionEnded is the last one, then the iterator stops."""
+        while not (self._final_delivered and self._events.empty()):
+            event = await self._events.get()
+            if isinstance(event, SessionEnded):
+                self._final_delivered = True
+                yield event
+                return
+            yield event
+
+    def _emit(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
+    def _end(self, reason: DisconnectReason, detail: str) -> None:
+        """Finish the session once: close the socket and queue SessionEnded as the last event."""
+        if self._final is not None:
+            return
+        self._state = _ENDED
+        self._final = SessionEnded(reason, detail)
+        level = logging.INFO if reason is DisconnectReason.CLOSED else logging.WARNING
+        log.log(level, "session of %s ended (%s): %s", self._screen_name, reason.value, detail)
+        self._ended.set()
+        if self._link is not None:
+            self._link.close()
+        self._emit(self._final)
+
+    # -- read loop ---------------------------------------------------------------------------------
+
+    async def _read_loop(self, link: _Link) -> None:
+        try:
+            await self._pump(link)
+        except ProtocolError as e:
+            self._end(DisconnectReason.PROTOCOL_ERROR, f"malformed data from the server: {e}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("OSCAR read loop of %s crashed", self._screen_name)
+            self._end(DisconnectReason.PROTOCOL_ERROR, f"internal error in the read loop: {e!r}")
+
+    async def _pump(self, link: _Link) -> None:
+        while True:
+            while link.pending:
+                ended = self._handle_frame(link.pending.popleft())
+                if ended is not None:
+                    self._end(ended.reason, ended.detail)
+                    return
+            if self._final is not None:
+                return
+            data = await self._read_or_probe(link)
+            if data is None:
+                return
+            if not data:
+                link.pending.extend(link.frames.feed_eof())
+                while link.pending:
+                    ended = self._handle_frame(link.pending.popleft())
+                    if ended is not None:
+                        self._end(ended.reason, ended.detail)
+                        return
+                self._end(DisconnectReason.EOF, "the server closed the connection")
+                return
+            link.pending.extend(link.frames.feed(data))
+            if time.monotonic() - link.last_write >= self._keepalive_interval:
+                link.write([(Channel.KEEPALIVE, b"")])
+
+    async def _read_or_probe(self, link: _Link) -> bytes | None:
+        """Bytes from the server, b"" at EOF, None once the session has been ended here.
+
+        Servers may stay silent for hours (RAS sends no keep-alives), so silence alone proves
+        nothing: after keepalive_interval of it we send a keep-alive plus a request the server
+        must answer, and only if nothing at all arrives within read_timeout is the link dead.
+        """
+        try:
+            async with asyncio.timeout(self._keepalive_interval):
+                return await link.reader.read(READ_CHUNK)
+        except TimeoutError:
+            pass
+        except OSError as e:
+            self._end(DisconnectReason.EOF, f"connection lost: {e.strerror or e}")
+            return None
+        link.write([(Channel.KEEPALIVE, b"")])
+        self._write_snacs([(SelfInfoRequest(), self._allocate_request_id())])
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return await link.reader.read(READ_CHUNK)
+        except TimeoutError:
+            silent = self._keepalive_interval + self._read_timeout
+            self._end(
+                DisconnectReason.TIMEOUT,
+                f"no data from the server for {silent:g} s; the keep-alive probe went unanswered",
+            )
+        except OSError as e:
+            self._end(DisconnectReason.EOF, f"connection lost: {e.strerror or e}")
+        return None
+
+    def _handle_frame(self, frame: Frame) -> SessionEnded | None:
+        """Dispatch one frame; returns the SessionEnded it implies, if it ends the session."""
+        if frame.channel == Channel.DATA:
+            header, body = decode_snac(frame.payload)
+            try:
+                self._handle_snac(header, body)
+            except ProtocolError as e:
+                # The frame stream is still in sync, so one bad SNAC costs only itself.
+                log.warning("ignoring malformed %s from the server: %s", _snac_name(header), e)
+            return None
+        if frame.channel == Channel.SIGNOFF:
+            return self._signoff_event(frame.payload)
+        if frame.channel == Channel.ERROR:
+            log.warning("server sent a FLAP error frame (%d bytes)", len(frame.payload))
+        elif frame.channel not in (Channel.KEEPALIVE, Channel.SIGNON):
+            log.debug("ignoring a frame on unknown channel %d", frame.channel)
+        return None
+
+    def _signoff_event(self, payload: bytes) -> SessionEnded:
+        try:
+            signoff = SignOff.decode(payload)
+        except ProtocolError as e:
+            return SessionEnded(DisconnectReason.SIGNED_OFF, f"the server signed us off ({e})")
+        if signoff.signed_on_elsewhere:
+            return SessionEnded(
+                DisconnectReason.SIGNED_ON_ELSEWHERE,
+                "the server signed us off: this screen name signed on from another location",
+            )
+        if signoff.error_code is not None:
+            return SessionEnded(
+                DisconnectReason.SIGNED_OFF,
+                f"the server signed us off (code 0x{signoff.error_code:04x})",
+            )
+        return SessionEnded(DisconnectReason.SIGNED_OFF, "the server signed us off")
+
+    def _handle_snac(self, header: SnacHeader, body: bytes) -> None:
+        key = (header.family, header.subgroup)
+        if key == (IcbmIncomingIM.FAMILY, IcbmIncomingIM.SUBGROUP):
+            self._on_incoming_im(IcbmIncomingIM.decode(body))
+        elif key == (IcbmTyping.FAMILY, IcbmTyping.SUBGROUP):
+            self._on_typing(IcbmTyping.decode(body))
+        elif key == (IcbmError.FAMILY, IcbmError.SUBGROUP):
+            self._on_icbm_error(header.request_id, IcbmError.decode(body))
+        elif key == (IcbmHostAck.FAMILY, IcbmHostAck.SUBGROUP):
+            ack = IcbmHostAck.decode(body)
+            self._requests.pop(header.request_id, None)
+            self._emit(HostAck(ack.cookie, ack.screen_name))
+        elif key == (RateParamsChange.FAMILY, RateParamsChange.SUBGROUP):
+            self._on_rate_change(RateParamsChange.decode(body))
+        elif key == (RateParamsReply.FAMILY, RateParamsReply.SUBGROUP):
+            self._rate_reply = RateParamsReply.decode(body)
+            if self._rates is not None:
+                reply = self._rate_reply
+                self._rates = RateTable(reply.classes, reply.groups, self._now_ms())
+        elif key == (IcbmParamsReply.FAMILY, IcbmParamsReply.SUBGROUP):
+            self._icbm_params = IcbmParamsReply.decode(body)
+        elif header.subgroup == SUBGROUP_ERROR:
+            self._on_other_error(header, SnacError.decode(body))
+        else:
+            log.debug("ignoring %s", _snac_name(header))
+
+    def _on_incoming_im(self, snac: IcbmIncomingIM) -> None:
+        sender = snac.sender.screen_name
+        if snac.channel != 1:
+            log.info("ignoring a channel-%d message from %s (not text)", snac.channel, sender)
+            return
+        message = snac.message()
+        if message is None:
+            log.warning("ignoring an IM from %s without message data", sender)
+            return
+        markup = "".join(decode_im_text(t.charset, t.payload) for t in message.texts)
+        self._emit(
+            IncomingIM(
+                sender=sender,
+                text=html_to_plain(markup),
+                html=markup,
+                cookie=snac.cookie,
+                auto_response=snac.auto_response,
+            )
+        )
+
+    def _on_typing(self, snac: IcbmTyping) -> None:
+        try:
+            state = TypingState(snac.event)
+        except ValueError:
+            log.debug("ignoring typing event %d from %s", snac.event, snac.screen_name)
+            return
+        self._emit(TypingNotification(snac.screen_name, state))
+
+    def _on_icbm_error(self, request_id: int, error: IcbmError) -> None:
+        if self._signon_requests.get(request_id) == "icbm":
+            log.info(
+                "server has no ICBM parameters (%s); assuming defaults", describe_error(error.code)
+            )
+            self._icbm_params = IcbmParams(max_message_bytes=FALLBACK_MAX_MESSAGE_BYTES)
+            return
+        cookie, recipient = self._requests.pop(request_id, (None, None))
+        self._emit(IMError(error.code, cookie, recipient))
+
+    def _on_rate_change(self, notice: RateParamsChange) -> None:
+        if self._rates is not None:
+            self._rates.adopt(notice.rate_class, self._now_ms())
+        self._emit(RateChange(notice.code, notice.rate_class.class_id))
+
+    def _on_other_error(self, header: SnacHeader, error: SnacError) -> None:
+        if self._signon_requests.get(header.request_id) == "rate":
+            log.info("server has no rate parameters (%s)", describe_error(error.code))
+            self._rate_reply = RateParamsReply((), ())
+            return
+        log.warning(
+            "server error for request %d (family 0x%04x): %s",
+            header.request_id,
+            header.family,
+            describe_error(error.code),
+        )
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    async def send_im(
+        self,
+        recipient: str,
+        text: str,
+        *,
+        html: bool = False,
+        auto_response: bool = False,
+        request_ack: bool = False,
+    ) -> bytes:
+        """Send one IM and return its cookie (HostAck/IMError events carry it back).
+
+        html=False escapes the text and turns newlines into <br>; html=True sends it as given.
+        Raises MessageTooLong above 8000 encoded bytes and NotConnected without a session.
+        """
+        _check_recipient(recipient)
+        self._require_online()
+        charset, payload = encode_im_text(text if html else plain_to_html(text))
+        if len(payload) > HARD_MAX_IM_BYTES:
+            raise MessageTooLong(len(payload), HARD_MAX_IM_BYTES)
+        cookie = secrets.token_bytes(8)
+        snac = IcbmSendIM.text_message(
+            cookie,
+            recipient,
+            charset,
+            payload,
+            want_ack=request_ack,
+            auto_response=auto_response,
+        )
+        await self._send(snac, (cookie, recipient))
+        return cookie
+
+    async def send_typing(self, recipient: str, state: TypingState) -> None:
+        _check_recipient(recipient)
+        self._require_online()
+        await self._send(IcbmTyping(recipient, int(state)), (None, recipient))
+
+    async def _send(self, snac: SnacBody, about: tuple[bytes | None, str]) -> None:
+        async with self._send_lock:
+            if self._throttle:
+                await self._wait_for_rate(snac.FAMILY, snac.SUBGROUP)
+            self._require_online()
+            link = self._link
+            assert link is not None
+            request_id = self._allocate_request_id()
+            self._requests[request_id] = about
+            while len(self._requests) > REMEMBERED_REQUESTS:
+                self._requests.popitem(last=False)
+            self._write_snacs([(snac, request_id)])
+            await self._drain(link)
+
+    async def _wait_for_rate(self, family: int, subgroup: int) -> None:
+        delay = self.send_delay(family, subgroup)
+        if delay <= 0:
+            return
+        log.debug(
+            "pacing %04x/%04x by %.2f s to stay clear of the rate limit", family, subgroup, delay
+        )
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait({sleeper, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, ended):
+                task.cancel()
+            await asyncio.gather(sleeper, ended, return_exceptions=True)
+
+    def _write_snacs(self, snacs: Sequence[tuple[SnacBody, int]]) -> None:
+        link = self._link
+        assert link is not None
+        link.write([(Channel.DATA, encode_snac_body(snac, rid)) for snac, rid in snacs])
+        if self._rates is not None:
+            now = self._now_ms()
+            for snac, _ in snacs:
+                self._rates.record(snac.FAMILY, snac.SUBGROUP, now)
+
+    async def _drain(self, link: _Link) -> None:
+        """Wait for the kernel to take our bytes; a server that stops reading ends the session."""
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                await link.writer.drain()
+        except TimeoutError as e:
+            detail = f"the server stopped accepting data for {self._read_timeout:g} s"
+            self._end(DisconnectReason.WRITE_ERROR, detail)
+            raise NotConnected(detail) from e
+        except (OSError, RuntimeError) as e:
+            detail = f"write to {link.peer} failed: {e}"
+            self._end(DisconnectReason.WRITE_ERROR, detail)
+            raise NotConnected(detail) from e
+
+    def _require_online(self) -> None:
+        if self._state != _ONLINE:
+            why = self._final.detail if self._final is not None else f"session is {self._state}"
+            raise NotConnected(f"{self._screen_name} is not signed on ({why})")
+
+    def _snac(self, body: SnacBody) -> bytes:
+        return encode_snac_body(body, self._allocate_request_id())
+
+    def _allocate_request_id(self) -> int:
+        # Unique ids in 1..0x7FFFFFFF; servers use 0 and 0x80000000+ for their own SNACs (doc §3).
+        value = self._next_request
+        self._next_request = value + 1 if value < 0x7FFFFFFF else 1
+        return value
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- close -------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Sign off (empty channel-4 frame) and close the socket; safe to call at any time."""
+        link = self._link
+        if self._state == _ONLINE and link is not None:
+            with contextlib.suppress(Exception):
+                link.write([(Channel.SIGNOFF, b"")])
+                async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT):
+                    await link.writer.drain()
+        self._end(DisconnectReason.CLOSED, "closed by us")
+        task = self._read_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if link is not None:
+            await link.wait_closed(CLOSE_FLUSH_TIMEOUT)
+
+
+def _check_recipient(recipient: str) -> None:
+    if not recipient.strip():
+        raise ValueError("recipient screen name is empty")
+    if len(encode_screen_name(recipient)) > 0xFF:
+        raise ValueError("recipient screen name is longer than 255 bytes")
+
+
+def _snac_name(header: SnacHeader) -> str:
+    return f"SNAC {header.family:02x}/{header.subgroup:02x}"
