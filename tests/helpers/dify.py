@@ -143,9 +143,12 @@ def guard_key_in_logs(caplog: pytest.LogCaptureFixture, key: str = SECRET_KEY) -
     caplog.set_level(logging.DEBUG)
     yield
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    # At teardown caplog.records holds only teardown records; the test body ran in "call".
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    assert records, "no log records captured: the guard would prove nothing"
     leaks = [
         record.name
-        for record in caplog.records
+        for record in records
         if key in formatter.format(record) or key in repr(record.args)
     ]
     assert not leaks, f"the API key appeared in log records of {sorted(set(leaks))}"
