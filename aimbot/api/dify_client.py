@@ -175,7 +175,13 @@ class _BlockingRejected(Exception):
 
 
 class DifyClient:
-    """Talks to one Dify app with one API key; safe to share between all user tasks."""
+    """Talks to one Dify app with one API key; safe to share between all user tasks.
+
+    ``observer(outcome, seconds)`` is called once per ``chat`` (not for cancelled calls), for
+    metrics: ``outcome`` is "ok" or the raised error's ``kind`` ("auth", "rate_limited",
+    "unavailable", "protocol", "timeout", "bad_request", "stream_error",
+    "conversation_not_found", "circuit_open"); ``seconds`` spans all attempts.
+    """
 
     def __init__(
         self,
@@ -317,9 +323,6 @@ class DifyClient:
             attempts += 1
             try:
                 result = await attempt()
-            except asyncio.CancelledError:
-                self._breaker.record_neutral(admission)
-                raise
             except DifyError as e:
                 last = e
                 delay = self._retry_delay(operation, e, backoff, attempts, started)
@@ -331,25 +334,32 @@ class DifyClient:
                         "Dify %s failed (%s) and the circuit opened; not retrying", operation, e
                     )
                     raise
-                logger.warning(
-                    "Dify %s failed (%s); retry %d of %d in %.2f s",
-                    operation,
-                    e,
-                    attempts,
-                    opts.retry_max_attempts - 1,
-                    delay,
-                )
-                await self._sleep(delay)
-                continue
-            self._breaker.record_success(admission)
-            if attempts > 1:
-                logger.info(
-                    "Dify %s recovered on attempt %d after %.2f s",
-                    operation,
-                    attempts,
-                    self._clock() - started,
-                )
-            return result
+            except asyncio.CancelledError:
+                self._breaker.record_neutral(admission)
+                raise
+            except Exception:
+                # Not a Dify verdict (a bug, most likely): never leave the probe slot taken.
+                self._breaker.record_neutral(admission)
+                raise
+            else:
+                self._breaker.record_success(admission)
+                if attempts > 1:
+                    logger.info(
+                        "Dify %s recovered on attempt %d after %.2f s",
+                        operation,
+                        attempts,
+                        self._clock() - started,
+                    )
+                return result
+            logger.warning(
+                "Dify %s failed (%s); retry %d of %d in %.2f s",
+                operation,
+                last,
+                attempts,
+                opts.retry_max_attempts - 1,
+                delay,
+            )
+            await self._sleep(delay)  # a cancellation here holds nothing: it just propagates
 
     def _retry_delay(
         self, operation: str, error: DifyError, backoff: Backoff, attempts: int, started: float

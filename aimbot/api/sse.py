@@ -60,10 +60,13 @@ class SseDecoder:
             chunk = chunk[1:]
         self._pending_cr = False
         buf = self._pending
+        # The pending partial line holds no line break, so only the new bytes need scanning:
+        # a long line arriving in many small chunks stays linear, not quadratic.
+        scan_from = len(buf)
         buf += chunk
         start = 0
         while True:
-            nl = _find_line_end(buf, start)
+            nl = _find_line_end(buf, max(start, scan_from))
             if nl < 0:
                 break
             line = bytes(buf[start:nl])

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_KEY = "app-demo-key"
 DEFAULT_PORT = 5001
 PING = b"event: ping\n\n"
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
 # Documented texts (see docs/dify-api.md §0, §4), so clients meet the real wording.
 MSG_AUTH_HEADER = "Authorization header must be provided and start with 'Bearer'"
@@ -595,62 +596,71 @@ class DifyStandIn:
         flight: _InFlight,
         fault: _Fault | None,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
-        await response.prepare(request)
+        latency = self._latency_for(ctx.user)
         message_id = str(uuid.uuid4())
-        created_at = int(time.time())
         base = {
             "task_id": task_id,
             "id": message_id,
             "message_id": message_id,
             "conversation_id": ctx.conversation_id,
-            "created_at": created_at,
+            "created_at": int(time.time()),
         }
+        if not latency and not isinstance(fault, _PingOnlyFault):
+            # Nothing to wait for: the same bytes in one write (benchmarks push thousands of
+            # these a second, and every extra send costs as much as the rest of the work).
+            body = PING + await self._stream_body(ctx, base, fault)
+            return web.Response(body=body, headers={"Content-Type": SSE_CONTENT_TYPE})
+        response = web.StreamResponse(headers={"Content-Type": SSE_CONTENT_TYPE})
+        await response.prepare(request)
         try:
             await response.write(PING)  # newer Dify pings before any data
             if isinstance(fault, _PingOnlyFault):
                 await self._hang(request, flight, response)
                 return response
-            latency = self._latency_for(ctx.user)
-            if latency:
-                await self._think(latency, flight, response)
+            await self._think(latency, flight, response)
             if flight.stopped:
                 await response.write(_frame({"event": "message_end", **base, "metadata": {}}))
                 return response
-            text = await self._compose(ctx)
-            frames: list[bytes] = []
-            if self.agent_mode:
-                frames.append(_frame(_agent_thought(base)))
-            kind = "agent_message" if self.agent_mode else "message"
-            if text is None:
-                fault = _MidStreamFault("internal_server_error", 500, MSG_INTERNAL)
-                text = ""
-            chunks = _split(text)
-            if isinstance(fault, _MidStreamFault):
-                for chunk in chunks[: max(1, len(chunks) // 2)]:
-                    frames.append(_frame({"event": kind, **base, "answer": chunk}))
-                frames.append(
-                    _frame(
-                        {
-                            "event": "error",
-                            "conversation_id": ctx.conversation_id,
-                            "message_id": message_id,
-                            "created_at": created_at,
-                            "code": fault.code,
-                            "status": fault.status,
-                            "message": fault.message,
-                        }
-                    )
-                )
-            else:
-                for chunk in chunks:
-                    frames.append(_frame({"event": kind, **base, "answer": chunk}))
-                metadata = {"usage": _usage(ctx.query, text), "retriever_resources": []}
-                frames.append(_frame({"event": "message_end", **base, "metadata": metadata}))
-            await response.write(b"".join(frames))
+            await response.write(await self._stream_body(ctx, base, fault))
         except (ConnectionResetError, ConnectionError) as e:
             logger.debug("stand-in client went away mid-stream (%s)", e)
         return response
+
+    async def _stream_body(
+        self, ctx: AnswerContext, base: Mapping[str, Any], fault: _Fault | None
+    ) -> bytes:
+        """The answer's events: chunks then message_end, or chunks then an ``error``."""
+        text = await self._compose(ctx)
+        frames: list[bytes] = []
+        if self.agent_mode:
+            frames.append(_frame(_agent_thought(base)))
+        kind = "agent_message" if self.agent_mode else "message"
+        if text is None:
+            fault = _MidStreamFault("internal_server_error", 500, MSG_INTERNAL)
+            text = ""
+        chunks = _split(text)
+        if isinstance(fault, _MidStreamFault):
+            for chunk in chunks[: max(1, len(chunks) // 2)]:
+                frames.append(_frame({"event": kind, **base, "answer": chunk}))
+            frames.append(
+                _frame(
+                    {
+                        "event": "error",
+                        "conversation_id": ctx.conversation_id,
+                        "message_id": base["message_id"],
+                        "created_at": base["created_at"],
+                        "code": fault.code,
+                        "status": fault.status,
+                        "message": fault.message,
+                    }
+                )
+            )
+        else:
+            for chunk in chunks:
+                frames.append(_frame({"event": kind, **base, "answer": chunk}))
+            metadata = {"usage": _usage(ctx.query, text), "retriever_resources": []}
+            frames.append(_frame({"event": "message_end", **base, "metadata": metadata}))
+        return b"".join(frames)
 
     async def _compose(self, ctx: AnswerContext) -> str | None:
         """The answer text, or None when the answer function crashed (Dify's 500 path)."""

@@ -56,6 +56,16 @@ async def test_retried_statuses_recover(status: int, mode: str) -> None:
         assert client.circuit_state == "closed"
 
 
+async def test_retries_log_their_delay_and_the_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    async with dify_rig() as rig:
+        rig.standin.script_statuses(503)
+        await rig.client().chat(USER, "hi", None)
+    messages = [r.getMessage() for r in caplog.records if r.name == "aimbot.api.dify_client"]
+    [retry] = [m for m in messages if "retry 1 of 4 in" in m]
+    assert f"in {rig.time.sleeps[0]:.2f} s" in retry and "503 service_unavailable" in retry
+    assert any("recovered on attempt 2" in m for m in messages)
+
+
 async def test_too_many_requests_dressed_as_400_is_retried() -> None:
     async with dify_rig() as rig:
         rig.standin.script_too_many_requests_400(2)

@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,14 @@ from aimbot.devserver.dify_standin import (
     DifyStandIn,
     default_answer,
 )
-from tests.helpers.dify import WAIT, dify_rig
+from tests.helpers.dify import WAIT, dify_rig, guard_key_in_logs
 
 USER = "aim:alice"
+
+
+@pytest.fixture(autouse=True)
+def _key_never_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    yield from guard_key_in_logs(caplog)
 
 
 def chat_body(
