@@ -105,6 +105,7 @@ class _Run:
 class _Line:
     runs: tuple[_Run, ...]
     gap_before: bool = False  # a blank line (paragraph break) precedes this line
+    keep_with_next: bool = False  # a heading: a part should not end right after it
 
 
 _Tag = tuple[str, str]  # (opening, closing)
@@ -185,6 +186,7 @@ _AUTOLINK: Final = re.compile(r"<((?:https?://|mailto:)[^\s<>]+)>", re.IGNORECAS
 _EMAIL_AUTOLINK: Final = re.compile(r"<([^\s<>@\"]+@[^\s<>@\"]+\.[^\s<>@\"]+)>")
 _LINK_SCHEMES: Final = ("http://", "https://", "mailto:")
 _BRACKET_OR_ESCAPE: Final = re.compile(r"\\.|[\[\]]", re.DOTALL)
+_PAREN_OR_SPACE: Final = re.compile(r"\\[!-/:-@\[-`{-~]|[()]|\s")
 
 
 def _is_space(char: str) -> bool:
@@ -207,13 +209,16 @@ def _linkable(url: str) -> bool:
 
 def _trim_bare_url(url: str) -> str:
     # "see https://x.org/a." or "(https://x.org/a)": the sentence's punctuation is not the URL's.
-    while url:
-        unbalanced = url[-1] == ")" and url.count(")") > url.count("(")
-        if url[-1] in _URL_TRAILING or unbalanced:
-            url = url[:-1]
-        else:
+    opened, closed = url.count("("), url.count(")")
+    end = len(url)
+    while end:
+        char = url[end - 1]
+        if char == ")" and closed > opened:
+            closed -= 1
+        elif char not in _URL_TRAILING:
             break
-    return url
+        end -= 1
+    return url[:end]
 
 
 def _backtick_runs(source: str) -> dict[int, list[int]]:
@@ -242,34 +247,46 @@ def _unescape_punct(text: str) -> str:
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
 
 
-def _link_destination(source: str, start: int) -> tuple[str, int] | None:
+def _destination_ends(source: str) -> dict[int, int]:
+    """For each "(", where a link destination starting after it ends: its matching ")" or the
+    first whitespace, or -1 if an unbalanced "(" makes it invalid. One pass per paragraph, so
+    that "[a](" repeated thousands of times is not rescanned for each link."""
+    ends: dict[int, int] = {}
+    stack: list[int] = []
+    for match in _PAREN_OR_SPACE.finditer(source):
+        token = match.group()
+        if token == "(":
+            stack.append(match.start())
+        elif token == ")":
+            if stack:
+                ends[stack.pop()] = match.start()
+        elif token[0] != "\\" and stack:
+            ends[stack.pop()] = match.start()
+            for position in stack:
+                ends[position] = -1
+            stack.clear()
+    if stack:
+        ends[stack.pop()] = len(source)
+        for position in stack:
+            ends[position] = -1
+    return ends
+
+
+def _link_destination(source: str, start: int, ends: dict[int, int]) -> tuple[str, int] | None:
     """Parse "(url "title")" at `start` (the "("); returns the url and the index after ")"."""
-    pos = start + 1
     length = len(source)
-    while pos < length and source[pos] in " \n":
-        pos += 1
-    if pos < length and source[pos] == "<":
+    if source.startswith("<", start + 1) or source.startswith(" <", start + 1):
+        pos = source.index("<", start)
         end = source.find(">", pos)
         if end < 0 or "\n" in source[pos:end]:
             return None
         url = source[pos + 1 : end]
         pos = end + 1
     else:
-        begin = pos
-        depth = 0
-        while pos < length and not source[pos].isspace():
-            char = source[pos]
-            if char == "\\" and pos + 1 < length:
-                pos += 2
-                continue
-            if char == "(":
-                depth += 1
-            elif char == ")":
-                if depth == 0:
-                    break
-                depth -= 1
-            pos += 1
-        url = source[begin:pos]
+        pos = ends.get(start, -1)
+        if pos < 0:
+            return None
+        url = source[start + 1 : pos]
     while pos < length and source[pos] in " \n":
         pos += 1
     if pos < length and source[pos] in "\"'(":
@@ -299,6 +316,7 @@ def _tokenize(source: str, allow_links: bool) -> list[_Event | _Delimiter]:
     text: list[str] = []
     code_runs = _backtick_runs(source)
     brackets = _bracket_pairs(source) if allow_links and "[" in source else {}
+    destinations = _destination_ends(source) if brackets and "](" in source else {}
     length = len(source)
     pos = 0
 
@@ -355,7 +373,7 @@ def _tokenize(source: str, allow_links: bool) -> list[_Event | _Delimiter]:
             closing = brackets.get(opening)
             parsed = None
             if closing is not None and source[closing + 1 : closing + 2] == "(":
-                parsed = _link_destination(source, closing + 1)
+                parsed = _link_destination(source, closing + 1, destinations)
             if parsed is None:
                 text.append(source[pos : opening + 1])
                 pos = opening + 1
@@ -631,7 +649,11 @@ def _table_cells(row: str) -> tuple[str, ...]:
     return tuple(cell.strip() for cell in _CELL_SEPARATOR.split(row))
 
 
-def _parse_blocks(lines: Sequence[str]) -> list[_Block]:
+_MAX_QUOTE_DEPTH: Final = 8  # deeper ">" stay text: no recursion an answer could exhaust
+_MAX_LIST_LEVEL: Final = 5
+
+
+def _parse_blocks(lines: Sequence[str], depth: int = 0) -> list[_Block]:
     """Line-oriented block parser for the Markdown LLMs actually write (not full CommonMark:
     no indented code blocks, no reference links, lists are flat lines with a nesting level)."""
     blocks: list[_Block] = []
@@ -688,7 +710,7 @@ def _parse_blocks(lines: Sequence[str]) -> list[_Block]:
         heading = _ATX_HEADING.match(line)
         bullet = _BULLET.match(line)
         ordered = _ORDERED.match(line)
-        quote = _QUOTE.match(line)
+        quote = _QUOTE.match(line) if depth < _MAX_QUOTE_DEPTH else None
         if heading:
             emit(_Heading(heading["text"] or "", gap))
             list_indents.clear()
@@ -704,7 +726,8 @@ def _parse_blocks(lines: Sequence[str]) -> list[_Block]:
             if not list_indents or list_indents[-1] < width:
                 list_indents.append(width)
             marker = "• " if bullet else f"{item['number']}. "
-            emit(_ListItem(len(list_indents) - 1, marker, item["text"].strip(), gap))
+            level = min(len(list_indents) - 1, _MAX_LIST_LEVEL)
+            emit(_ListItem(level, marker, item["text"].strip(), gap))
         elif quote:
             inner: list[str] = []
             while index < len(lines):
@@ -713,7 +736,7 @@ def _parse_blocks(lines: Sequence[str]) -> list[_Block]:
                     break
                 inner.append(quoted["text"])
                 index += 1
-            emit(_Quote(tuple(_parse_blocks(inner)), gap))
+            emit(_Quote(tuple(_parse_blocks(inner, depth + 1)), gap))
             list_indents.clear()
             continue
         elif _table_starts(lines, index):
@@ -748,7 +771,8 @@ def _block_lines(block: _Block, link_as_text: LinkAsText) -> list[_Line]:
     if isinstance(block, _Paragraph):
         return [_Line(tuple(runs)) for runs in _inline_lines(block.text, _NO_STYLE, link_as_text)]
     if isinstance(block, _Heading):
-        return [_Line(tuple(_inline_line(block.text, _Style(bold=True), link_as_text)))]
+        heading = _inline_line(block.text, _Style(bold=True), link_as_text)
+        return [_Line(tuple(heading), keep_with_next=True)]
     if isinstance(block, _ListItem):
         indent = "  " * block.level
         lines = _inline_lines(block.text, _NO_STYLE, link_as_text)
@@ -903,6 +927,8 @@ def _atomize(lines: Sequence[_Line], options: _AtomOptions) -> list[_Atom]:
     for line_number, line in enumerate(lines):
         if line_number:
             level = _PARAGRAPH if line.gap_before else _LINE
+            if lines[line_number - 1].keep_with_next:
+                level = _WORD
             append(_Atom("\n", br_out, br_sent, None, True, False, True, level))
             if line.gap_before:
                 append(_Atom("\n", br_out, br_sent, None, True, False, True, _CHAR))

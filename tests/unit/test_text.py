@@ -124,6 +124,8 @@ def check_parts(markdown: str, fmt: ReplyFormat, max_bytes: int) -> list[str]:
         ("**bold *and italic* inside**", "<b>bold <i>and italic</i> inside</b>"),
         ("snake_case_names and __init__ stay", "snake_case_names and <b>init</b> stay"),
         ("file_name_v2.txt", "file_name_v2.txt"),
+        ("my_var and other_ thing", "my_var and other_ thing"),
+        ("_start_ and (_in parens_)", "<i>start</i> and (<i>in parens</i>)"),
         ("2 * 3 * 4 = 24", "2 * 3 * 4 = 24"),
         ("**never closed", "**never closed"),
         ("\\*escaped\\* stars", "*escaped* stars"),
@@ -176,6 +178,13 @@ def test_link_url_cannot_break_out_of_the_attribute() -> None:
     assert_well_formed(out)
 
 
+def test_images_become_links_to_the_image() -> None:
+    assert markdown_to_aim_html("![a cat](https://e.com/cat.png)") == (
+        '<a href="https://e.com/cat.png">a cat</a>'
+    )
+    assert markdown_to_plain("![a cat](https://e.com/cat.png)") == "a cat (https://e.com/cat.png)"
+
+
 def test_link_text_is_formatted_and_escaped() -> None:
     assert markdown_to_aim_html("[**a** & b](http://e.com)") == (
         '<a href="http://e.com"><b>a</b> &amp; b</a>'
@@ -212,6 +221,14 @@ def test_block_quote_and_rule() -> None:
     assert markdown_to_aim_html("> quoted *text*\n> > deeper\n\n---\n\nend") == (
         "&gt; quoted <i>text</i><br>&gt; &gt; deeper<br><br>----------<br><br>end"
     )
+
+
+def test_deep_quotes_and_lists_are_capped_not_recursed_into() -> None:
+    out = markdown_to_aim_html(">" * 5000 + " deep")
+    assert out.startswith("&gt; " * 8 + "&gt;" * 4992)
+    assert out.endswith(" deep")
+    nested = markdown_to_plain("\n".join(" " * n + "- x" for n in range(50)))
+    assert nested.splitlines()[-1] == " " * 10 + "• x"
 
 
 def test_tables_become_text_rows() -> None:
@@ -332,6 +349,39 @@ def test_a_paragraph_break_does_not_waste_a_mostly_empty_part() -> None:
     # IM with one word in it, while the server rate-limits IMs.
     parts = check_parts("Hi.\n\n" + "Long words here. " * 40, "plain", 200)
     assert without_prefix(parts[0]).startswith("Hi.\n\nLong words here.")
+
+
+def test_a_heading_stays_with_the_text_under_it() -> None:
+    intro = "Intro words. " * 12
+    body = "Body words. " * 12
+    parts = check_parts(f"{intro}\n\n# Heading\n{body}", "plain", 250)
+    assert [without_prefix(part).split("\n")[0] for part in parts] == [intro.strip(), "Heading"]
+
+
+@pytest.mark.parametrize(
+    "markdown",
+    [
+        "*a" * 2500,
+        "_a_" * 1700,
+        "[" * 5000,
+        "[a](" * 1250,
+        "[a](<" * 1000,
+        "` `` ```" * 700,
+        "https://e.com/" + ")" * 5000,
+        "> " * 2500,
+        "```\n" * 2000,
+        "|a|\n|-|\n" * 1000,
+        "a" + "\u0301" * 5000,
+        "\u200d" * 5000,
+        "🇩" * 5001,
+        "**" * 2500,
+    ],
+    ids=lambda markdown: repr(markdown[:8]),
+)
+def test_hostile_markup_is_rendered_and_split(markdown: str) -> None:
+    # Each of these once took seconds (quadratic rescans) or crashed (recursion).
+    check_parts(markdown, "html", 512)
+    check_parts(markdown, "plain", 512)
 
 
 @pytest.mark.parametrize("fmt", ["html", "plain"])
