@@ -1,0 +1,434 @@
+"""A terminal AIM client: talk to a bot from a shell, by hand or from a script.
+
+It exists so that the demo needs nothing but this repository, and so that an operator can check a
+live bot from the machine it runs on without installing an AIM client. Typed lines go out as IMs;
+replies, typing notices and errors come back as plain English. With stdin not a terminal it reads
+line by line and flushes every line it prints, so tests and scripts can drive it through pipes;
+`--send TEXT --wait-reply SECONDS` is the one-shot form for health checks.
+
+Usage: python -m aimbot.chat --peer aimbot [--screen-name you] [--server H] [--port N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, TextIO
+
+from aimbot.oscar.client import OscarClient
+from aimbot.oscar.errors import ConnectError, LoginError, NotConnected, OscarError
+from aimbot.oscar.events import (
+    DisconnectReason,
+    Event,
+    IMError,
+    IncomingIM,
+    SessionEnded,
+    TypingNotification,
+    TypingState,
+)
+from aimbot.oscar.imtext import html_to_plain
+from aimbot.utils.logger import setup_logging
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV: Final = "AIM_CHAT_PASSWORD"
+QUIT_COMMANDS: Final = frozenset({"/quit", "/exit"})
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+# The ICBM error codes a user can actually run into, in words (docs/oscar-protocol.md §7).
+_IM_ERRORS: Final = {
+    0x0002: "you are sending too fast (server rate limit); wait a few seconds",
+    0x0003: "you are sending too fast (server rate limit); wait a few seconds",
+    0x0004: "{peer} is not signed on; the message was not delivered",
+    0x0005: "the server's messaging service is unavailable right now",
+    0x0009: "{peer}'s client does not accept this kind of message",
+    0x000A: "{peer}'s client refused the message",
+    0x000E: "the server rejected the message as malformed",
+    0x0010: "{peer} cannot receive messages from you (blocked)",
+}
+
+_SESSION_ENDS: Final = {
+    DisconnectReason.EOF: "the server closed the connection",
+    DisconnectReason.SIGNED_OFF: "the server signed you off",
+    DisconnectReason.SIGNED_ON_ELSEWHERE: (
+        "you signed on somewhere else with this screen name, so the server closed this session"
+    ),
+    DisconnectReason.TIMEOUT: "the server stopped answering (connection timed out)",
+    DisconnectReason.PROTOCOL_ERROR: "the server sent something this client cannot understand",
+    DisconnectReason.WRITE_ERROR: "the connection broke while sending",
+    DisconnectReason.CLOSED: "you closed the session",
+}
+
+_PART_PREFIX: Final = re.compile(r"\s*\((\d{1,4})/(\d{1,4})\)\s")
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    screen_name: str
+    password: str = field(repr=False)
+    server: str
+    port: int
+    peer: str
+    send: str | None = None
+    wait_reply: float | None = None
+
+
+def describe_im_error(code: int, peer: str) -> str:
+    """The server's refusal of an IM, as a sentence a person can act on."""
+    template = _IM_ERRORS.get(code, "the server refused the message (ICBM error 0x{code:04x})")
+    return template.format(peer=peer, code=code)
+
+
+def describe_session_end(reason: DisconnectReason, detail: str) -> str:
+    text = _SESSION_ENDS.get(reason, "the session ended")
+    return f"{text} ({detail})" if detail else text
+
+
+def describe_login_error(error: LoginError) -> str:
+    code = f" (server code 0x{error.code:04x})" if error.code is not None else ""
+    advice = " — try again in a few minutes" if error.retryable else ""
+    return f"{error.reason}{code}{advice}"
+
+
+def part_position(text: str) -> tuple[int, int] | None:
+    """(i, n) when the text starts with the bot's "(i/n) " split-reply prefix, else None.
+
+    The one-shot mode uses it to wait for every part of a long answer, not just the first.
+    """
+    match = _PART_PREFIX.match(text)
+    if match is None:
+        return None
+    index, total = int(match.group(1)), int(match.group(2))
+    if not 1 <= index <= total:
+        return None
+    return index, total
+
+
+def same_screen_name(a: str, b: str) -> bool:
+    """Servers ignore case and spaces in screen names ("Aim Bot" is "aimbot")."""
+    return "".join(a.split()).lower() == "".join(b.split()).lower()
+
+
+def incoming_text(im: IncomingIM) -> str:
+    return html_to_plain(im.html) if im.html else im.text
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m aimbot.chat",
+        description="Talk to an AIM screen name (e.g. your bot) from the terminal.",
+        epilog=(
+            f"The password comes from --password, else ${PASSWORD_ENV}, else a prompt (on a "
+            "terminal). Type a line to send it; /quit or end of input leaves."
+        ),
+    )
+    parser.add_argument("--screen-name", default="you", help="your screen name (default: you)")
+    parser.add_argument("--password", help=f"your password (default: ${PASSWORD_ENV} or a prompt)")
+    parser.add_argument("--server", default="127.0.0.1", help="OSCAR server host")
+    parser.add_argument("--port", type=_port, default=5190, help="OSCAR server port (5190)")
+    parser.add_argument("--peer", default="aimbot", help="who to talk to (default: aimbot)")
+    parser.add_argument("--send", metavar="TEXT", help="send one message, print the reply, exit")
+    parser.add_argument(
+        "--wait-reply",
+        metavar="SECONDS",
+        type=_seconds,
+        help="with --send: how long to wait for the reply (default 30); exit 1 if none came",
+    )
+    args = parser.parse_args(list(argv))
+    if args.wait_reply is not None and args.send is None:
+        parser.error("--wait-reply only makes sense with --send TEXT")
+    if args.send is not None and not args.send.strip():
+        parser.error("--send needs a non-empty message")
+    return args
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from e
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1..65535, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from e
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {value:g}")
+    return value
+
+
+def _password(args: argparse.Namespace, stdin: TextIO) -> str | None:
+    if args.password:
+        return str(args.password)
+    from_env = os.environ.get(PASSWORD_ENV, "")
+    if from_env:
+        return from_env
+    if stdin.isatty():
+        try:
+            return getpass.getpass(f"Password for {args.screen_name}: ")
+        except (EOFError, KeyboardInterrupt):
+            return None
+    return None
+
+
+class Printer:
+    """Every line goes out flushed: a script reading our stdout must see each reply at once."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def note(self, line: str) -> None:
+        print(line, file=self.err, flush=True)
+
+
+class ChatSession:
+    """One signed-on client plus one queue that merges server events and typed lines."""
+
+    def __init__(self, options: ChatOptions, printer: Printer) -> None:
+        self.options = options
+        self.printer = printer
+        self.client = OscarClient(
+            options.screen_name, options.password, options.server, options.port
+        )
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def connect(self) -> bool:
+        o = self.options
+        try:
+            await self.client.connect()
+        except LoginError as e:
+            self.printer.note(f"cannot sign on as {o.screen_name}: {describe_login_error(e)}")
+            return False
+        except ConnectError as e:
+            self.printer.note(f"cannot reach the AIM server at {o.server}:{o.port}: {e}")
+            return False
+        except (OscarError, OSError) as e:
+            self.printer.note(f"signing on to {o.server}:{o.port} failed: {e}")
+            return False
+        self._pump = asyncio.create_task(self._pump_events(), name="chat-events")
+        self._pump.add_done_callback(_log_crash)
+        return True
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._pump is not None:
+            try:
+                await asyncio.wait_for(self._pump, timeout=5.0)
+            except TimeoutError:
+                log.debug("event reader did not stop after close(); cancelled")
+            except Exception:  # already logged by _log_crash
+                log.debug("event reader had crashed", exc_info=True)
+
+    async def _pump_events(self) -> None:
+        async for event in self.client.events():
+            self._events.put_nowait(event)
+
+    async def next_event(self, within: float | None) -> Event | None:
+        """The next server event, or None when `within` seconds pass without one."""
+        try:
+            return await asyncio.wait_for(self._events.get(), within)
+        except TimeoutError:
+            return None
+
+    async def send(self, text: str) -> bool:
+        try:
+            await self.client.send_im(self.options.peer, text)
+        except (NotConnected, OscarError, OSError) as e:
+            self.printer.note(f"could not send (not connected: {e})")
+            return False
+        return True
+
+    def show(self, event: Event, *, one_shot: bool) -> None:
+        """Print an event that is not a reply the one-shot mode is waiting for.
+
+        In one-shot mode stdout carries the reply alone (scripts compare it), so everything
+        else goes to stderr.
+        """
+        conversation = self.printer.note if one_shot else self.printer.say
+        if isinstance(event, IncomingIM):
+            tag = " (auto-response)" if event.auto_response else ""
+            conversation(f"{event.sender}{tag}: {incoming_text(event)}")
+        elif isinstance(event, TypingNotification):
+            if event.state is TypingState.TYPING:
+                conversation(f"{event.sender} is typing…")
+        elif isinstance(event, IMError):
+            self.printer.note(describe_im_error(event.code, event.recipient or self.options.peer))
+        elif isinstance(event, SessionEnded):
+            self.printer.note(f"disconnected: {describe_session_end(event.reason, event.detail)}")
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("the event reader crashed", exc_info=exc)
+
+
+async def send_and_wait(session: ChatSession, text: str, wait: float) -> int:
+    """Send one IM and print the peer's reply (all its "(i/n)" parts); 1 if it does not come."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    if not await session.send(text):
+        return EXIT_FAILED
+    peer = session.options.peer
+    expected: int | None = None
+    parts: dict[int, str] = {}
+    while True:
+        remaining = deadline - loop.time()
+        event = await session.next_event(remaining) if remaining > 0 else None
+        if event is None:
+            break
+        if (
+            isinstance(event, IncomingIM)
+            and same_screen_name(event.sender, peer)
+            and not event.auto_response
+        ):
+            body = incoming_text(event)
+            session.printer.say(body)
+            position = part_position(body)
+            if position is None:
+                return EXIT_OK
+            index, total = position
+            parts[index] = body
+            expected = total
+            if len(parts) >= total:
+                return EXIT_OK
+            continue
+        session.show(event, one_shot=True)
+        if isinstance(event, SessionEnded):
+            return EXIT_FAILED
+        if isinstance(event, IMError):
+            return EXIT_FAILED
+    if expected is not None:
+        session.printer.note(f"only {len(parts)} of {expected} reply parts arrived in {wait:g} s")
+    else:
+        session.printer.note(f"no reply from {peer} within {wait:g} s")
+    return EXIT_FAILED
+
+
+_EOF: Final = object()
+
+
+def start_line_reader(stdin: TextIO, queue: asyncio.Queue[str | object]) -> threading.Thread:
+    """Read stdin in a daemon thread, because a blocking readline cannot be cancelled.
+
+    asyncio's pipe readers refuse regular files and behave differently per platform; a thread
+    works for terminals, pipes and redirected files alike, and being a daemon it never keeps the
+    process alive after the chat ends.
+    """
+    loop = asyncio.get_running_loop()
+
+    def read() -> None:
+        try:
+            for line in stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\r\n"))
+        except (OSError, ValueError) as e:  # stdin closed under us
+            log.debug("stdin reader stopped: %s", e)
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            loop.call_soon_threadsafe(queue.put_nowait, _EOF)
+
+    thread = threading.Thread(target=read, name="chat-stdin", daemon=True)
+    thread.start()
+    return thread
+
+
+async def interactive(session: ChatSession, stdin: TextIO) -> int:
+    """Send each typed line; show everything that arrives, until /quit, end of input or a drop."""
+    lines: asyncio.Queue[str | object] = asyncio.Queue()
+    start_line_reader(stdin, lines)
+    o = session.options
+    session.printer.note(
+        f"signed on as {o.screen_name}; talking to {o.peer}. Type a message and press Enter "
+        "(/quit to leave)."
+    )
+    next_line = asyncio.create_task(lines.get())
+    next_event = asyncio.create_task(session.next_event(None))
+    try:
+        while True:
+            done, _ = await asyncio.wait(
+                {next_line, next_event}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if next_event in done:
+                event = next_event.result()
+                if event is not None:
+                    session.show(event, one_shot=False)
+                    if isinstance(event, SessionEnded):
+                        return EXIT_FAILED
+                next_event = asyncio.create_task(session.next_event(None))
+            if next_line in done:
+                line = next_line.result()
+                if line is _EOF:
+                    return EXIT_OK
+                assert isinstance(line, str)
+                text = line.strip()
+                if text.lower() in QUIT_COMMANDS:
+                    return EXIT_OK
+                if text and not await session.send(text):
+                    return EXIT_FAILED
+                next_line = asyncio.create_task(lines.get())
+    finally:
+        for task in (next_line, next_event):
+            task.cancel()
+        await asyncio.gather(next_line, next_event, return_exceptions=True)
+
+
+async def run_chat(options: ChatOptions, *, stdin: TextIO, printer: Printer) -> int:
+    session = ChatSession(options, printer)
+    if not await session.connect():
+        return EXIT_FAILED
+    try:
+        if options.send is not None:
+            wait = options.wait_reply if options.wait_reply is not None else 30.0
+            return await send_and_wait(session, options.send, wait)
+        return await interactive(session, stdin)
+    finally:
+        await session.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    printer = Printer(sys.stdout, sys.stderr)
+    password = _password(args, sys.stdin)
+    if not password:
+        printer.note(
+            f"no password for {args.screen_name}: pass --password, set ${PASSWORD_ENV}, "
+            "or run on a terminal to be asked"
+        )
+        return EXIT_USAGE
+    setup_logging(level="WARNING", secrets=[password])
+    options = ChatOptions(
+        screen_name=args.screen_name,
+        password=password,
+        server=args.server,
+        port=args.port,
+        peer=args.peer,
+        send=args.send,
+        wait_reply=args.wait_reply,
+    )
+    try:
+        return asyncio.run(run_chat(options, stdin=sys.stdin, printer=printer))
+    except KeyboardInterrupt:
+        printer.note("bye")
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
