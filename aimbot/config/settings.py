@@ -116,7 +116,11 @@ class Secret:
             other_value = other
         else:
             return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other_value.encode())
+        # surrogatepass: values from os.environ may carry undecodable bytes as lone surrogates.
+        return hmac.compare_digest(
+            self._value.encode("utf-8", "surrogatepass"),
+            other_value.encode("utf-8", "surrogatepass"),
+        )
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -634,7 +638,7 @@ def load_settings(
         given = MASK if kind.secret else repr(_truncate(raw))
         if env_name in PLACEHOLDERS and raw.strip() == PLACEHOLDERS[env_name]:
             problems.append(
-                f"{env_name}{origin}: still the placeholder from .env.example; set the real value"
+                f"{env_name}{origin}: still the example placeholder; set the real value"
             )
             continue
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from aimbot.config import ENV_NAMES, MASK, ConfigError, Secret, Settings, load_settings
@@ -492,6 +493,8 @@ VALID_VALUES = st.fixed_dictionaries(
 )
 
 
+# Each example parses whole configurations; 1,000 are plenty even under the CI profile.
+@hypothesis_settings(max_examples=min(hypothesis_settings.default.max_examples, 1000))
 @given(values=VALID_VALUES)
 def test_describe_reads_back_as_the_same_settings(values: dict[str, str]) -> None:
     settings = make_settings(**values)
