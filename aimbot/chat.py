@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PASSWORD_ENV: Final = "AIM_CHAT_PASSWORD"
 QUIT_COMMANDS: Final = frozenset({"/quit", "/exit"})
+DEFAULT_WAIT: Final = 30.0
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
@@ -143,11 +144,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--wait-reply",
         metavar="SECONDS",
         type=_seconds,
-        help="with --send: how long to wait for the reply (default 30); exit 1 if none came",
+        help=(
+            "how long to wait for the reply to --send, or to the last line of piped input "
+            "(default 30); exit 1 if it does not come"
+        ),
     )
     args = parser.parse_args(list(argv))
-    if args.wait_reply is not None and args.send is None:
-        parser.error("--wait-reply only makes sense with --send TEXT")
     if args.send is not None and not args.send.strip():
         parser.error("--send needs a non-empty message")
     return args
@@ -211,6 +213,7 @@ class ChatSession:
         )
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
+        self._typing: dict[str, TypingState] = {}
 
     async def connect(self) -> bool:
         o = self.options
@@ -266,10 +269,15 @@ class ChatSession:
         """
         conversation = self.printer.note if one_shot else self.printer.say
         if isinstance(event, IncomingIM):
+            self._typing.pop("".join(event.sender.split()).lower(), None)
             tag = " (auto-response)" if event.auto_response else ""
             conversation(f"{event.sender}{tag}: {incoming_text(event)}")
         elif isinstance(event, TypingNotification):
-            if event.state is TypingState.TYPING:
+            # Bots refresh "typing" every few seconds; one line per change is enough.
+            key = "".join(event.sender.split()).lower()
+            before = self._typing.get(key, TypingState.NONE)
+            self._typing[key] = event.state
+            if event.state is TypingState.TYPING and before is not TypingState.TYPING:
                 conversation(f"{event.sender} is typing…")
         elif isinstance(event, IMError):
             self.printer.note(describe_im_error(event.code, event.recipient or self.options.peer))
@@ -282,6 +290,54 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("the event reader crashed", exc_info=exc)
 
 
+class ReplyTracker:
+    """Whether the peer has answered what we sent: its next IM, and every "(i/n)" part of it.
+
+    Scripts that pipe lines in must see the answer before the client leaves, so the end of input
+    waits on this. A bot joins messages that arrive while it is busy into one query, so replies
+    are not counted per message: the peer's first complete answer after our latest message ends
+    the wait.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self.undelivered = 0
+        self._parts: set[int] = set()
+        self._total: int | None = None
+
+    def sent(self) -> None:
+        self.waiting = True
+        self._parts.clear()
+        self._total = None
+
+    def answered(self, text: str) -> None:
+        position = part_position(text)
+        if position is None:
+            self.waiting = False
+            return
+        index, total = position
+        self._parts.add(index)
+        self._total = total
+        self.waiting = len(self._parts) < total
+
+    def not_delivered(self) -> None:
+        self.undelivered += 1
+        self.waiting = False
+
+    def shortfall(self, peer: str, wait: float) -> str:
+        if self._total is not None:
+            return f"only {len(self._parts)} of {self._total} reply parts arrived in {wait:g} s"
+        return f"no reply from {peer} within {wait:g} s"
+
+
+def is_reply(event: Event, peer: str) -> bool:
+    return (
+        isinstance(event, IncomingIM)
+        and same_screen_name(event.sender, peer)
+        and not event.auto_response
+    )
+
+
 async def send_and_wait(session: ChatSession, text: str, wait: float) -> int:
     """Send one IM and print the peer's reply (all its "(i/n)" parts); 1 if it does not come."""
     loop = asyncio.get_running_loop()
@@ -289,39 +345,23 @@ async def send_and_wait(session: ChatSession, text: str, wait: float) -> int:
     if not await session.send(text):
         return EXIT_FAILED
     peer = session.options.peer
-    expected: int | None = None
-    parts: dict[int, str] = {}
-    while True:
+    tracker = ReplyTracker()
+    tracker.sent()
+    while tracker.waiting:
         remaining = deadline - loop.time()
         event = await session.next_event(remaining) if remaining > 0 else None
         if event is None:
-            break
-        if (
-            isinstance(event, IncomingIM)
-            and same_screen_name(event.sender, peer)
-            and not event.auto_response
-        ):
+            session.printer.note(tracker.shortfall(peer, wait))
+            return EXIT_FAILED
+        if isinstance(event, IncomingIM) and is_reply(event, peer):
             body = incoming_text(event)
             session.printer.say(body)
-            position = part_position(body)
-            if position is None:
-                return EXIT_OK
-            index, total = position
-            parts[index] = body
-            expected = total
-            if len(parts) >= total:
-                return EXIT_OK
+            tracker.answered(body)
             continue
         session.show(event, one_shot=True)
-        if isinstance(event, SessionEnded):
+        if isinstance(event, SessionEnded | IMError):
             return EXIT_FAILED
-        if isinstance(event, IMError):
-            return EXIT_FAILED
-    if expected is not None:
-        session.printer.note(f"only {len(parts)} of {expected} reply parts arrived in {wait:g} s")
-    else:
-        session.printer.note(f"no reply from {peer} within {wait:g} s")
-    return EXIT_FAILED
+    return EXIT_OK
 
 
 _EOF: Final = object()
@@ -350,8 +390,14 @@ def start_line_reader(stdin: TextIO, queue: asyncio.Queue[str | object]) -> thre
     return thread
 
 
-async def interactive(session: ChatSession, stdin: TextIO) -> int:
-    """Send each typed line; show everything that arrives, until /quit, end of input or a drop."""
+async def interactive(session: ChatSession, stdin: TextIO, *, wait: float) -> int:
+    """Send each typed line; show everything that arrives, until /quit, end of input or a drop.
+
+    When the input is piped and ends while an answer is outstanding, wait up to `wait` seconds
+    for it: a script's `printf 'hi\\n' | python -m aimbot.chat` must print the reply. The exit
+    code is 1 if a message could not be delivered or that last reply did not come.
+    """
+    loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | object] = asyncio.Queue()
     start_line_reader(stdin, lines)
     o = session.options
@@ -359,35 +405,65 @@ async def interactive(session: ChatSession, stdin: TextIO) -> int:
         f"signed on as {o.screen_name}; talking to {o.peer}. Type a message and press Enter "
         "(/quit to leave)."
     )
+    tracker = ReplyTracker()
+    outcome = EXIT_OK
+    input_ended_at: float | None = None
     next_line = asyncio.create_task(lines.get())
     next_event = asyncio.create_task(session.next_event(None))
     try:
         while True:
-            done, _ = await asyncio.wait(
-                {next_line, next_event}, return_when=asyncio.FIRST_COMPLETED
-            )
+            if input_ended_at is None:
+                done, _ = await asyncio.wait(
+                    {next_line, next_event}, return_when=asyncio.FIRST_COMPLETED
+                )
+            else:
+                remaining = input_ended_at + wait - loop.time()
+                done, _ = await asyncio.wait({next_event}, timeout=max(0.0, remaining))
+                if not done:
+                    session.printer.note(tracker.shortfall(o.peer, wait))
+                    outcome = EXIT_FAILED
+                    break
             if next_event in done:
                 event = next_event.result()
                 if event is not None:
+                    if isinstance(event, IncomingIM) and is_reply(event, o.peer):
+                        tracker.answered(incoming_text(event))
+                    elif isinstance(event, IMError):
+                        tracker.not_delivered()
                     session.show(event, one_shot=False)
                     if isinstance(event, SessionEnded):
                         return EXIT_FAILED
+                if input_ended_at is not None and not tracker.waiting:
+                    break
                 next_event = asyncio.create_task(session.next_event(None))
-            if next_line in done:
+            if input_ended_at is None and next_line in done:
                 line = next_line.result()
                 if line is _EOF:
-                    return EXIT_OK
+                    if not tracker.waiting or _is_terminal(stdin):
+                        break
+                    input_ended_at = loop.time()
+                    continue
                 assert isinstance(line, str)
                 text = line.strip()
                 if text.lower() in QUIT_COMMANDS:
-                    return EXIT_OK
-                if text and not await session.send(text):
-                    return EXIT_FAILED
+                    break
+                if text:
+                    if not await session.send(text):
+                        return EXIT_FAILED
+                    tracker.sent()
                 next_line = asyncio.create_task(lines.get())
     finally:
         for task in (next_line, next_event):
             task.cancel()
         await asyncio.gather(next_line, next_event, return_exceptions=True)
+    return EXIT_FAILED if tracker.undelivered else outcome
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 async def run_chat(options: ChatOptions, *, stdin: TextIO, printer: Printer) -> int:
@@ -395,10 +471,10 @@ async def run_chat(options: ChatOptions, *, stdin: TextIO, printer: Printer) -> 
     if not await session.connect():
         return EXIT_FAILED
     try:
+        wait = options.wait_reply if options.wait_reply is not None else DEFAULT_WAIT
         if options.send is not None:
-            wait = options.wait_reply if options.wait_reply is not None else 30.0
             return await send_and_wait(session, options.send, wait)
-        return await interactive(session, stdin)
+        return await interactive(session, stdin, wait=wait)
     finally:
         await session.close()
 

@@ -51,6 +51,7 @@ async def test_interactive_chat_shows_typing_replies_and_offline_errors(
         assert got.sender.replace(" ", "").lower() == USER.lower()
 
         await peer.client.send_typing(USER, TypingState.TYPING)
+        await peer.client.send_typing(USER, TypingState.TYPING)  # a refresh: no second line
         await client.wait_stdout(rf"^{PEER} is typing…$")
         await peer.say(USER, "<b>hello</b> back &amp; forth<br>line two", html=True)
         await client.wait_stdout(rf"^{PEER}: hello back & forth$")
@@ -64,9 +65,29 @@ async def test_interactive_chat_shows_typing_replies_and_offline_errors(
         client.close_stdin()  # end of input ends the chat
         finished = await client.finish()
 
-    assert finished.code == 0, finished.output
+    assert finished.code == 1, finished.output  # one message could not be delivered
+    assert finished.stdout.count("is typing…") == 1, finished.stdout
     assert_no_traceback(finished.output)
     assert USER_PASSWORD not in finished.output
+
+
+async def test_piped_input_waits_for_the_last_reply(with_peer: OscarServer, workdir: Path) -> None:
+    oscar = with_peer
+    async with (
+        signed_on(PEER, PEER_PASSWORD, oscar.port) as peer,
+        running(
+            *chat(oscar.port, peer=PEER), env=clean_env(), cwd=workdir, stdin_pipe=True
+        ) as client,
+    ):
+        await client.write_line("what time is it?")
+        client.close_stdin()  # the script is done typing before the answer exists
+        assert (await peer.next_im()).text == "what time is it?"
+        await peer.say(USER, "(1/2) noon,")
+        await peer.say(USER, "(2/2) UTC.")
+        finished = await client.finish()
+
+    assert finished.code == 0, finished.output
+    assert finished.stdout.splitlines() == [f"{PEER}: (1/2) noon,", f"{PEER}: (2/2) UTC."]
 
 
 async def test_send_waits_for_every_part_of_a_split_reply(
