@@ -138,7 +138,9 @@ def check_config(env_file: Path, out: TextIO, err: TextIO) -> int:
         settings = load_settings(env_file=env_file)
     except ConfigError as e:
         return report_config_error(e, err)
-    print("✓ config valid", file=out)
+    from aimbot.doctor import marks_for
+
+    print(f"{marks_for(out).ok.strip()} config valid", file=out)
     for name, value in settings.describe():
         print(f"  {name}={value}", file=out)
     out.flush()

@@ -163,7 +163,6 @@ async def _demo(
     out: TextIO,
     err: TextIO,
 ) -> int:
-
     server = OscarServer(host=DEMO_HOST, port=aim_port)
     server.add_account(DEMO_BOT, DEMO_BOT_PASSWORD, is_bot=True)
     server.add_account(DEMO_USER, DEMO_USER_PASSWORD)
@@ -174,7 +173,9 @@ async def _demo(
         if e.errno == errno.EADDRINUSE:
             print(_port_in_use_message(aim_port), file=err, flush=True)
         else:
-            print(f"aimbot demo: cannot listen on {DEMO_HOST}:{aim_port}: {e}", file=err)
+            print(
+                f"aimbot demo: cannot listen on {DEMO_HOST}:{aim_port}: {e}", file=err, flush=True
+            )
         return 1
     try:
         if not choice.use_real_app:
