@@ -206,8 +206,11 @@ class Application:
         if self.stop_requested.is_set():
             log.warning("%s again: shutting down now", sig.name)
         else:
-            log.info("%s received: finishing work in progress (up to %.0f s)", sig.name,
-                     self.settings.shutdown_grace)
+            log.info(
+                "%s received: finishing work in progress (up to %.0f s)",
+                sig.name,
+                self.settings.shutdown_grace,
+            )
         self.stop_requested.set()
 
     async def shutdown(self) -> None:
@@ -220,12 +223,15 @@ class Application:
             if not finished:
                 log.warning("shutdown grace ran out; unfinished IMs stay in the inbox")
             remaining = max(0.0, deadline - time.monotonic())
-            if parts.handler.online and len(parts.handler.queue):
-                if not await parts.handler.flush(remaining):
-                    log.warning(
-                        "%d replies not confirmed before exit; kept for the next start",
-                        len(parts.handler.queue),
-                    )
+            if (
+                parts.handler.online
+                and len(parts.handler.queue)
+                and not await parts.handler.flush(remaining)
+            ):
+                log.warning(
+                    "%d replies not confirmed before exit; kept for the next start",
+                    len(parts.handler.queue),
+                )
             await parts.handler.stop()
             if self._handler_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):

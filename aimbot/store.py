@@ -9,6 +9,7 @@ consistent after a process crash.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -81,6 +82,9 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        # One connection serves every coroutine; without this lock one coroutine's statement
+        # could land inside another's open transaction.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -129,19 +133,23 @@ class Store:
     # -- conversations -------------------------------------------------------------------------
 
     async def get_conversation(self, user_key: str) -> str | None:
-        async with self._db.execute(
-            "SELECT conversation_id FROM conversations WHERE user_key = ?", (user_key,)
-        ) as cur:
+        async with (
+            self._lock,
+            self._db.execute(
+                "SELECT conversation_id FROM conversations WHERE user_key = ?", (user_key,)
+            ) as cur,
+        ):
             row = await cur.fetchone()
         return str(row[0]) if row else None
 
     async def set_conversation(self, user_key: str, conversation_id: str, now: float) -> None:
-        await self._db.execute(
-            "INSERT INTO conversations(user_key, conversation_id, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(user_key) DO UPDATE SET conversation_id = excluded.conversation_id, "
-            "updated_at = excluded.updated_at",
-            (user_key, conversation_id, now),
-        )
+        async with self._lock:
+            await self._db.execute(
+                "INSERT INTO conversations(user_key, conversation_id, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(user_key) DO UPDATE SET conversation_id = excluded.conversation_id, "
+                "updated_at = excluded.updated_at",
+                (user_key, conversation_id, now),
+            )
 
     async def forget_user(self, user_key: str) -> list[int]:
         """Forget the conversation and drop the user's unanswered IMs ("clear").
@@ -162,10 +170,13 @@ class Store:
     async def inbox_add(
         self, user_key: str, screen_name: str, text: str, received_at: float
     ) -> int:
-        async with self._db.execute(
-            "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)",
-            (user_key, screen_name, text, received_at),
-        ) as cur:
+        async with (
+            self._lock,
+            self._db.execute(
+                "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)",
+                (user_key, screen_name, text, received_at),
+            ) as cur,
+        ):
             rowid = cur.lastrowid
         assert rowid is not None
         return rowid
@@ -193,7 +204,7 @@ class Store:
         async with self._transaction():
             await self._delete_ids("inbox", inbox_ids)
             for reply in replies:
-                out.append(await self.outbox_add(screen_name, reply, now))
+                out.append(await self._insert_outbox(screen_name, reply, now))
         return out
 
     async def inbox_discard(self, inbox_ids: Sequence[int]) -> None:
@@ -203,6 +214,10 @@ class Store:
     # -- outbox --------------------------------------------------------------------------------
 
     async def outbox_add(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
+        async with self._lock:
+            return await self._insert_outbox(screen_name, reply, now)
+
+    async def _insert_outbox(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
         async with self._db.execute(
             "INSERT INTO outbox(screen_name, text, is_html, created_at) VALUES (?, ?, ?, ?)",
             (screen_name, reply.text, int(reply.is_html), now),
@@ -212,9 +227,12 @@ class Store:
         return OutboxItem(rowid, screen_name, reply.text, reply.is_html, now)
 
     async def outbox_pending(self) -> list[OutboxItem]:
-        async with self._db.execute(
-            "SELECT id, screen_name, text, is_html, created_at FROM outbox ORDER BY id"
-        ) as cur:
+        async with (
+            self._lock,
+            self._db.execute(
+                "SELECT id, screen_name, text, is_html, created_at FROM outbox ORDER BY id"
+            ) as cur,
+        ):
             rows = await cur.fetchall()
         return [OutboxItem(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), float(r[4])) for r in rows]
 
@@ -228,7 +246,7 @@ class Store:
         """Row counts, for health and for tests."""
         result: dict[str, int] = {}
         for table in ("conversations", "inbox", "outbox"):
-            async with self._db.execute(f"SELECT COUNT(*) FROM {table}") as cur:
+            async with self._lock, self._db.execute(f"SELECT COUNT(*) FROM {table}") as cur:
                 row = await cur.fetchone()
             result[table] = int(row[0]) if row else 0
         return result
@@ -242,17 +260,23 @@ class Store:
         )
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._lock)
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (incl. cancellation)."""
+    """BEGIN IMMEDIATE … COMMIT under the store's lock, rolled back on any error."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
         self._db = db
+        self._lock = lock
 
     async def __aenter__(self) -> None:
-        await self._db.execute("BEGIN IMMEDIATE")
+        await self._lock.acquire()
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
 
     async def __aexit__(
         self,
@@ -260,7 +284,10 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            await self._db.execute("COMMIT")
-        else:
-            await self._db.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                await self._db.execute("COMMIT")
+            else:
+                await self._db.execute("ROLLBACK")
+        finally:
+            self._lock.release()

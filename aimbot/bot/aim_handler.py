@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from aimbot.bot.delivery import DeliveryQueue
+from aimbot.ops.metrics import Metrics
 from aimbot.oscar.client import OscarClient
 from aimbot.oscar.errors import ConnectError, LoginError, NotConnected, OscarError
 from aimbot.oscar.events import (
@@ -30,7 +31,6 @@ from aimbot.oscar.events import (
     TypingNotification,
     TypingState,
 )
-from aimbot.ops.metrics import Metrics
 from aimbot.store import OutboxItem, Store
 from aimbot.utils.backoff import Backoff
 
@@ -103,7 +103,7 @@ class AIMHandler:
     def online(self) -> bool:
         return self._online.is_set()
 
-    async def wait_online(self, timeout: float | None = None) -> None:
+    async def wait_online(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self._online.wait(), timeout)
 
     async def load_outbox(self) -> int:
@@ -135,10 +135,8 @@ class AIMHandler:
                 raise
             except LoginError as e:
                 await client.close()
-                if e.retryable:
-                    delay = self._backoff.next_delay()
-                else:
-                    delay = self._backoff.cap
+                # A wrong password cannot heal by retrying: try again only at the cap.
+                delay = self._backoff.next_delay() if e.retryable else self._backoff.cap
                 log.error(
                     "cannot sign on as %s: %s (code %s); retrying in %.1f s",
                     self.options.screen_name,
@@ -171,7 +169,7 @@ class AIMHandler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
-    async def flush(self, timeout: float) -> bool:
+    async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until every queued reply is confirmed (or timeout); True if all went out."""
         if len(self.queue) == 0:
             return True

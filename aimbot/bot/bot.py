@@ -139,12 +139,14 @@ class AIMBot:
                 self._seen += 1
                 self._seen_changed.notify_all()
 
-    async def wait_seen(self, count: int, timeout: float) -> None:
+    async def wait_seen(self, count: int, timeout: float) -> None:  # noqa: ASYNC109
         """Until `count` IMs in total have gone through intake (for tests and benchmarks)."""
         async with self._seen_changed:
-            await asyncio.wait_for(self._seen_changed.wait_for(lambda: self._seen >= count), timeout)
+            await asyncio.wait_for(
+                self._seen_changed.wait_for(lambda: self._seen >= count), timeout
+            )
 
-    async def wait_idle(self, timeout: float) -> None:
+    async def wait_idle(self, timeout: float) -> None:  # noqa: ASYNC109
         """Until no user has work pending or in progress."""
         await asyncio.wait_for(self._idle.wait(), timeout)
 
@@ -203,7 +205,9 @@ class AIMBot:
             log.warning("dropped %d unanswered IMs older than INBOX_MAX_AGE", expired)
         for item in items:
             self._enqueue(
-                item.user_key, item.screen_name, PendingMessage(item.id, item.text, item.received_at)
+                item.user_key,
+                item.screen_name,
+                PendingMessage(item.id, item.text, item.received_at),
             )
         if items:
             log.info("answering %d IMs left from the previous run", len(items))
@@ -243,13 +247,9 @@ class AIMBot:
             self._check_idle()
         conversation_id = await self._store.get_conversation(key)
         dropped = await self._store.forget_user(key)
-        log.info(
-            "clear from %s: conversation forgotten, %d pending IMs dropped", key, len(dropped)
-        )
+        log.info("clear from %s: conversation forgotten, %d pending IMs dropped", key, len(dropped))
         if conversation_id and self.options.delete_on_clear:
-            self._background.start(
-                self._delete_conversation(key, conversation_id), f"delete-{key}"
-            )
+            self._background.start(self._delete_conversation(key, conversation_id), f"delete-{key}")
         await self._say(screen_name, messages.CLEARED)
         self._typing(screen_name, TypingState.NONE)
         self._update_gauges()
@@ -270,6 +270,9 @@ class AIMBot:
                 user.busy = True
                 try:
                     await self._answer(user, batch)
+                except Exception:
+                    # The batch stays in the inbox, so a restart answers it; keep serving.
+                    log.exception("could not answer %s; their IMs stay in the inbox", user.key)
                 finally:
                     user.busy = False
         finally:
@@ -345,7 +348,9 @@ class AIMBot:
         fmt = self.options.reply_format
         parts = split_reply(markdown, fmt, limit, im_text_size, escape=plain_to_html)
         if not parts:
-            parts = split_reply(messages.EMPTY_ANSWER, fmt, limit, im_text_size, escape=plain_to_html)
+            parts = split_reply(
+                messages.EMPTY_ANSWER, fmt, limit, im_text_size, escape=plain_to_html
+            )
         return [Reply(part, fmt == "html") for part in parts]
 
     def _dify_user(self, key: str) -> str:
@@ -362,7 +367,7 @@ class AIMBot:
         self._accepting = False
         self._draining = True
 
-    async def drain(self, timeout: float) -> bool:
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Let answers already in progress finish; cancel the rest (they stay in the inbox)."""
         self.stop_intake()
         for user in list(self._users.values()):
@@ -407,4 +412,3 @@ class AIMBot:
         if self._metrics is not None:
             self._metrics.active_users.set(len(self._users))
             self._metrics.queue_depth.set(self.queue_depth)
-

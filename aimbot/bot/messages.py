@@ -37,7 +37,10 @@ _FOR_ERROR: list[tuple[type[DifyError], str]] = [
     (DifyRateLimited, "I'm getting a lot of questions right now. Please try again in a minute."),
     (DifyCircuitOpen, "My answer service is temporarily unavailable. Please try again shortly."),
     (DifyUnavailable, "My answer service is temporarily unavailable. Please try again shortly."),
-    (DifyTimeout, "That took too long to answer. Please try again, perhaps with a shorter question."),
+    (
+        DifyTimeout,
+        "That took too long to answer. Please try again, perhaps with a shorter question.",
+    ),
     (DifyAuthError, "I can't answer right now because of a configuration problem on my side."),
     (ConversationNotFound, "I lost track of our conversation. Please send your message again."),
     (DifyBadRequest, "Sorry, I couldn't process that message. Please rephrase it."),

@@ -77,3 +77,19 @@ async def test_wal_mode_is_on(tmp_path: Path) -> None:
         pass
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_concurrent_coroutines_never_share_a_transaction(tmp_path: Path) -> None:
+    import asyncio
+
+    async with await Store.open(tmp_path / "s.db") as store:
+
+        async def user(n: int) -> None:
+            for i in range(10):
+                inbox_id = await store.inbox_add(f"u{n}", f"U{n}", f"m{i}", 1.0)
+                await store.set_conversation(f"u{n}", f"c{i}", 1.0)
+                await store.complete([inbox_id], f"U{n}", [Reply(f"r{n}-{i}", False)], 2.0)
+
+        await asyncio.gather(*(user(n) for n in range(20)))
+        counts = await store.counts()
+        assert counts == {"conversations": 20, "inbox": 0, "outbox": 200}
