@@ -20,7 +20,7 @@ from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError
 from aimbot.bot import messages
 from aimbot.bot.buffer import MessageBuffer, PendingMessage
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter, normalize_screen_name
-from aimbot.bot.text import ReplyFormat, split_reply
+from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM, TypingState
 from aimbot.oscar.imtext import im_text_size, plain_to_html
@@ -325,7 +325,7 @@ class AIMBot:
         self._observe_dify(started, None)
         if answer.conversation_id and answer.conversation_id != conversation_id:
             await self._store.set_conversation(key, answer.conversation_id, self._clock())
-        return answer.text.strip() or messages.EMPTY_ANSWER
+        return strip_reasoning(answer.text) or messages.EMPTY_ANSWER
 
     async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
         items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())

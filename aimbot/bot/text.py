@@ -725,7 +725,8 @@ def _parse_blocks(lines: Sequence[str], depth: int = 0) -> list[_Block]:
                 list_indents.pop()
             if not list_indents or list_indents[-1] < width:
                 list_indents.append(width)
-            marker = "• " if bullet else f"{item['number']}. "
+            # An ASCII bullet: one "•" would turn the whole IM into UCS-2 and double its size.
+            marker = "- " if bullet else f"{item['number']}. "
             level = min(len(list_indents) - 1, _MAX_LIST_LEVEL)
             emit(_ListItem(level, marker, item["text"].strip(), gap))
         elif quote:
@@ -1339,3 +1340,17 @@ def split_reply(
         max_bytes,
     )
     return parts
+
+
+_REASONING = re.compile(
+    r"<think>.*?(?:</think>|\Z)|<details[^>]*>\s*<summary>\s*Thinking.*?</details>",
+    re.DOTALL | re.IGNORECASE,
+)
+
+
+def strip_reasoning(answer: str) -> str:
+    """Drop a reasoning model's thinking (<think>…</think>, Dify's "Thinking…" details block).
+
+    It is the model's scratch work, not the answer; an unterminated <think> swallows the rest.
+    """
+    return _REASONING.sub("", answer).strip()

@@ -213,7 +213,7 @@ def test_headings_are_bold_lines() -> None:
 def test_lists() -> None:
     markdown = "- one\n* two\n  + nested\n\n1. first\n2) second\n10. tenth"
     assert markdown_to_aim_html(markdown) == (
-        "• one<br>• two<br>&nbsp; • nested<br><br>1. first<br>2. second<br>10. tenth"
+        "- one<br>- two<br>&nbsp; - nested<br><br>1. first<br>2. second<br>10. tenth"
     )
 
 
@@ -228,7 +228,7 @@ def test_deep_quotes_and_lists_are_capped_not_recursed_into() -> None:
     assert out.startswith("&gt; " * 8 + "&gt;" * 4992)
     assert out.endswith(" deep")
     nested = markdown_to_plain("\n".join(" " * n + "- x" for n in range(50)))
-    assert nested.splitlines()[-1] == " " * 10 + "• x"
+    assert nested.splitlines()[-1] == " " * 10 + "- x"
 
 
 def test_tables_become_text_rows() -> None:
@@ -271,7 +271,7 @@ def test_plain_removes_markers_and_writes_links_out() -> None:
     )
     assert markdown_to_plain(markdown) == (
         "Title\nbold it code docs (https://e.com) https://bare.org https://same.org a@b.org"
-        "\n\n• item\n1. first\n> quote\n\n  x = '<b>'"
+        "\n\n- item\n1. first\n> quote\n\n  x = '<b>'"
     )
 
 
@@ -579,3 +579,13 @@ def test_prose_keeps_every_character_in_order(
 ) -> None:
     parts = check_parts(markdown, fmt, max_bytes)
     assert "".join(nonspace(content(part, fmt)) for part in parts) == nonspace(markdown)
+
+
+def test_reasoning_blocks_are_not_sent_to_users() -> None:
+    from aimbot.bot.text import strip_reasoning
+
+    assert strip_reasoning("<think>hmm, the user wants</think>\n\nHello!") == "Hello!"
+    details = '<details style="color:gray" open> <summary> Thinking... </summary>x</details>Hi'
+    assert strip_reasoning(details) == "Hi"
+    assert strip_reasoning("<THINK>never closed") == ""
+    assert strip_reasoning("Use <b> tags and think about it") == "Use <b> tags and think about it"
