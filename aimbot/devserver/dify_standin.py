@@ -216,7 +216,8 @@ class DifyStandIn:
         self.ping_interval = ping_interval
         self.record_requests = record_requests
         self.app_id = str(uuid.uuid4())
-        self._answer: AnswerFn = answer or default_answer
+        # Public so that a test can swap the behaviour of a running server between turns.
+        self.answer: AnswerFn = answer or default_answer
         self._key_bytes = api_key.encode()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -665,7 +666,7 @@ class DifyStandIn:
     async def _compose(self, ctx: AnswerContext) -> str | None:
         """The answer text, or None when the answer function crashed (Dify's 500 path)."""
         try:
-            result = self._answer(ctx)
+            result = self.answer(ctx)
             text: object = await result if inspect.isawaitable(result) else result
         except Exception:
             logger.exception("stand-in answer function failed")

@@ -220,7 +220,12 @@ async def test_answer_function_may_be_async_and_its_crash_is_dify_500() -> None:
             raise RuntimeError("model exploded")
         return ctx.query.upper()
 
-    async with dify_rig(answer=slow_answer) as rig:
+    async with dify_rig() as rig:
+        assert (
+            "you said 'shout'"
+            in (await rig.raw("POST", "/chat-messages", chat_body("shout"))).json()["answer"]
+        )
+        rig.standin.answer = slow_answer  # swapped on the running server
         reply = await rig.raw("POST", "/chat-messages", chat_body("shout"))
         assert reply.json()["answer"] == "SHOUT"
         crashed = await rig.raw("POST", "/chat-messages", chat_body("crash"))
