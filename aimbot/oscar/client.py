@@ -251,6 +251,17 @@ class OscarClient:
         return self._screen_name
 
     @property
+    def ended(self) -> SessionEnded | None:
+        """How the session ended, once it has (the same object events() yields last)."""
+        return self._final
+
+    async def wait_ended(self) -> SessionEnded:
+        """Wait for the end of the session without consuming events()."""
+        await self._ended.wait()
+        assert self._final is not None
+        return self._final
+
+    @property
     def max_message_bytes(self) -> int:
         """The server's advertised IM size (04/05), or 512 when it advertised none."""
         params = self._icbm_params

@@ -73,6 +73,20 @@ def wait_ms_for_level(rate_class: RateClass, current: int, elapsed_ms: int, targ
     return max(needed - max(elapsed_ms, 0), 0)
 
 
+def never_limits(rate_class: RateClass) -> bool:
+    """A class with no alert, limit or disconnect level cannot limit anyone.
+
+    Servers advertise such classes to accounts they exempt (our devserver does so for is_bot
+    accounts and when enforcement is off), and a client must not pace itself against them.
+    """
+    return max(rate_class.alert_level, rate_class.limit_level, rate_class.disconnect_level) <= 0
+
+
+def unlimited(rate_class: RateClass) -> RateClass:
+    """The same class with every threshold removed (see never_limits)."""
+    return replace(rate_class, clear_level=0, alert_level=0, limit_level=0, disconnect_level=0)
+
+
 def throttle_target(rate_class: RateClass, margin: int = DEFAULT_MARGIN) -> int:
     """The lowest level a throttled sender lets a class reach: alert + margin, capped at max."""
     return min(rate_class.alert_level + margin, rate_class.max_level)
@@ -102,6 +116,8 @@ class RateMeter:
         return status
 
     def delay_ms(self, now_ms: int, margin: int = DEFAULT_MARGIN) -> int:
+        if never_limits(self.rate_class):
+            return 0
         target = throttle_target(self.rate_class, margin)
         return wait_ms_for_level(self.rate_class, self.level, now_ms - self.last_ms, target)
 

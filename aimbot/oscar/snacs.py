@@ -536,6 +536,11 @@ class RateParamsReply:
     extended: bool = True
 
     def encode(self) -> bytes:
+        if len(self.groups) != len(self.classes):
+            raise ProtocolError(
+                f"rate parameters need one group per class: {len(self.classes)} classes, "
+                f"{len(self.groups)} groups"
+            )
         parts = [pack_u16(len(self.classes), "rate class count")]
         parts += [encode_rate_class(c, extended=self.extended) for c in self.classes]
         for group in self.groups:
