@@ -135,7 +135,12 @@ class _PingOnlyFault:
     pass
 
 
-_Fault = _StatusFault | _MidStreamFault | _PingOnlyFault
+@dataclass(frozen=True)
+class _LingerFault:
+    pass
+
+
+_Fault = _StatusFault | _MidStreamFault | _PingOnlyFault | _LingerFault
 
 
 class _InFlight:
@@ -367,6 +372,28 @@ class DifyStandIn:
         """Streams ping forever and never answer (blocking: no byte at all), until disconnect."""
         for _ in range(_positive_times(times)):
             self._faults.append(_PingOnlyFault())
+
+    def linger_after_end(self, times: int = 1) -> None:
+        """Streams answer fully, then keep the connection open with pings (trailing events)."""
+        for _ in range(_positive_times(times)):
+            self._faults.append(_LingerFault())
+
+    def script_raw(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next chat requests get exactly these bytes: for replies Dify itself never sends
+        (a captive portal's 200 page, a truncated or garbled stream, a JSON reply to a stream)."""
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be 100..599, got {status}")
+        fault = _StatusFault(status, body, content_type, MappingProxyType(dict(headers or {})))
+        for _ in range(_positive_times(times)):
+            self._faults.append(fault)
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -606,7 +633,7 @@ class DifyStandIn:
             "conversation_id": ctx.conversation_id,
             "created_at": int(time.time()),
         }
-        if not latency and not isinstance(fault, _PingOnlyFault):
+        if not latency and not isinstance(fault, _PingOnlyFault | _LingerFault):
             # Nothing to wait for: the same bytes in one write (benchmarks push thousands of
             # these a second, and every extra send costs as much as the rest of the work).
             body = PING + await self._stream_body(ctx, base, fault)
@@ -623,6 +650,8 @@ class DifyStandIn:
                 await response.write(_frame({"event": "message_end", **base, "metadata": {}}))
                 return response
             await response.write(await self._stream_body(ctx, base, fault))
+            if isinstance(fault, _LingerFault):
+                await self._hang(request, flight, response)
         except (ConnectionResetError, ConnectionError) as e:
             logger.debug("stand-in client went away mid-stream (%s)", e)
         return response

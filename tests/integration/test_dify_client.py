@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +16,9 @@ from aimbot.api.errors import (
     DifyBadRequest,
     DifyError,
     DifyHttpError,
+    DifyProtocolError,
     DifyStreamError,
+    DifyUnavailable,
 )
 from aimbot.devserver.dify_standin import AnswerContext, default_answer
 from tests.helpers.dify import SECRET_KEY, WAIT, dify_rig, guard_key_in_logs
@@ -243,3 +246,89 @@ async def test_blank_conversation_id_starts_a_new_conversation() -> None:
         answer = await rig.client().chat(USER, "hi", "  ")
         assert "turn 1" in answer.text
         assert rig.standin.chat_requests[0].conversation_id is None
+
+
+# ---------------------------------------------------------------------------- odd replies
+
+CONV = "8f0c1f8e-5a3e-4b8e-9d55-0c2b7d9a1e01"
+SSE = "text/event-stream"
+
+
+def sse(*events: dict[str, object]) -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+
+
+async def test_stream_lingering_after_message_end_still_answers_promptly() -> None:
+    async with dify_rig(ping_interval=0.02) as rig:
+        rig.standin.linger_after_end()
+        client = rig.client(end_grace=0.1, stream_deadline=WAIT)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await client.chat(USER, "hi", None)
+        assert "you said 'hi'" in answer.text
+        assert loop.time() - started < WAIT / 2  # the grace, not the deadline
+        assert rig.standin.request_count == 1
+
+
+async def test_truncated_stream_is_retried_as_unavailable() -> None:
+    async with dify_rig() as rig:
+        partial = sse({"event": "message", "conversation_id": CONV, "answer": "half"})
+        rig.standin.script_raw(200, partial, content_type=SSE)
+        answer = await rig.client().chat(USER, "hi", None)
+        assert "you said 'hi'" in answer.text
+        assert rig.standin.request_count == 2 and len(rig.time.sleeps) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "fragment"),
+    [
+        (b"<html>Please log in to the hotel Wi-Fi</html>", "text/html", "not JSON"),
+        (b'{"event": "message", "conversation_id": "x"}', "application/json", "no text 'answer'"),
+        (b'{"answer": "hi"}', "application/json", "no 'conversation_id'"),
+        (b"[]", "application/json", "not a JSON object"),
+        (b"data: {not json}\n\n", SSE, "not JSON"),
+        (b'data: {"answer": "no event"}\n\n', SSE, "'event' field"),
+    ],
+)
+async def test_garbled_replies_are_protocol_errors_not_retried(
+    body: bytes, content_type: str, fragment: str
+) -> None:
+    async with dify_rig() as rig:
+        rig.standin.script_raw(200, body, content_type=content_type)
+        client = rig.client(breaker_threshold=1)
+        with pytest.raises(DifyProtocolError, match=fragment) as info:
+            await client.chat(USER, "hi", None)
+        assert isinstance(info.value, DifyUnavailable)  # to the user, the same outage
+        assert rig.standin.request_count == 1 and rig.time.sleeps == []
+        assert client.circuit_state == "open"  # but it does say the server is broken
+        assert rig.observed[-1][0] == "protocol"
+
+
+async def test_json_answer_to_a_streaming_request_is_accepted() -> None:
+    async with dify_rig() as rig:
+        body = json.dumps({"answer": "from a gateway", "conversation_id": CONV, "id": "m1"})
+        rig.standin.script_raw(200, body.encode())
+        answer = await rig.client(response_mode="streaming").chat(USER, "hi", None)
+        assert (answer.text, answer.conversation_id, answer.message_id) == (
+            "from a gateway",
+            CONV,
+            "m1",
+        )
+        assert dict(answer.usage) == {}
+
+
+async def test_blocking_reply_without_conversation_id_keeps_the_callers() -> None:
+    async with dify_rig() as rig:
+        rig.standin.script_raw(200, json.dumps({"answer": "ok"}).encode())
+        answer = await rig.client(response_mode="blocking").chat(USER, "hi", CONV)
+        assert (answer.text, answer.conversation_id) == ("ok", CONV)
+
+
+async def test_redirect_is_a_configuration_error() -> None:
+    async with dify_rig() as rig:
+        rig.standin.script_raw(
+            301, b"", content_type="text/html", headers={"Location": "https://elsewhere/v1"}
+        )
+        with pytest.raises(DifyBadRequest, match="DIFY_API_URL"):
+            await rig.client().chat(USER, "hi", None)
+        assert rig.standin.request_count == 1
