@@ -240,12 +240,15 @@ class DifyClient:
     async def chat(self, user: str, query: str, conversation_id: str | None) -> Answer:
         """Ask the app; ``conversation_id=None`` starts a new conversation.
 
-        Raises a DifyError subclass. ConversationNotFound is never retried here: the caller
-        forgets the id and asks once more with ``None``.
+        Raises a DifyError subclass (ValueError only for an invalid ``user``, a caller's bug).
+        ConversationNotFound is never retried here: the caller forgets the id and asks once
+        more with ``None``.
         """
         _check_user(user)
         if not isinstance(query, str) or not query.strip():
-            raise ValueError("query must be a non-empty string")
+            # Data, not a programming error (an IM can be all markup): a typed error the core
+            # already turns into a friendly reply, and no request Dify would reject anyway.
+            raise DifyBadRequest("empty_query", "the message has no text to send to Dify")
         conversation_id = (conversation_id or "").strip() or None
         started = self._clock()
         try:
@@ -481,9 +484,10 @@ class DifyClient:
             if assembler.complete:
                 logger.info("Dify connection dropped after message_end (%s); answer kept", e)
                 return _answer_from_stream(assembler.finish())
-            raise DifyUnavailable(
-                f"cannot reach Dify at {self._base} ({type(e).__name__}: {self._redact(str(e))})"
-            ) from e
+            detail = f"{type(e).__name__}: {self._redact(str(e))}"
+            if assembler.events or pings:
+                raise DifyUnavailable(f"Dify's stream broke off mid-answer ({detail})") from e
+            raise DifyUnavailable(f"cannot reach Dify at {self._base} ({detail})") from e
 
     def _apply(
         self,

@@ -140,7 +140,12 @@ class _LingerFault:
     pass
 
 
-_Fault = _StatusFault | _MidStreamFault | _PingOnlyFault | _LingerFault
+@dataclass(frozen=True)
+class _DropFault:
+    pass
+
+
+_Fault = _StatusFault | _MidStreamFault | _PingOnlyFault | _LingerFault | _DropFault
 
 
 class _InFlight:
@@ -377,6 +382,11 @@ class DifyStandIn:
         """Streams answer fully, then keep the connection open with pings (trailing events)."""
         for _ in range(_positive_times(times)):
             self._faults.append(_LingerFault())
+
+    def drop_mid_stream(self, times: int = 1) -> None:
+        """Streams send some chunks, then the connection is cut (a proxy or pod dying)."""
+        for _ in range(_positive_times(times)):
+            self._faults.append(_DropFault())
 
     def script_raw(
         self,
@@ -633,7 +643,7 @@ class DifyStandIn:
             "conversation_id": ctx.conversation_id,
             "created_at": int(time.time()),
         }
-        if not latency and not isinstance(fault, _PingOnlyFault | _LingerFault):
+        if not latency and not isinstance(fault, _PingOnlyFault | _LingerFault | _DropFault):
             # Nothing to wait for: the same bytes in one write (benchmarks push thousands of
             # these a second, and every extra send costs as much as the rest of the work).
             body = PING + await self._stream_body(ctx, base, fault)
@@ -649,7 +659,13 @@ class DifyStandIn:
             if flight.stopped:
                 await response.write(_frame({"event": "message_end", **base, "metadata": {}}))
                 return response
-            await response.write(await self._stream_body(ctx, base, fault))
+            body = await self._stream_body(ctx, base, fault)
+            if isinstance(fault, _DropFault):
+                await response.write(body[: len(body) // 2])
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write(body)
             if isinstance(fault, _LingerFault):
                 await self._hang(request, flight, response)
         except (ConnectionResetError, ConnectionError) as e:

@@ -353,3 +353,15 @@ async def test_a_success_resets_the_failure_count() -> None:
                     await client.chat(USER, "hi", None)
             assert (await client.chat(USER, "hi", None)).text
         assert client.circuit_state == "closed"
+
+
+async def test_stream_cut_mid_answer_is_retried_then_reported() -> None:
+    async with dify_rig(answer=lambda ctx: "a long answer " * 40) as rig:
+        rig.standin.drop_mid_stream(1)
+        answer = await rig.client().chat(USER, "hi", None)
+        assert answer.text == "a long answer " * 40  # the retry's, never the half one
+        assert rig.standin.request_count == 2 and len(rig.time.sleeps) == 1
+        rig.standin.drop_mid_stream(2)
+        with pytest.raises(DifyUnavailable, match="broke off mid-answer") as info:
+            await rig.client(retry_max_attempts=2).chat(USER, "hi", None)
+        assert isinstance(info.value.__cause__, aiohttp.ClientError)

@@ -525,3 +525,27 @@ async def test_command_line_rejects_bad_arguments(args: list[str]) -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), WAIT)
     assert process.returncode == 2
     assert b"usage:" in stderr
+
+
+async def test_raw_replies_dropped_and_lingering_streams() -> None:
+    async with dify_rig(ping_interval=0.01) as rig:
+        rig.standin.script_raw(200, b"<html>portal</html>", content_type="text/html")
+        portal = await rig.raw("POST", "/chat-messages", chat_body(mode="streaming"))
+        assert (portal.status, portal.body) == (200, b"<html>portal</html>")
+        assert portal.headers["Content-Type"].startswith("text/html")
+
+        rig.standin.drop_mid_stream()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await rig.raw("POST", "/chat-messages", chat_body(mode="streaming"))
+
+        rig.standin.linger_after_end()
+        url = rig.standin.url + "/chat-messages"
+        headers = {"Authorization": f"Bearer {rig.standin.api_key}"}
+        async with rig.session.post(url, json=chat_body(mode="streaming"), headers=headers) as resp:
+            seen = b""
+            while b'"message_end"' not in seen or seen.count(b"event: ping") < 3:
+                seen += await asyncio.wait_for(resp.content.readany(), WAIT)
+            assert not resp.content.at_eof()
+        await rig.standin.wait_idle(WAIT)
+        with pytest.raises(ValueError):
+            rig.standin.script_raw(99, b"")
