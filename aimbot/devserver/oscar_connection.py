@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aimbot.oscar.errors import ProtocolError
-from aimbot.oscar.ratelimit import RateStatus, RateTable
+from aimbot.oscar.ratelimit import RateStatus, RateTable, unlimited
 from aimbot.oscar.snacs import (
     FAMILY_BUCP,
     RATE_CODE_ALERT,
@@ -362,10 +362,7 @@ class OscarConnection:
 
     def _within_rate(self, header: SnacHeader) -> bool:
         """Count the SNAC against its class; False if it must be dropped (doc §6)."""
-        account = self.account
-        if self._rates is None or account is None or account.is_bot:
-            return True
-        if not self.server.enforce_rate_limits:
+        if self._rates is None or not self._rates_enforced():
             return True
         class_id, status = self._rates.record(header.family, header.subgroup, self.server.now_ms())
         if class_id is None:
@@ -392,6 +389,10 @@ class OscarConnection:
             return False
         return True
 
+    def _rates_enforced(self) -> bool:
+        account = self.account
+        return self.server.enforce_rate_limits and account is not None and not account.is_bot
+
     def user_info(self) -> UserInfo:
         account = self.account
         assert account is not None
@@ -410,6 +411,9 @@ class OscarConnection:
         RateParamsRequest.decode(body)
         assert self._rates is not None
         classes = tuple(self._rates.snapshot(c.class_id) for c in self.server.rate_classes)
+        if not self._rates_enforced():
+            # Advertise what is enforced: exempt sessions must not pace themselves for nothing.
+            classes = tuple(unlimited(c) for c in classes)
         reply = RateParamsReply(classes, self.server.rate_groups, self._oservice_version > 1)
         self.send_snac(reply, rid)
 

@@ -147,10 +147,13 @@ class _Link:
         self.writer.write(data)
         self.last_write = time.monotonic()
 
-    async def read_frame(self, within: float, what: str) -> Frame:
-        """Sign-on phase only: the next frame within `within` seconds, else ConnectError."""
+    async def read_frame(self, what: str, deadline: float, budget: float) -> Frame:
+        """Sign-on phase only: the next frame before `deadline` (loop time), else ConnectError.
+
+        One deadline per exchange, so frames we skip cannot stretch the wait beyond `budget`.
+        """
         try:
-            async with asyncio.timeout(within):
+            async with asyncio.timeout_at(deadline):
                 while not self.pending:
                     data = await self.reader.read(READ_CHUNK)
                     if not data:
@@ -162,7 +165,7 @@ class _Link:
                         break
                     self.pending.extend(self.frames.feed(data))
         except TimeoutError as e:
-            raise ConnectError(f"{self.peer} sent no {what} within {within:g} s") from e
+            raise ConnectError(f"{self.peer} sent no {what} within {budget:g} s") from e
         except OSError as e:
             raise ConnectError(f"connection to {self.peer} failed: {e.strerror or e}") from e
         return self.pending.popleft()
@@ -366,26 +369,26 @@ class OscarClient:
             await link.wait_closed(CLOSE_FLUSH_TIMEOUT)
 
     async def _await_login_snac(self, link: _Link, what: str) -> BucpChallenge | BucpLoginResponse:
-        async with asyncio.timeout(self._connect_timeout):
-            while True:
-                frame = await link.read_frame(self._connect_timeout, what)
-                if frame.channel == Channel.SIGNOFF:
-                    raise self._signoff_during_login(link, frame)
-                if frame.channel != Channel.DATA:
-                    continue
-                header, body = decode_snac(frame.payload)
-                if header.family != FAMILY_BUCP:
-                    log.debug("ignoring %s during login", _snac_name(header))
-                    continue
-                if header.subgroup == BucpChallenge.SUBGROUP:
-                    return BucpChallenge.decode(body)
-                if header.subgroup == BucpLoginResponse.SUBGROUP:
-                    return BucpLoginResponse.decode(body)
-                if header.subgroup == SUBGROUP_ERROR:
-                    error = SnacError.decode(body)
-                    raise ConnectError(
-                        f"{link.peer} refused the login request: {describe_error(error.code)}"
-                    )
+        deadline = self._deadline()
+        while True:
+            frame = await link.read_frame(what, deadline, self._connect_timeout)
+            if frame.channel == Channel.SIGNOFF:
+                raise self._signoff_during_login(link, frame)
+            if frame.channel != Channel.DATA:
+                continue
+            header, body = decode_snac(frame.payload)
+            if header.family != FAMILY_BUCP:
+                log.debug("ignoring %s during login", _snac_name(header))
+                continue
+            if header.subgroup == BucpChallenge.SUBGROUP:
+                return BucpChallenge.decode(body)
+            if header.subgroup == BucpLoginResponse.SUBGROUP:
+                return BucpLoginResponse.decode(body)
+            if header.subgroup == SUBGROUP_ERROR:
+                error = SnacError.decode(body)
+                raise ConnectError(
+                    f"{link.peer} refused the login request: {describe_error(error.code)}"
+                )
 
     def _signoff_during_login(self, link: _Link, frame: Frame) -> OscarError:
         # Channel-1 style servers put the 17/03 TLVs into a ch-4 frame (doc §4).
@@ -417,12 +420,12 @@ class OscarClient:
                 (Channel.DATA, self._snac(OUR_ICBM_PARAMS)),
             ]
         )
-        async with asyncio.timeout(self._connect_timeout):
-            while self._rate_reply is None or self._icbm_params is None:
-                frame = await link.read_frame(self._connect_timeout, "the sign-on replies")
-                ended = self._handle_frame(frame)
-                if ended is not None:
-                    raise ConnectError(f"{link.peer} ended the session during sign-on: {ended}")
+        deadline = self._deadline()
+        while self._rate_reply is None or self._icbm_params is None:
+            frame = await link.read_frame("the sign-on replies", deadline, self._connect_timeout)
+            ended = self._handle_frame(frame)
+            if ended is not None:
+                raise ConnectError(f"{link.peer} ended the session during sign-on: {ended.detail}")
         rates = self._rate_reply
         self._rates = RateTable(rates.classes, rates.groups, self._now_ms())
         ack = RateParamsAck(tuple(c.class_id for c in rates.classes))
@@ -652,8 +655,12 @@ class OscarClient:
         html: bool = False,
         auto_response: bool = False,
         request_ack: bool = False,
+        cookie: bytes | None = None,
     ) -> bytes:
         """Send one IM and return its cookie (HostAck/IMError events carry it back).
+
+        Pass `cookie` (8 bytes) to know it before the send: the server's ack can arrive before
+        this coroutine returns.
 
         html=False escapes the text and turns newlines into <br>; html=True sends it as given.
         Raises MessageTooLong above 8000 encoded bytes and NotConnected without a session.
@@ -663,7 +670,10 @@ class OscarClient:
         charset, payload = encode_im_text(text if html else plain_to_html(text))
         if len(payload) > HARD_MAX_IM_BYTES:
             raise MessageTooLong(len(payload), HARD_MAX_IM_BYTES)
-        cookie = secrets.token_bytes(8)
+        if cookie is None:
+            cookie = new_cookie()
+        elif len(cookie) != 8:
+            raise ValueError(f"an ICBM cookie is 8 bytes, got {len(cookie)}")
         snac = IcbmSendIM.text_message(
             cookie,
             recipient,
@@ -747,6 +757,9 @@ class OscarClient:
         self._next_request = value + 1 if value < 0x7FFFFFFF else 1
         return value
 
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self._connect_timeout
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
@@ -768,6 +781,11 @@ class OscarClient:
                 await task
         if link is not None:
             await link.wait_closed(CLOSE_FLUSH_TIMEOUT)
+
+
+def new_cookie() -> bytes:
+    """A fresh ICBM cookie (random, so cookies never repeat within a session)."""
+    return secrets.token_bytes(8)
 
 
 def _check_recipient(recipient: str) -> None:
