@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aimbot.bot.delivery import DeliveryQueue
 from aimbot.ops.metrics import Metrics
-from aimbot.oscar.client import OscarClient
+from aimbot.oscar.client import OscarClient, new_cookie
 from aimbot.oscar.errors import ConnectError, LoginError, NotConnected, OscarError
 from aimbot.oscar.events import (
     DisconnectReason,
@@ -240,6 +240,7 @@ class AIMHandler:
             await self._on_message(event)
         elif isinstance(event, HostAck):
             item = self.queue.acked(event.cookie)
+            log.debug("ack %s -> reply %s", event.cookie.hex(), item.id if item else None)
             if item is not None:
                 await self._confirmed([item])
         elif isinstance(event, IMError):
@@ -251,6 +252,7 @@ class AIMHandler:
 
     async def _on_im_error(self, event: IMError) -> None:
         cookie = event.cookie
+        log.debug("IM error 0x%04x for %s", event.code, cookie.hex() if cookie else None)
         if cookie is None:
             log.warning("server reported IM error 0x%04x for an unknown message", event.code)
             return
@@ -298,17 +300,24 @@ class AIMHandler:
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
             item = await self.queue.get()
+            cookie = new_cookie()
+            self.queue.sending(cookie, item)
             try:
-                cookie = await client.send_im(
-                    item.screen_name, item.text, html=item.is_html, request_ack=True
+                await client.send_im(
+                    item.screen_name,
+                    item.text,
+                    html=item.is_html,
+                    request_ack=True,
+                    cookie=cookie,
                 )
             except (NotConnected, OscarError, OSError):
-                self.queue.push(item)
+                self.queue.unsent(cookie)
                 return
             except BaseException:
-                self.queue.push(item)
+                self.queue.unsent(cookie)
                 raise
-            self.queue.sent(cookie, item, self._clock())
+            self.queue.written(cookie, self._clock())
+            log.debug("sent reply %d to %s as %s", item.id, item.screen_name, cookie.hex())
 
     async def _typing_loop(self, client: OscarClient) -> None:
         while True:

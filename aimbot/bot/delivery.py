@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _InFlight:
     item: OutboxItem
-    sent_at: float
+    sent_at: float | None  # None while the send waits for rate budget / the socket
 
 
 @dataclass(slots=True)
@@ -81,8 +81,25 @@ class DeliveryQueue:
                 return item
             await self._available.wait()
 
+    def sending(self, cookie: bytes, item: OutboxItem) -> None:
+        """Register a send BEFORE writing it: the server's answer may beat the write's return."""
+        self._in_flight[cookie] = _InFlight(item, None)
+
+    def written(self, cookie: bytes, now: float) -> None:
+        """The IM left for the server; from now on silence counts toward ack_timeout."""
+        entry = self._in_flight.get(cookie)
+        if entry is not None:
+            entry.sent_at = now
+
+    def unsent(self, cookie: bytes) -> None:
+        """The write failed: the reply goes back in the queue."""
+        entry = self._in_flight.pop(cookie, None)
+        if entry is not None:
+            self.push(entry.item)
+
     def sent(self, cookie: bytes, item: OutboxItem, now: float) -> None:
-        self._in_flight[cookie] = _InFlight(item, now)
+        self.sending(cookie, item)
+        self.written(cookie, now)
 
     def acked(self, cookie: bytes) -> OutboxItem | None:
         entry = self._in_flight.pop(cookie, None)
@@ -114,7 +131,9 @@ class DeliveryQueue:
         the expired ones. Parked replies whose retry time has come are queued again.
         """
         confirmed = [
-            cookie for cookie, e in self._in_flight.items() if now - e.sent_at >= self.ack_timeout
+            cookie
+            for cookie, e in self._in_flight.items()
+            if e.sent_at is not None and now - e.sent_at >= self.ack_timeout
         ]
         silent = [self._in_flight.pop(cookie).item for cookie in confirmed]
         expired: list[OutboxItem] = []

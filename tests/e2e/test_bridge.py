@@ -179,7 +179,7 @@ async def test_7_dify_429_three_times_then_success_reaches_the_user(tmp_path: Pa
 
 async def test_8_dify_down_gives_one_friendly_error_then_recovers(tmp_path: Path) -> None:
     async with rig(tmp_path) as r:
-        await r.start_bot(DIFY_RETRY_MAX_ATTEMPTS="2", DIFY_BREAKER_COOLDOWN="0.5")
+        await r.start_bot(DIFY_RETRY_MAX_ATTEMPTS="2", DIFY_BREAKER_COOLDOWN="1")
         gus = await r.person("gus")
         r.dify.set_down(True)
         await gus.say("hello?")

@@ -93,3 +93,26 @@ def test_duplicate_push_is_ignored() -> None:
     q.push(item(1))
     q.push(item(1))
     assert q.queued == 1
+
+
+def test_an_ack_that_beats_the_write_still_confirms_the_reply() -> None:
+    q = DeliveryQueue(ttl=100, ack_timeout=30)
+    q.push(item(1))
+    it = q.pop()
+    assert it is not None
+    q.sending(b"c1", it)
+    assert len(q) == 1  # a reply waiting for rate budget is still owed
+    assert q.acked(b"c1") == it  # the server answered before send_im returned
+    q.written(b"c1", now=1.0)
+    assert len(q) == 0
+
+
+def test_a_send_waiting_for_rate_budget_is_never_confirmed_by_silence() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30)
+    q.push(item(1))
+    it = q.pop()
+    assert it is not None
+    q.sending(b"c1", it)
+    assert q.maintain(now=500.0) == ([], [])
+    q.unsent(b"c1")  # the write failed
+    assert q.queued == 1
