@@ -160,6 +160,7 @@ class Application:
             keepalive_interval=s.aim_keepalive_interval,
             read_timeout=s.aim_read_timeout,
             connect_timeout=s.aim_connect_timeout,
+            throttle=s.aim_throttle,
         )
 
     def health(self) -> HealthStatus:

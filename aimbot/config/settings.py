@@ -402,6 +402,7 @@ class Settings:
     aim_connect_timeout: float = field(default=10.0, metadata=_rule(_Float(1, 120)))
     aim_reconnect_base: float = field(default=1.0, metadata=_rule(_Float(0.1, 60)))
     aim_reconnect_cap: float = field(default=300.0, metadata=_rule(_Float(0.1, _HOUR)))
+    aim_throttle: bool = field(default=True, metadata=_rule(_Bool()))
     max_reply_bytes: int = field(
         default=0, metadata=_rule(_Int(64, 8000, zero_means="the server's limit"))
     )
