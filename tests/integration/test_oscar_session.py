@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from aimbot.oscar.client import OscarClient
+from aimbot.oscar.client import OscarClient, new_cookie
 from aimbot.oscar.errors import ConnectError, LoginError, MessageTooLong, NotConnected
 from aimbot.oscar.events import (
     DisconnectReason,
@@ -20,7 +20,7 @@ from aimbot.oscar.events import (
     TypingState,
 )
 from aimbot.oscar.imtext import im_text_size, plain_to_html
-from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES
+from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, never_limits
 from tests.helpers.oscar import HOST, PASSWORDS, WAIT, FakeClock, running_server, session_pool
 
 MESSAGES = [
@@ -89,6 +89,37 @@ async def test_host_ack_carries_the_cookie_send_im_returned() -> None:
         ack = await alice.log.next(HostAck)
         assert ack.cookie == cookie
         assert ack.recipient == "bobsmith"
+
+
+async def test_a_cookie_chosen_by_the_caller_is_used_and_checked() -> None:
+    async with session_pool() as pool:
+        alice = await pool.sign_on("alice")
+        bob = await pool.sign_on("bobsmith")
+        chosen = new_cookie()
+        assert len(chosen) == 8 and chosen != new_cookie()
+        assert (
+            await alice.client.send_im("bobsmith", "x", cookie=chosen, request_ack=True) == chosen
+        )
+        assert (await alice.log.next(HostAck)).cookie == chosen
+        assert (await bob.log.next(IncomingIM)).cookie == chosen
+        with pytest.raises(ValueError, match="8 bytes"):
+            await alice.client.send_im("bobsmith", "x", cookie=b"short")
+
+
+@pytest.mark.parametrize(("enforce", "is_bot"), [(True, True), (False, False)])
+async def test_exempt_sessions_are_advertised_limits_that_never_bite(
+    enforce: bool, is_bot: bool
+) -> None:
+    clock = FakeClock()
+    async with session_pool(enforce_rate_limits=enforce, clock=clock) as pool:
+        pool.server.add_account("robot", "robot-pw", is_bot=is_bot)
+        robot = await pool.sign_on("robot", "robot-pw", clock=clock, sleep=clock.sleep)
+        await pool.sign_on("bobsmith")
+        assert all(never_limits(c) for c in robot.client.rate_classes.values())
+        for _ in range(20):
+            await robot.client.send_im("bobsmith", "no pacing needed")
+        assert robot.client.send_delay(0x0004, 0x0006) == 0.0
+        assert clock.sleeps == []
 
 
 async def test_typing_notifications_are_relayed() -> None:

@@ -15,8 +15,10 @@ from aimbot.oscar.ratelimit import (
     RateStatus,
     RateTable,
     classify,
+    never_limits,
     next_level,
     throttle_target,
+    unlimited,
     wait_ms_for_level,
 )
 
@@ -132,11 +134,23 @@ def meters_in_any_state(draw: st.DrawFn) -> tuple[RateMeter, int]:
     return RateMeter(rate_class, 0, current % (top + 1)), now % 100_000
 
 
+def test_a_class_without_thresholds_never_limits_and_never_delays() -> None:
+    free = unlimited(IM_CLASS)
+    assert never_limits(free) and not never_limits(IM_CLASS)
+    assert (free.window, free.max_level) == (IM_CLASS.window, IM_CLASS.max_level)
+    meter = RateMeter(free, 0, level=0)
+    assert meter.delay_ms(0) == 0
+    assert set(statuses(meter, [0] * 100)) == {CLEAR}
+
+
 @given(meters_in_any_state())
 def test_waiting_the_computed_delay_is_exactly_enough(state: tuple[RateMeter, int]) -> None:
     meter, now = state
-    target = throttle_target(meter.rate_class)
     delay = meter.delay_ms(now)
+    if never_limits(meter.rate_class):
+        assert delay == 0
+        return
+    target = throttle_target(meter.rate_class)
     level, _ = meter.peek(now + delay)
     assert level >= target
     if delay > 0:
