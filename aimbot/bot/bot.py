@@ -146,6 +146,12 @@ class AIMBot:
                 self._seen_changed.wait_for(lambda: self._seen >= count), timeout
             )
 
+    async def wait_background(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Until side jobs (e.g. deleting a cleared conversation in Dify) have finished."""
+        tasks = list(self._background.tasks)
+        if tasks:
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout)
+
     async def wait_idle(self, timeout: float) -> None:  # noqa: ASYNC109
         """Until no user has work pending or in progress."""
         await asyncio.wait_for(self._idle.wait(), timeout)

@@ -334,3 +334,21 @@ async def test_12_typing_notifications_bracket_the_work(tmp_path: Path) -> None:
         await jo.reply()
         await jo.wait_typing(TypingState.NONE)
         await r.quiescent()
+
+
+async def test_help_and_delete_on_clear(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        await r.start_bot(DIFY_DELETE_ON_CLEAR="true")
+        kim = await r.person("kim")
+        await kim.say("Help")
+        assert "clear" in (await kim.reply()).text
+        await kim.say("hi")
+        await kim.reply()
+        conversation = r.dify.chat_requests[-1]
+        await kim.say("clear")
+        await kim.reply()
+        await r.quiescent()
+        assert r.app is not None
+        await r.app.bot.wait_background(WAIT)
+        records = [c for c in r.dify.conversations.values() if c.user == "aim:kim"]
+        assert len(records) == 1 and records[0].deleted, (conversation, records)

@@ -1,0 +1,116 @@
+"""AIMHandler against the real devserver: what it does when signing on cannot work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from pathlib import Path
+
+import pytest
+
+from aimbot.bot.aim_handler import AIMHandler, HandlerOptions
+from aimbot.devserver.oscar_server import OscarServer
+from aimbot.oscar.client import OscarClient
+from aimbot.oscar.events import IncomingIM
+from aimbot.store import Store
+
+
+class RecordWaiter(logging.Handler):
+    """Lets a test await log records instead of sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.changed.set()
+
+    async def wait_for(
+        self,
+        predicate: object,
+        count: int,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[logging.LogRecord]:
+        async def until() -> list[logging.LogRecord]:
+            while True:
+                found = [r for r in self.records if predicate(r)]  # type: ignore[operator]
+                if len(found) >= count:
+                    return found
+                self.changed.clear()
+                await self.changed.wait()
+
+        return await asyncio.wait_for(until(), timeout)
+
+
+@pytest.fixture
+def records() -> RecordWaiter:
+    waiter = RecordWaiter()
+    logger = logging.getLogger("aimbot.bot.aim_handler")
+    logger.addHandler(waiter)
+    logger.setLevel(logging.DEBUG)
+    yield waiter
+    logger.removeHandler(waiter)
+
+
+async def _ignore(_: IncomingIM) -> None:
+    return None
+
+
+async def test_a_wrong_password_is_retried_only_at_the_cap(
+    tmp_path: Path, records: RecordWaiter
+) -> None:
+    async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
+        server.add_account("bot", "right-password")
+        options = HandlerOptions("bot", reconnect_base=0.01, reconnect_cap=0.2)
+        handler = AIMHandler(
+            options,
+            lambda: OscarClient("bot", "wrong-password", "127.0.0.1", server.port),
+            store,
+            _ignore,
+            rng=random.Random(7),
+        )
+        runner = asyncio.create_task(handler.run())
+        try:
+            failures = await records.wait_for(
+                lambda r: r.getMessage().startswith("cannot sign on as bot"), count=2
+            )
+        finally:
+            await handler.stop()
+            await asyncio.wait_for(runner, 10)
+        for record in failures:
+            assert "retrying in 0.2 s" in record.getMessage()  # the cap, not the base
+            assert "wrong-password" not in record.getMessage()
+        assert not handler.online
+
+
+async def test_an_unreachable_server_backs_off_exponentially(
+    tmp_path: Path, records: RecordWaiter
+) -> None:
+    async with OscarServer() as server:
+        port = server.port
+    # Nothing listens on `port` any more.
+    async with await Store.open(tmp_path / "s.db") as store:
+        options = HandlerOptions("bot", reconnect_base=0.01, reconnect_cap=10)
+        handler = AIMHandler(
+            options,
+            lambda: OscarClient("bot", "pw-1234", "127.0.0.1", port, connect_timeout=1),
+            store,
+            _ignore,
+            rng=random.Random(3),
+        )
+        runner = asyncio.create_task(handler.run())
+        try:
+            failures = await records.wait_for(
+                lambda r: r.getMessage().startswith("sign-on failed"), count=4
+            )
+        finally:
+            await handler.stop()
+            await asyncio.wait_for(runner, 10)
+        delays = [float(r.getMessage().rsplit("retrying in ", 1)[1].split()[0]) for r in failures]
+        ceilings = [0.01 * 2**n for n in range(4)]
+        for delay, ceiling in zip(delays, ceilings, strict=True):
+            # equal jitter: between half the nominal delay and the nominal delay (1-decimal log)
+            assert ceiling / 2 - 0.05 <= delay <= ceiling + 0.05
