@@ -293,7 +293,9 @@ class OscarClient:
             response = await self._login()
             await self._sign_on(response)
         except ProtocolError as e:
-            error = ConnectError(f"malformed data from the server during sign-on: {e}")
+            error = ConnectError(
+                f"{self._host}:{self._port} sent malformed data during sign-on: {e}"
+            )
             self._fail_connect(error, DisconnectReason.PROTOCOL_ERROR)
             raise error from e
         except LoginError as e:
@@ -308,7 +310,10 @@ class OscarClient:
             self._fail_connect(e, DisconnectReason.CLOSED)
             raise
         if self._final is not None:
-            raise ConnectError(f"session closed during sign-on: {self._final.detail}")
+            raise ConnectError(
+                f"session with {self._host}:{self._port} closed during sign-on: "
+                f"{self._final.detail}"
+            )
         self._state = _ONLINE
         link = self._link
         assert link is not None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aimbot.devserver.__main__ import main as devserver_main
 from aimbot.oscar.client import OscarClient
 from aimbot.oscar.events import IncomingIM
 from aimbot.oscar.snacs import (
@@ -225,3 +226,12 @@ async def test_command_line_rejects_a_malformed_account() -> None:
     _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 2
     assert b"SCREENNAME:PASSWORD" in stderr
+
+
+def test_dify_subcommand_is_delegated_to_the_stand_in(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code: object = devserver_main(["dify", "--help"])
+    except SystemExit as e:  # argparse may exit, or the stand-in may return the code
+        code = e.code
+    assert code == 0
+    assert "python -m aimbot.devserver dify" in capsys.readouterr().out
