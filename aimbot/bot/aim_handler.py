@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 
 from aimbot.bot.delivery import DeliveryQueue
@@ -148,6 +148,11 @@ class AIMHandler:
                 await client.close()
                 delay = self._backoff.next_delay()
                 log.warning("sign-on failed: %s; retrying in %.1f s", e, delay)
+            except Exception:
+                # A bug must not end the daemon: log it and keep trying, with back-off.
+                await client.close()
+                delay = self._backoff.next_delay()
+                log.exception("unexpected error while signing on; retrying in %.1f s", delay)
             else:
                 self._backoff.reset()
                 reason = await self._serve(client)
@@ -205,12 +210,10 @@ class AIMHandler:
             len(self.queue),
         )
         workers = [
-            asyncio.create_task(self._send_loop(client), name="aim-send"),
-            asyncio.create_task(self._typing_loop(client), name="aim-typing"),
-            asyncio.create_task(self._maintenance_loop(), name="aim-maintenance"),
+            asyncio.create_task(self._guard(self._send_loop(client), client), name="aim-send"),
+            asyncio.create_task(self._guard(self._typing_loop(client), client), name="aim-typing"),
+            asyncio.create_task(self._guard(self._maintenance_loop(), client), name="aim-upkeep"),
         ]
-        for task in workers:
-            task.add_done_callback(_log_crash)
         reason = DisconnectReason.EOF
         try:
             async for event in client.events():
@@ -219,7 +222,10 @@ class AIMHandler:
                     self.last_disconnect = f"{event.reason.name}: {event.detail}"
                     log.info("session ended: %s (%s)", event.reason.name, event.detail)
                     break
-                await self._dispatch(event)
+                try:
+                    await self._dispatch(event)
+                except Exception:
+                    log.exception("could not handle %s; carrying on", type(event).__name__)
         finally:
             self._online.clear()
             if self._metrics is not None:
@@ -234,6 +240,16 @@ class AIMHandler:
             await client.close()
             self._client = None
         return reason
+
+    async def _guard(self, loop: Coroutine[object, object, None], client: OscarClient) -> None:
+        """Run one of the session's loops; if it crashes, end the session so it starts afresh."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session worker crashed; reconnecting")
+            await client.close()
 
     async def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingIM):
@@ -346,11 +362,3 @@ class AIMHandler:
                 )
             if silent or expired:
                 await self._confirmed(silent + expired)
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("background task %s crashed", task.get_name(), exc_info=exc)

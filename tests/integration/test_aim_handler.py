@@ -114,3 +114,35 @@ async def test_an_unreachable_server_backs_off_exponentially(
         for delay, ceiling in zip(delays, ceilings, strict=True):
             # equal jitter: between half the nominal delay and the nominal delay (1-decimal log)
             assert ceiling / 2 - 0.05 <= delay <= ceiling + 0.05
+
+
+async def test_an_error_handling_one_im_does_not_end_the_session(tmp_path: Path) -> None:
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def fragile(im: IncomingIM) -> None:
+        if im.text == "boom":
+            raise RuntimeError("a bug in the layer above")
+        seen.put_nowait(im.text)
+
+    async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
+        server.add_account("bot", "pw-bot1")
+        server.add_account("alice", "pw-alice")
+        handler = AIMHandler(
+            HandlerOptions("bot"),
+            lambda: OscarClient("bot", "pw-bot1", "127.0.0.1", server.port),
+            store,
+            fragile,
+        )
+        runner = asyncio.create_task(handler.run())
+        alice = OscarClient("alice", "pw-alice", "127.0.0.1", server.port)
+        try:
+            await handler.wait_online(10)
+            await alice.connect()
+            await alice.send_im("bot", "boom")
+            await alice.send_im("bot", "still there?")
+            assert await asyncio.wait_for(seen.get(), 10) == "still there?"
+            assert handler.online and handler.sessions == 1
+        finally:
+            await alice.close()
+            await handler.stop()
+            await asyncio.wait_for(runner, 10)
