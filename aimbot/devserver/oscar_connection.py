@@ -217,6 +217,7 @@ class OscarConnection:
 
     async def _next_frame(self) -> Frame:
         while not self._pending:
+            self._frames.check()
             await self._running.wait()
             if self._closing:
                 raise _Closed

@@ -369,6 +369,10 @@ class OscarServer:
         conn = self._session_or_fail(screen_name)
         conn.write_raw(b"\x00\x02\x00\x01\x00\x00")
 
+    def send_raw(self, screen_name: str, data: bytes) -> None:
+        """Write arbitrary bytes to a session (bypassing stall): for client robustness tests."""
+        self._session_or_fail(screen_name).write_raw(data)
+
     def sign_off(
         self, screen_name: str, *, code: int | None = None, short_form: bool = False
     ) -> None:

@@ -155,6 +155,7 @@ class _Link:
         try:
             async with asyncio.timeout_at(deadline):
                 while not self.pending:
+                    self.frames.check()
                     data = await self.reader.read(READ_CHUNK)
                     if not data:
                         self.pending.extend(self.frames.feed_eof())
@@ -488,6 +489,7 @@ class OscarClient:
                     return
             if self._final is not None:
                 return
+            link.frames.check()  # bad bytes after the frames just handled end the session now
             data = await self._read_or_probe(link)
             if data is None:
                 return

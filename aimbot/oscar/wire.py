@@ -281,8 +281,11 @@ class FrameBuffer:
 
     Buffered bytes are capped: a frame header announcing more than `max_payload` bytes is
     rejected before its body is buffered, so a hostile peer cannot make us hold more than
-    header + max_payload bytes of an unfinished frame. After a ProtocolError the stream is out
-    of sync for good and every later call raises again.
+    header + max_payload bytes of an unfinished frame.
+
+    When good frames precede the bad bytes in one chunk, feed() returns the good frames (they
+    were sent and must not be lost) and keeps the error: `error` is set, and check() or the next
+    feed() raises it. After an error the stream is out of sync for good.
     """
 
     def __init__(self, *, max_payload: int = MAX_FLAP_PAYLOAD) -> None:
@@ -297,14 +300,23 @@ class FrameBuffer:
         """Bytes of an unfinished frame held right now."""
         return len(self._buf)
 
+    @property
+    def error(self) -> ProtocolError | None:
+        """The error that put the stream out of sync, if any."""
+        return self._failed
+
+    def check(self) -> None:
+        """Raise the stored error, if the stream is out of sync."""
+        if self._failed is not None:
+            raise ProtocolError(str(self._failed))
+
     def _fail(self, message: str) -> ProtocolError:
         self._failed = ProtocolError(message)
         self._buf.clear()
         return self._failed
 
     def feed(self, data: bytes) -> list[Frame]:
-        if self._failed is not None:
-            raise ProtocolError(f"stream already out of sync: {self._failed}")
+        self.check()
         buf = self._buf
         buf += data
         frames: list[Frame] = []
@@ -333,15 +345,17 @@ class FrameBuffer:
         if problem is None and pos < end and buf[pos] != FLAP_START:
             problem = f"bad FLAP start byte 0x{buf[pos]:02x} (expected 0x2a)"
         if problem is not None:
-            raise self._fail(problem)
+            error = self._fail(problem)
+            if not frames:
+                raise error
+            return frames
         if pos:
             del buf[:pos]
         return frames
 
     def feed_eof(self) -> list[Frame]:
         """The peer closed: accept the 4-byte sign-off (`2A 04 ss ss`, no length, doc §10)."""
-        if self._failed is not None:
-            raise ProtocolError(f"stream already out of sync: {self._failed}")
+        self.check()
         buf = self._buf
         if not buf:
             return []

@@ -182,6 +182,7 @@ class RawPeer:
         """The next frame, or None at EOF."""
         async with asyncio.timeout(timeout):
             while not self.pending:
+                self.frames.check()
                 data = await self.reader.read(65536)
                 if not data:
                     self.pending.extend(self.frames.feed_eof())

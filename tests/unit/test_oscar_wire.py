@@ -83,16 +83,30 @@ def test_bad_start_byte_is_rejected_and_the_buffer_stays_failed() -> None:
     buffer = FrameBuffer()
     with pytest.raises(ProtocolError, match="start byte 0x00"):
         buffer.feed(b"\x00\x02\x00\x01\x00\x00")
-    with pytest.raises(ProtocolError, match="out of sync"):
+    assert buffer.error is not None
+    with pytest.raises(ProtocolError, match="start byte 0x00"):
         buffer.feed(encode_frame(2, 1, b""))
-    with pytest.raises(ProtocolError, match="out of sync"):
+    with pytest.raises(ProtocolError, match="start byte 0x00"):
         buffer.feed_eof()
-
-
-def test_bad_start_byte_is_noticed_before_a_full_header_arrives() -> None:
-    buffer = FrameBuffer()
     with pytest.raises(ProtocolError):
-        buffer.feed(encode_frame(2, 1, b"ok") + b"G")
+        buffer.check()
+
+
+def test_good_frames_before_bad_bytes_are_returned_and_the_error_kept() -> None:
+    buffer = FrameBuffer()
+    assert buffer.feed(encode_frame(2, 1, b"ok") + b"G") == [Frame(2, 1, b"ok")]
+    assert buffer.error is not None
+    with pytest.raises(ProtocolError, match="start byte 0x47"):
+        buffer.check()
+    with pytest.raises(ProtocolError, match="start byte 0x47"):
+        buffer.feed(b"")
+
+
+def test_a_healthy_buffer_checks_clean() -> None:
+    buffer = FrameBuffer()
+    buffer.feed(encode_frame(2, 1, b"ok"))
+    buffer.check()
+    assert buffer.error is None
 
 
 def test_oversized_frame_is_refused_before_its_body_is_buffered() -> None:
