@@ -1,0 +1,177 @@
+"""``python -m bench <command>``: argument parsing and dispatch, nothing measured here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import sys
+from collections.abc import Callable, Sequence
+
+from bench.report import Report, emit
+
+COMMANDS = ("signon", "latency", "throughput", "memory", "chaos")
+
+
+class BenchError(Exception):
+    """A run that could not produce figures (the bot did not start, a server failed …)."""
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(*, positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            wanted = "a finite number > 0" if positive else "a finite number >= 0"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Measure aimbot on loopback against the devserver OSCAR server and the Dify "
+            "stand-in. Each command prints a table; with --json also one JSON object as the "
+            "last line of stdout."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    json_help = "also print one JSON object as the last line of stdout"
+
+    p = commands.add_parser("signon", help="connect-to-online time of an OSCAR sign-on")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--count", type=_int_at_least(2), default=20, help="sign-ons (default 20)")
+
+    p = commands.add_parser("latency", help="reply latency through the bot vs a bare echo peer")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--users", type=_int_at_least(1), default=100, help="users (default 100)")
+    p.add_argument(
+        "--dify-ms", type=_seconds(positive=False), default=0.0, help="stand-in think time"
+    )
+    p.add_argument(
+        "--messages", type=_int_at_least(1), default=20, help="measured messages per user"
+    )
+    p.add_argument(
+        "--warmup", type=_int_at_least(0), default=2, help="unmeasured messages per user first"
+    )
+    p.add_argument(
+        "--think-ms",
+        type=_seconds(positive=False),
+        default=0.0,
+        help="pause between a reply and the user's next message (default 0: closed loop)",
+    )
+
+    p = commands.add_parser("throughput", help="sustained replies/s and CPU per 1,000 messages")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument(
+        "--users", type=_int_at_least(1), default=200, help="concurrent users (default 200)"
+    )
+    p.add_argument("--seconds", type=_seconds(positive=True), default=15.0, help="measured window")
+    p.add_argument(
+        "--warmup-seconds", type=_seconds(positive=False), default=3.0, help="unmeasured start"
+    )
+    p.add_argument(
+        "--load-procs",
+        type=_int_at_least(0),
+        default=1,
+        help="helper processes that run the simulated users (0: users in this process)",
+    )
+
+    p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument(
+        "--users", type=_int_at_least(1), default=10_000, help="distinct users (default 10,000)"
+    )
+    p.add_argument(
+        "--messages",
+        type=_int_at_least(1),
+        default=100_000,
+        help="messages for the drift phase (default 100,000)",
+    )
+    p.add_argument("--batch", type=_int_at_least(1), default=500, help="users signed on at once")
+    p.add_argument(
+        "--drift-users", type=_int_at_least(1), default=200, help="users in the drift phase"
+    )
+
+    p = commands.add_parser("chaos", help="steady load while faults are injected at random")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument(
+        "--minutes", type=_seconds(positive=True), default=2.0, help="load duration (default 2)"
+    )
+    p.add_argument("--users", type=_int_at_least(1), default=40, help="users (default 40)")
+    p.add_argument("--seed", type=int, default=None, help="fault schedule seed (default random)")
+    p.add_argument(
+        "--drain-seconds",
+        type=_seconds(positive=True),
+        default=150.0,
+        help="longest wait for outstanding replies after the load stops",
+    )
+    p.add_argument(
+        "--think-ms",
+        type=_seconds(positive=False),
+        default=500.0,
+        help="pause between a reply and the user's next message",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    if args.command == "signon":
+        from bench import signon
+
+        return await signon.run(args, argv)
+    if args.command == "latency":
+        from bench import latency
+
+        return await latency.run(args, argv)
+    if args.command == "throughput":
+        from bench import throughput
+
+        return await throughput.run(args, argv)
+    if args.command == "memory":
+        from bench import memory
+
+        return await memory.run(args, argv)
+    from bench import chaos
+
+    return await chaos.run(args, argv)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The devserver and stand-in log every expected fault at WARNING; the figures matter here.
+    logging.getLogger("aimbot").setLevel(logging.ERROR)
+    try:
+        report = asyncio.run(_run(args, argv))
+    except BenchError as e:
+        sys.stderr.write(f"bench {args.command}: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"bench {args.command}: interrupted\n")
+        return 130
+    emit(report, with_json=args.json)
+    return 0

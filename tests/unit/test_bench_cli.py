@@ -1,0 +1,48 @@
+"""Argument parsing of `python -m bench`: defaults from the issue, bad values refused clearly."""
+
+import pytest
+
+from bench.cli import COMMANDS, parse_args
+
+
+def test_latency_takes_the_issue_s_command_line() -> None:
+    args = parse_args(["latency", "--json", "--users", "100", "--dify-ms", "0"])
+    assert args.command == "latency"
+    assert args.json is True
+    assert args.users == 100
+    assert args.dify_ms == 0.0
+
+
+def test_defaults_match_the_issue() -> None:
+    assert parse_args(["signon"]).count == 20
+    assert parse_args(["latency"]).users == 100
+    memory = parse_args(["memory"])
+    assert (memory.users, memory.messages) == (10_000, 100_000)
+    assert parse_args(["chaos", "--minutes", "2"]).minutes == 2.0
+    assert all(parse_args([c]).json is False for c in COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["latency", "--users", "0"], "must be at least 1"),
+        (["latency", "--users", "many"], "not a whole number"),
+        (["latency", "--dify-ms", "-1"], "must be a finite number >= 0"),
+        (["chaos", "--minutes", "0"], "must be a finite number > 0"),
+        (["chaos", "--minutes", "inf"], "must be a finite number > 0"),
+        (["signon", "--count", "1"], "must be at least 2"),
+    ],
+)
+def test_bad_values_are_refused_with_the_reason(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "COMMAND" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""Percentile math the benchmark figures rest on."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.stats import percentile, ratio, summarize
+
+
+def test_median_of_odd_count_is_the_middle_value() -> None:
+    assert percentile([5.0, 1.0, 3.0], 50) == 3.0
+
+
+def test_median_of_even_count_interpolates_between_the_middle_two() -> None:
+    assert percentile([1.0, 2.0, 3.0, 10.0], 50) == 2.5
+
+
+def test_p95_of_twenty_values_interpolates_near_the_top() -> None:
+    values = [float(v) for v in range(1, 21)]  # rank = 19 * 0.95 = 18.05
+    assert percentile(values, 95) == pytest.approx(19.05)
+
+
+def test_extremes_are_min_and_max() -> None:
+    values = [4.0, -2.0, 9.5]
+    assert percentile(values, 0) == -2.0
+    assert percentile(values, 100) == 9.5
+
+
+def test_single_value_is_every_percentile() -> None:
+    assert percentile([7.0], 99) == 7.0
+
+
+@pytest.mark.parametrize("q", [-1.0, 100.5, math.nan])
+def test_out_of_range_percentile_is_refused(q: float) -> None:
+    with pytest.raises(ValueError, match=r"0\.\.100"):
+        percentile([1.0], q)
+
+
+def test_no_values_is_refused() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="no values"):
+        summarize([])
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=50),
+    st.floats(0, 100),
+    st.floats(0, 100),
+)
+def test_percentiles_are_monotonic_and_within_range(
+    values: list[float], a: float, b: float
+) -> None:
+    low, high = sorted((a, b))
+    assert min(values) <= percentile(values, low) <= percentile(values, high) <= max(values)
+
+
+def test_summary_orders_its_figures() -> None:
+    s = summarize([float(v) for v in range(100)])
+    assert s.count == 100
+    assert s.mean == pytest.approx(49.5)
+    assert s.p50 < s.p95 < s.p99 <= s.max == 99.0
+
+
+def test_ratio_never_divides_by_zero() -> None:
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) == math.inf
+    assert ratio(0.0, 0.0) == 1.0
