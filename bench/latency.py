@@ -1,0 +1,160 @@
+"""``bench latency``: reply latency through the bot, next to a bare echo peer under the same load.
+
+Each simulated user sends a message and waits for its reply (closed loop, optional think time).
+The same users, messages and devserver then go through the "direct" path: user → devserver → an
+echo OscarClient in its own process → user. The ratio of the two p99s is what the bot adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.cli import BenchError
+from bench.procstat import ProcSample, sample
+from bench.report import Figure, Report, Target, make_report
+from bench.rig import BOT, FAST, ROOT, Loopback, SimUser, loopback, sign_off_all, sign_on_all
+from bench.stats import ratio, summarize
+
+ECHO = "EchoPeer"
+REPLY_TIMEOUT = 60.0
+TARGETS = (Target("overhead_ratio_p99", "<=", 1.5),)
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    latencies_ms: list[float]
+    wall_seconds: float
+    peer_cpu_seconds: float
+    bench_cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_ms) / self.wall_seconds if self.wall_seconds else 0.0
+
+
+async def closed_loop(
+    users: Sequence[SimUser], peer: str, *, messages: int, warmup: int, think: float
+) -> list[float]:
+    """Every user: send, wait for the reply that names this message, record, think, repeat."""
+
+    async def one(user: SimUser) -> list[float]:
+        samples = []
+        for i in range(warmup + messages):
+            token = f"{user.name}-m{i}"
+            started = time.perf_counter()
+            await user.send(peer, token)
+            arrival = await user.next_arrival(REPLY_TIMEOUT)
+            if token not in arrival.im.text:
+                raise BenchError(
+                    f"{user.name} expected a reply to {token}, got {arrival.im.text!r}"
+                )
+            if i >= warmup:
+                samples.append((arrival.at - started) * 1000)
+            if think:
+                await asyncio.sleep(think)
+        return samples
+
+    results = await asyncio.gather(*(one(u) for u in users))
+    return [s for per_user in results for s in per_user]
+
+
+async def _measure(
+    users: Sequence[SimUser], peer: str, peer_pid: int, args: argparse.Namespace
+) -> PhaseResult:
+    peer_before, bench_before = sample(peer_pid), sample()
+    started = time.perf_counter()
+    latencies = await closed_loop(
+        users, peer, messages=args.messages, warmup=args.warmup, think=args.think_ms / 1000
+    )
+    wall = time.perf_counter() - started
+    peer_after, bench_after = sample(peer_pid), sample()
+    return PhaseResult(
+        latencies,
+        wall,
+        _cpu(peer_before, peer_after),
+        _cpu(bench_before, bench_after),
+    )
+
+
+def _cpu(before: ProcSample, after: ProcSample) -> float:
+    return after.cpu_seconds - before.cpu_seconds
+
+
+async def _echo_phase(
+    rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace
+) -> PhaseResult:
+    password = secrets.token_urlsafe(9)
+    rig.oscar.add_account(ECHO, password)
+    env = {
+        **os.environ,
+        "BENCH_OSCAR_PORT": str(rig.oscar.port),
+        "BENCH_ECHO_NAME": ECHO,
+        "BENCH_ECHO_PASSWORD": password,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.echo_peer", cwd=str(ROOT), env=env
+    )
+    try:
+        await rig.oscar.wait_online(ECHO, timeout=30)
+        return await _measure(users, ECHO, proc.pid, args)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 10)
+
+
+async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    async with loopback() as rig:
+        rig.dify.set_latency(args.dify_ms / 1000)
+        users = await sign_on_all(rig.oscar, [f"lat{i:04d}" for i in range(args.users)])
+        try:
+            echo = await _echo_phase(rig, users, args)
+            bot_proc = await rig.start_bot(FAST)
+            bot = await _measure(users, BOT, bot_proc.pid, args)
+        finally:
+            await sign_off_all(users)
+    b, e = summarize(bot.latencies_ms), summarize(echo.latencies_ms)
+    figures = [
+        Figure("bot_p50_ms", b.p50, "bot path, p50", "ms"),
+        Figure("bot_p99_ms", b.p99, "bot path, p99", "ms"),
+        Figure("echo_p50_ms", e.p50, "direct echo path, p50", "ms"),
+        Figure("echo_p99_ms", e.p99, "direct echo path, p99", "ms"),
+        Figure("overhead_ratio_p99", ratio(b.p99, e.p99), "bot p99 / echo p99"),
+        Figure("overhead_ratio_p50", ratio(b.p50, e.p50), "bot p50 / echo p50"),
+        Figure("bot_msgs_per_s", bot.rate, "bot path, replies/s achieved", "/s"),
+        Figure("echo_msgs_per_s", echo.rate, "echo path, replies/s achieved", "/s"),
+        Figure("bot_cpu_util", bot.peer_cpu_seconds / bot.wall_seconds, "bot process CPU", "cores"),
+        Figure(
+            "echo_cpu_util", echo.peer_cpu_seconds / echo.wall_seconds, "echo process CPU", "cores"
+        ),
+        Figure(
+            "bench_cpu_util_bot_phase",
+            bot.bench_cpu_seconds / bot.wall_seconds,
+            "bench process CPU (bot phase)",
+            "cores",
+        ),
+        Figure(
+            "bench_cpu_util_echo_phase",
+            echo.bench_cpu_seconds / echo.wall_seconds,
+            "bench process CPU (echo phase)",
+            "cores",
+        ),
+        Figure("samples_per_path", b.count, "measured messages per path"),
+    ]
+    notes = [
+        f"{args.users} users, closed loop ({args.warmup} warm-up + {args.messages} measured "
+        f"messages each, think time {args.think_ms:g} ms); Dify stand-in latency "
+        f"{args.dify_ms:g} ms",
+        "bot config: BUFFER_WINDOW=0 BUFFER_MAX_WAIT=0 USER_RATE_LIMIT=0 "
+        "TYPING_NOTIFICATIONS=false DIFY_MAX_CONCURRENCY=64; devserver rate limits off",
+        "latency = user's send to the user's reader seeing the reply; devserver, Dify stand-in "
+        "and users share the bench process; bot and echo peer each run in their own process",
+    ]
+    return make_report("latency", argv, figures, targets=TARGETS, notes=notes)
