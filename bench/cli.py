@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from bench.report import Report, emit
 
@@ -90,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-seconds", type=_seconds(positive=False), default=3.0, help="unmeasured start"
     )
     p.add_argument(
-        "--load-procs",
-        type=_int_at_least(0),
-        default=1,
-        help="helper processes that run the simulated users (0: users in this process)",
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy the bot over the measured window (.svg flamegraph, .json speedscope)",
     )
 
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")
