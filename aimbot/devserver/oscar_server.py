@@ -3,11 +3,17 @@
 It follows Open OSCAR Server (RAS, doc §1-§10) where a bot can tell the difference: auth and
 BOS on one port, BUCP MD5 with either hash, channel-1 IMs relayed byte-exact, MTN relayed,
 error 0x0004 for offline recipients, "the new login wins" with the signed-on-elsewhere sign-off,
-RAS's rate classes advertised and enforced. It deviates in one documented place: an IM (or any
-SNAC) dropped for rate is answered with a family error 0x0002 "rate limited" carrying the
-sender's request id, plus a 01/0A "limited" notice for subscribed classes, where RAS drops
-silently; so a test can see the limit bite. Fault hooks let tests drop, stall and confuse
-sessions and restart the listener on the same port.
+RAS's rate classes advertised and enforced, and the advertised max IM size (512) not enforced.
+
+Deliberate differences from RAS, all so that tests can see what happened:
+- an IM (or any SNAC) dropped for rate is answered with a family error 0x0002 "rate limited"
+  carrying the sender's request id, and 01/0A notices (2 alert, 3 limited, 4 cleared) go out at
+  once on each status change for subscribed classes; RAS drops silently and notifies later;
+- a rate disconnect is an empty channel-4 frame (RAS reuses "signed on elsewhere");
+- sessions exempt from limits (is_bot accounts, or enforcement off) are advertised classes
+  without thresholds, so that a pacing client does not slow down for limits that never bite.
+
+Fault hooks let tests drop, stall and confuse sessions and restart the listener on the same port.
 """
 
 from __future__ import annotations

@@ -28,7 +28,15 @@ from aimbot.oscar.snacs import (
     login_hash,
     parse_bos_address,
 )
-from aimbot.oscar.wire import Channel, Frame, FrameBuffer, SnacHeader, decode_snac, encode_frame
+from aimbot.oscar.wire import (
+    Channel,
+    Frame,
+    FrameBuffer,
+    SnacHeader,
+    TlvBlock,
+    decode_snac,
+    encode_frame,
+)
 
 HOST = "127.0.0.1"
 ACCOUNTS = {"alice": "alice-pw-1", "Bob Smith": "bob-pw-22", "carol": "carol-pw-333"}
@@ -36,6 +44,36 @@ PASSWORDS = {"alice": "alice-pw-1", "bobsmith": "bob-pw-22", "carol": "carol-pw-
 WAIT = 5.0  # generous upper bound for anything that should happen "now" on loopback
 
 E = TypeVar("E")
+
+
+def tlvs_from_bytes(blob: bytes, max_items: int = 6) -> TlvBlock:
+    """A TLV block carved out of one byte string (tag, size byte, value, ...).
+
+    Property tests draw one bytes value and carve structures out of it: one draw per example
+    instead of one per field keeps the 10,000-example CI profile fast.
+    """
+    items = []
+    pos = 0
+    while pos + 3 <= len(blob) and len(items) < max_items:
+        tag, size = int.from_bytes(blob[pos : pos + 2], "big"), blob[pos + 2] % 21
+        items.append((tag, blob[pos + 3 : pos + 3 + size]))
+        pos += 3 + size
+    return TlvBlock.of(*items)
+
+
+def frames_from_bytes(blob: bytes, max_items: int = 5) -> list[Frame]:
+    """FLAP frames carved out of one byte string (channel, sequence, size byte, payload, ...)."""
+    frames = []
+    pos = 0
+    while pos + 4 <= len(blob) and len(frames) < max_items:
+        channel, sequence, size = (
+            blob[pos],
+            int.from_bytes(blob[pos + 1 : pos + 3], "big"),
+            blob[pos + 3] % 41,
+        )
+        frames.append(Frame(channel, sequence, blob[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+    return frames
 
 
 class FakeClock:

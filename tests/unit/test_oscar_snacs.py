@@ -51,6 +51,7 @@ from aimbot.oscar.snacs import (
     parse_bos_address,
 )
 from aimbot.oscar.wire import Reader, Tlv, TlvBlock, decode_snac, decode_tlvs
+from tests.helpers.oscar import tlvs_from_bytes
 
 # -- BUCP ------------------------------------------------------------------------------------------
 
@@ -343,10 +344,7 @@ u32 = st.integers(0, 0xFFFFFFFF)
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 names = text.filter(lambda s: len(s.encode()) <= 255)
 small = st.binary(max_size=24)
-# One bytes draw per TLV: the first two bytes are the tag (cheap enough for 10,000 examples).
-tlvs = st.lists(st.binary(min_size=2, max_size=20), max_size=4).map(
-    lambda items: TlvBlock.of(*((int.from_bytes(b[:2], "big"), b[2:]) for b in items))
-)
+tlvs = st.binary(max_size=60).map(lambda blob: tlvs_from_bytes(blob, 4))
 cookies = st.binary(min_size=8, max_size=8)
 users = st.builds(UserInfo, names, u16, tlvs)
 

@@ -26,6 +26,7 @@ from aimbot.oscar.wire import (
     pack_u16,
     pack_u32,
 )
+from tests.helpers.oscar import frames_from_bytes, tlvs_from_bytes
 
 RAS_HELLO = bytes.fromhex("2a01006400040000 0001".replace(" ", ""))
 
@@ -252,13 +253,7 @@ def test_packers_check_their_ranges() -> None:
 
 # -- properties ------------------------------------------------------------------------------------
 
-# One bytes draw per frame (channel, sequence, payload packed in) keeps 10,000 examples fast.
-frames_strategy = st.lists(
-    st.binary(min_size=3, max_size=40).map(
-        lambda b: Frame(b[0], int.from_bytes(b[1:3], "big"), b[3:])
-    ),
-    max_size=5,
-)
+frames_strategy = st.binary(max_size=200).map(frames_from_bytes)
 
 
 @given(frames_strategy, st.binary(min_size=1, max_size=6))
@@ -297,9 +292,7 @@ def test_arbitrary_bytes_into_the_frame_buffer_raise_only_protocol_error(
             buffer.feed_eof()
 
 
-tlv_blocks = st.lists(st.binary(min_size=2, max_size=20), max_size=5).map(
-    lambda items: TlvBlock.of(*((int.from_bytes(b[:2], "big"), b[2:]) for b in items))
-)
+tlv_blocks = st.binary(max_size=120).map(tlvs_from_bytes)
 
 
 @given(tlv_blocks)
