@@ -257,6 +257,14 @@ class SimUser:
             why = f" (session ended: {self.ended.detail})" if self.ended else ""
             raise BenchError(f"{self.name} got no reply within {timeout:g} s{why}") from None
 
+    async def ask(self, to: str, token: str, timeout: float) -> Arrival:  # noqa: ASYNC109
+        """Send `token` and wait for the reply, which must name it (so replies never get mixed)."""
+        await self.send(to, token)
+        arrival = await self.next_arrival(timeout)
+        if token not in arrival.im.text:
+            raise BenchError(f"{self.name} expected a reply to {token}, got {arrival.im.text!r}")
+        return arrival
+
     async def sign_off(self) -> None:
         if self.client is not None:
             await self.client.close()
