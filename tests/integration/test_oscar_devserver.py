@@ -235,3 +235,22 @@ def test_dify_subcommand_is_delegated_to_the_stand_in(capsys: pytest.CaptureFixt
         code = e.code
     assert code == 0
     assert "python -m aimbot.devserver dify" in capsys.readouterr().out
+
+
+async def test_a_client_that_stops_reading_is_cut_off_at_the_outbound_cap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with session_pool(enforce_rate_limits=False, max_outbound_bytes=64 * 1024) as pool:
+        alice = await pool.sign_on("alice", throttle=False)
+        deaf = await RawPeer.sign_on(pool.server.port, "bobsmith", PASSWORDS["bobsmith"])
+        await pool.server.wait_online("bobsmith")
+        offline = asyncio.create_task(pool.server.wait_offline("bobsmith", WAIT))
+        text = "z" * 7000
+        sent = 0
+        while not offline.done() and sent < 5000:  # the kernel buffers a few MB first
+            await alice.client.send_im("bobsmith", text)
+            sent += 1
+        await offline
+        assert "stopped reading (outbound buffer full)" in caplog.text
+        assert alice.client.online
+        await deaf.close()
