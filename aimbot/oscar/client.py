@@ -539,11 +539,15 @@ class OscarClient:
     def _handle_frame(self, frame: Frame) -> SessionEnded | None:
         """Dispatch one frame; returns the SessionEnded it implies, if it ends the session."""
         if frame.channel == Channel.DATA:
-            header, body = decode_snac(frame.payload)
+            # The frame stream is still in sync, so one bad SNAC costs only itself.
+            try:
+                header, body = decode_snac(frame.payload)
+            except ProtocolError as e:
+                log.warning("ignoring a malformed SNAC from the server: %s", e)
+                return None
             try:
                 self._handle_snac(header, body)
             except ProtocolError as e:
-                # The frame stream is still in sync, so one bad SNAC costs only itself.
                 log.warning("ignoring malformed %s from the server: %s", _snac_name(header), e)
             return None
         if frame.channel == Channel.SIGNOFF:

@@ -49,6 +49,7 @@ async def still_alive(pool: SessionPool, session: Session) -> None:
         pytest.param(
             encode_frame(Channel.DATA, 1, encode_snac(4, 7, 0, b"short")), id="bad-im-body"
         ),
+        pytest.param(encode_frame(Channel.DATA, 1, b"\x00\x04"), id="snac-shorter-than-header"),
         pytest.param(snac_frame(text_im("file transfer?", channel=2)), id="rendezvous-im"),
         pytest.param(snac_frame(IcbmTyping("mallory", 9)), id="unknown-typing-state"),
         pytest.param(encode_frame(Channel.ERROR, 1, b"\x00"), id="flap-error-frame"),
