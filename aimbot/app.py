@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from aimbot.api.dify_client import DifyClient, DifyOptions
-from aimbot.bot.aim_handler import AIMHandler, HandlerOptions
-from aimbot.bot.bot import AIMBot, BotOptions
+from aimbot.api.dify_client import DifyClient
+from aimbot.bot.aim_handler import AIMHandler
+from aimbot.bot.bot import AIMBot
 from aimbot.config.settings import Settings
 from aimbot.ops.health import HealthServer, HealthStatus
 from aimbot.ops.metrics import Metrics
-from aimbot.oscar.client import OscarClient
 from aimbot.oscar.events import IncomingIM
 from aimbot.store import Store
+from aimbot.wiring import bot_options, dify_options, handler_options, oscar_client
 
 log = logging.getLogger(__name__)
 
@@ -71,69 +71,23 @@ class Application:
     async def start(self) -> None:
         s = self.settings
         store = await Store.open(s.data_dir / DB_FILENAME)
-        http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=s.dify_connect_timeout, sock_read=s.dify_read_timeout
-            )
-        )
+        # Per-request timeouts come from DifyClient; the session itself must not cut streams.
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
-            dify = DifyClient(
-                http,
-                s.dify_api_key.get(),
-                DifyOptions(
-                    base_url=s.dify_api_url,
-                    response_mode=s.dify_response_mode,
-                    inputs=s.dify_inputs,
-                    connect_timeout=s.dify_connect_timeout,
-                    read_timeout=s.dify_read_timeout,
-                    stream_deadline=s.dify_stream_deadline,
-                    retry_base=s.dify_retry_base,
-                    retry_cap=s.dify_retry_cap,
-                    retry_max_attempts=s.dify_retry_max_attempts,
-                    retry_max_time=s.dify_retry_max_time,
-                    breaker_threshold=s.dify_breaker_threshold,
-                    breaker_cooldown=s.dify_breaker_cooldown,
-                ),
-            )
+            dify = DifyClient(http, s.dify_api_key.get(), dify_options(s))
             bot_ref: list[AIMBot] = []
 
             async def on_message(im: IncomingIM) -> None:
                 await bot_ref[0].on_message(im)
 
             handler = AIMHandler(
-                HandlerOptions(
-                    screen_name=s.aim_username,
-                    reconnect_base=s.aim_reconnect_base,
-                    reconnect_cap=s.aim_reconnect_cap,
-                    outbox_ttl=s.outbox_ttl,
-                ),
-                self._client_factory,
+                handler_options(s),
+                lambda: oscar_client(s),
                 store,
                 on_message,
                 metrics=self.metrics,
             )
-            bot = AIMBot(
-                BotOptions(
-                    screen_name=s.aim_username,
-                    buffer_window=s.buffer_window,
-                    buffer_max_wait=s.buffer_max_wait,
-                    reply_format=s.reply_format,
-                    max_reply_bytes=s.max_reply_bytes,
-                    allowed_users=s.allowed_users,
-                    blocked_users=s.blocked_users,
-                    user_rate_limit=s.user_rate_limit,
-                    max_input_chars=s.max_input_chars,
-                    typing_notifications=s.typing_notifications,
-                    dify_user_prefix=s.dify_user_prefix,
-                    dify_max_concurrency=s.dify_max_concurrency,
-                    delete_on_clear=s.dify_delete_on_clear,
-                    inbox_max_age=s.inbox_max_age,
-                ),
-                store,
-                dify,
-                handler,
-                metrics=self.metrics,
-            )
+            bot = AIMBot(bot_options(s), store, dify, handler, metrics=self.metrics)
             bot_ref.append(bot)
             health = None
             if s.health_port:
@@ -149,19 +103,6 @@ class Application:
         if waiting or pending:
             log.info("resuming: %d replies to deliver, %d IMs to answer", waiting, pending)
         self._handler_task = asyncio.create_task(handler.run(), name="aim-handler")
-
-    def _client_factory(self) -> OscarClient:
-        s = self.settings
-        return OscarClient(
-            s.aim_username,
-            s.aim_password.get(),
-            s.aim_server,
-            s.aim_port,
-            keepalive_interval=s.aim_keepalive_interval,
-            read_timeout=s.aim_read_timeout,
-            connect_timeout=s.aim_connect_timeout,
-            throttle=s.aim_throttle,
-        )
 
     def health(self) -> HealthStatus:
         parts = self._parts

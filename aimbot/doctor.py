@@ -18,20 +18,20 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Final, TextIO
 
 import aiohttp
 
-from aimbot.api.dify_client import DifyClient, DifyOptions
+from aimbot.api.dify_client import DifyClient
 from aimbot.api.errors import DifyAuthError, DifyBadRequest, DifyError, DifyTimeout
 from aimbot.config.settings import ConfigError, Settings, load_settings
-from aimbot.oscar.client import OscarClient
 from aimbot.oscar.errors import ConnectError, LoginError, OscarError
 from aimbot.store import Store, StoreError
 from aimbot.utils.logger import LoggingSetupError, setup_logging
+from aimbot.wiring import dify_options, oscar_client
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +175,7 @@ async def check_aim_server(settings: Settings) -> CheckResult:
 
 
 async def check_aim_login(settings: Settings) -> CheckResult:
-    client = OscarClient(
-        settings.aim_username,
-        settings.aim_password.get(),
-        settings.aim_server,
-        settings.aim_port,
-        keepalive_interval=settings.aim_keepalive_interval,
-        read_timeout=settings.aim_read_timeout,
-        connect_timeout=settings.aim_connect_timeout,
-    )
+    client = oscar_client(settings)
     limit = settings.aim_connect_timeout + settings.aim_read_timeout
     name = settings.aim_username
     try:
@@ -236,10 +228,9 @@ async def check_dify_url(settings: Settings, session: aiohttp.ClientSession) -> 
 
 
 async def check_dify_key(settings: Settings, session: aiohttp.ClientSession) -> CheckResult:
-    options = DifyOptions(
-        base_url=settings.dify_api_url,
-        connect_timeout=settings.dify_connect_timeout,
-        read_timeout=settings.dify_read_timeout,
+    # One attempt: the doctor reports what is wrong now instead of waiting through retries.
+    options = replace(
+        dify_options(settings),
         request_timeout=settings.dify_connect_timeout + 20,
         retry_max_attempts=1,
     )
