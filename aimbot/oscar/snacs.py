@@ -109,6 +109,19 @@ class SnacBody(Protocol):
     def encode(self) -> bytes: ...
 
 
+class _EmptyBody:
+    """A SNAC whose body is empty; trailing bytes from a liberal server are ignored."""
+
+    __slots__ = ()
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, body: bytes) -> Self:
+        return cls()
+
+
 def encode_snac_body(body: SnacBody, request_id: int) -> bytes:
     """A complete channel-2 payload (header + body) for a SNAC dataclass."""
     return encode_snac(body.FAMILY, body.SUBGROUP, request_id, body.encode())
@@ -474,16 +487,9 @@ class HostVersions(ClientVersions):
 
 
 @dataclass(frozen=True, slots=True)
-class RateParamsRequest:
+class RateParamsRequest(_EmptyBody):
     FAMILY: ClassVar[int] = FAMILY_OSERVICE
     SUBGROUP: ClassVar[int] = 0x0006
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 RATE_RECORD_SIZE = 30
@@ -636,31 +642,17 @@ class RateParamsChange:
 
 
 @dataclass(frozen=True, slots=True)
-class SelfInfoRequest:
+class SelfInfoRequest(_EmptyBody):
     """01/0E: the keep-alive probe; every server must answer it with 01/0F."""
 
     FAMILY: ClassVar[int] = FAMILY_OSERVICE
     SUBGROUP: ClassVar[int] = 0x000E
 
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
-
 
 @dataclass(frozen=True, slots=True)
-class NoOp:
+class NoOp(_EmptyBody):
     FAMILY: ClassVar[int] = FAMILY_OSERVICE
     SUBGROUP: ClassVar[int] = 0x0016
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
@@ -757,16 +749,9 @@ class IcbmParamsSet(IcbmParams):
 
 
 @dataclass(frozen=True, slots=True)
-class IcbmParamsRequest:
+class IcbmParamsRequest(_EmptyBody):
     FAMILY: ClassVar[int] = FAMILY_ICBM
     SUBGROUP: ClassVar[int] = 0x0004
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
