@@ -186,13 +186,17 @@ class Loopback:
 
 
 @contextlib.asynccontextmanager
-async def loopback(answer: AnswerFn | None = None) -> AsyncIterator[Loopback]:
+async def loopback(
+    answer: AnswerFn | None = None, *, ping_interval: float = 10.0
+) -> AsyncIterator[Loopback]:
     """Servers up on ephemeral loopback ports; everything stopped and removed afterwards."""
     bot_password = secrets.token_urlsafe(12)
     dify_key = "app-" + secrets.token_urlsafe(16)
     oscar = OscarServer(enforce_rate_limits=False)
     oscar.add_account(BOT, bot_password, is_bot=True)
-    dify = DifyStandIn(api_key=dify_key, record_requests=False, answer=answer)
+    dify = DifyStandIn(
+        api_key=dify_key, record_requests=False, answer=answer, ping_interval=ping_interval
+    )
     with tempfile.TemporaryDirectory(prefix="aimbot-bench-") as tmp:
         await oscar.start()
         try:

@@ -1,0 +1,132 @@
+"""Bookkeeping of the chaos run: every message a user sent, and every reply, attributed.
+
+Each message carries a unique token ("q<user>x<seq>") and the Dify stand-in's answer quotes the
+query, so an answer names the message(s) it answers, even when the bot joined several into one
+query. The bot's friendly error notices carry no token; one is attributed to the user's oldest
+message still waiting, which errs toward counting a message as lost rather than as answered.
+Pure: no I/O and no clock, so that the counting rules are testable on their own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+TOKEN = re.compile(r"\bq(\d+)x(\d+)\b")
+
+
+def token_for(user_index: int, seq: int) -> str:
+    return f"q{user_index}x{seq}"
+
+
+def tokens_in(text: str) -> list[str]:
+    return [f"q{m.group(1)}x{m.group(2)}" for m in TOKEN.finditer(text)]
+
+
+@dataclass
+class Message:
+    token: str
+    user: str
+    sent_at: float
+    acked: bool = False  # the server confirmed relaying it to the bot's screen name
+    refused: int | None = None  # the server's IM error code (0x0004: the bot was offline)
+    unconfirmed: bool = False  # the user's session ended before the server said anything
+    to_intruder: bool = False  # relayed to the duplicate login, not to the bot
+    answers: list[str] = field(default_factory=list)
+    friendly: int = 0
+
+    @property
+    def replied(self) -> bool:
+        return bool(self.answers) or self.friendly > 0
+
+    @property
+    def sent(self) -> bool:
+        """Reached the bot: confirmed by the server, or proven by an answer."""
+        return not self.to_intruder and (self.acked or bool(self.answers))
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more is expected for it (the user may send the next message)."""
+        return self.replied or self.refused is not None or self.to_intruder
+
+
+@dataclass(frozen=True)
+class Totals:
+    sent: int
+    answered: int
+    friendly_errors: int
+    lost: int
+    duplicates: int
+    send_failed: int
+    reanswered: int
+    to_intruder: int
+    unattributed: int
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.messages: dict[str, Message] = {}
+        self._by_user: defaultdict[str, list[Message]] = defaultdict(list)
+        self._answers_seen: set[tuple[str, str]] = set()
+        self.duplicates = 0
+        self.friendly_errors = 0
+        self.unattributed: list[tuple[str, str]] = []
+
+    def new(self, user: str, token: str, now: float) -> Message:
+        if token in self.messages:
+            raise ValueError(f"token {token} used twice")
+        message = Message(token, user, now)
+        self.messages[token] = message
+        self._by_user[user].append(message)
+        return message
+
+    def reply(self, user: str, text: str) -> str:
+        """Attribute one IM from the bot; returns "answer", "friendly" or "unattributed"."""
+        tokens = tokens_in(text)
+        if tokens:
+            key = (user, text)
+            if key in self._answers_seen:
+                self.duplicates += 1
+            self._answers_seen.add(key)
+            matched = False
+            for token in tokens:
+                message = self.messages.get(token)
+                if message is not None and message.user == user:
+                    if text not in message.answers:
+                        message.answers.append(text)
+                    matched = True
+            if not matched:
+                self.unattributed.append((user, text))
+                return "unattributed"
+            return "answer"
+        self.friendly_errors += 1
+        for message in self._by_user[user]:
+            if not message.replied and message.refused is None and not message.to_intruder:
+                message.friendly += 1
+                return "friendly"
+        self.unattributed.append((user, text))
+        return "unattributed"
+
+    def outstanding(self) -> int:
+        """Messages the bot got that have no reply yet (what the drain waits for)."""
+        return sum(1 for m in self.messages.values() if m.sent and not m.replied)
+
+    def lost(self) -> list[Message]:
+        return [m for m in self.messages.values() if m.sent and not m.replied]
+
+    def totals(self) -> Totals:
+        messages = list(self.messages.values())
+        sent = [m for m in messages if m.sent]
+        answered = [m for m in sent if m.replied]
+        return Totals(
+            sent=len(sent),
+            answered=len(answered),
+            friendly_errors=self.friendly_errors,
+            lost=len(sent) - len(answered),
+            duplicates=self.duplicates,
+            send_failed=sum(1 for m in messages if not m.sent and not m.to_intruder),
+            reanswered=sum(1 for m in sent if len(m.answers) > 1),
+            to_intruder=sum(1 for m in messages if m.to_intruder),
+            unattributed=len(self.unattributed),
+        )
