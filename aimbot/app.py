@@ -21,7 +21,7 @@ from aimbot.api.dify_client import DifyClient
 from aimbot.bot.aim_handler import AIMHandler
 from aimbot.bot.bot import AIMBot
 from aimbot.config.settings import Settings
-from aimbot.ops.health import HealthServer, HealthStatus
+from aimbot.ops.health import HealthServer, HealthStatus, bot_health
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM
 from aimbot.store import Store
@@ -106,16 +106,15 @@ class Application:
 
     def health(self) -> HealthStatus:
         parts = self._parts
-        online = parts is not None and parts.handler.online
-        circuit = parts.dify.circuit_state if parts is not None else "closed"
-        checks = {"aim_signed_on": online, "dify_circuit_closed": circuit == "closed"}
-        reasons = []
-        if not online:
-            last = parts.handler.last_disconnect if parts is not None else None
-            reasons.append("not signed on to the AIM server" + (f" (last: {last})" if last else ""))
-        if circuit != "closed":
-            reasons.append(f"Dify circuit breaker is {circuit}: recent Dify calls failed")
-        return HealthStatus(ok=not reasons, checks=checks, reasons=reasons)
+        if parts is None:
+            return bot_health(signed_on=False, dify_circuit_closed=True)
+        circuit = parts.dify.circuit_state
+        return bot_health(
+            signed_on=parts.handler.online,
+            dify_circuit_closed=circuit == "closed",
+            last_disconnect=parts.handler.last_disconnect,
+            circuit_state=circuit,
+        )
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or stop_requested), then shut down; returns the exit code."""

@@ -88,6 +88,8 @@ class AIMHandler:
         )
         self._client: OscarClient | None = None
         self._online = asyncio.Event()
+        self._offline = asyncio.Event()
+        self._offline.set()
         self._stopping = asyncio.Event()
         self._typing: dict[str, tuple[str, TypingState]] = {}
         self._typing_ready = asyncio.Event()
@@ -105,6 +107,9 @@ class AIMHandler:
 
     async def wait_online(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self._online.wait(), timeout)
+
+    async def wait_offline(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await asyncio.wait_for(self._offline.wait(), timeout)
 
     async def load_outbox(self) -> int:
         """Queue the replies a previous run could not deliver."""
@@ -200,6 +205,7 @@ class AIMHandler:
         self.sessions += 1
         self.max_message_bytes = client.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES
         self._online.set()
+        self._offline.clear()
         if self._metrics is not None:
             self._metrics.online.set(1)
         log.info(
@@ -228,6 +234,7 @@ class AIMHandler:
                     log.exception("could not handle %s; carrying on", type(event).__name__)
         finally:
             self._online.clear()
+            self._offline.set()
             if self._metrics is not None:
                 self._metrics.online.set(0)
             for task in workers:
@@ -258,7 +265,7 @@ class AIMHandler:
             item = self.queue.acked(event.cookie)
             log.debug("ack %s -> reply %s", event.cookie.hex(), item.id if item else None)
             if item is not None:
-                await self._confirmed([item])
+                await self._confirmed([item], delivered=True)
         elif isinstance(event, IMError):
             await self._on_im_error(event)
         elif isinstance(event, RateChange):
@@ -296,11 +303,14 @@ class AIMHandler:
                     item.screen_name,
                     event.code,
                 )
-                await self._confirmed([item])
+                await self._confirmed([item], delivered=False)
 
-    async def _confirmed(self, items: list[OutboxItem]) -> None:
+    async def _confirmed(self, items: list[OutboxItem], *, delivered: bool) -> None:
+        """Forget replies for good: delivered, or refused/expired (already logged)."""
+        if not items:
+            return
         await self._store.outbox_done(item.id for item in items)
-        if self._metrics is not None:
+        if self._metrics is not None and delivered:
             self._metrics.ims_out.inc(len(items))
         self._update_depth()
         self._check_drained()
@@ -360,5 +370,5 @@ class AIMHandler:
                     item.screen_name,
                     self.options.outbox_ttl,
                 )
-            if silent or expired:
-                await self._confirmed(silent + expired)
+            await self._confirmed(silent, delivered=True)
+            await self._confirmed(expired, delivered=False)

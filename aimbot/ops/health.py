@@ -46,13 +46,27 @@ class HealthStatus:
         return cls(ok=not reasons, checks=MappingProxyType(dict(checks)), reasons=reasons)
 
 
-def bot_health(*, signed_on: bool, dify_circuit_closed: bool) -> HealthStatus:
-    """The bot's health as the issue defines it: signed on, and Dify's circuit closed."""
+def bot_health(
+    *,
+    signed_on: bool,
+    dify_circuit_closed: bool,
+    last_disconnect: str | None = None,
+    circuit_state: str = "open",
+) -> HealthStatus:
+    """The bot's health as the issue defines it: signed on, and Dify's circuit closed.
+
+    The optional details go into the reasons, so that a 503 says what happened, not just what.
+    """
+    offline = "not signed on to the AIM server"
+    if last_disconnect:
+        offline += f" (last disconnect: {last_disconnect})"
     return HealthStatus.from_checks(
         {CHECK_SIGNED_ON: signed_on, CHECK_DIFY_CIRCUIT: dify_circuit_closed},
         {
-            CHECK_SIGNED_ON: "not signed on to the AIM server",
-            CHECK_DIFY_CIRCUIT: "Dify circuit breaker is open: recent Dify queries failed",
+            CHECK_SIGNED_ON: offline,
+            CHECK_DIFY_CIRCUIT: (
+                f"Dify circuit breaker is {circuit_state}: recent Dify queries failed"
+            ),
         },
     )
 

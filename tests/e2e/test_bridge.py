@@ -352,3 +352,38 @@ async def test_help_and_delete_on_clear(tmp_path: Path) -> None:
         await r.app.bot.wait_background(WAIT)
         records = [c for c in r.dify.conversations.values() if c.user == "aim:kim"]
         assert len(records) == 1 and records[0].deleted, (conversation, records)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_health_and_metrics_follow_the_session(tmp_path: Path) -> None:
+    import aiohttp
+
+    async with rig(tmp_path) as r:
+        app = await r.start_bot(HEALTH_PORT=str(_free_port()))
+        base = f"http://127.0.0.1:{app.health_port}"
+        lee = await r.person("lee")
+        await lee.say("count me")
+        await lee.reply()
+        await r.quiescent()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200
+                assert (await resp.json())["status"] == "ok"
+            async with http.get(f"{base}/metrics") as resp:
+                metrics = await resp.text()
+            assert "aimbot_ims_received_total 1.0" in metrics
+            assert "aimbot_ims_sent_total 1.0" in metrics
+            assert "aimbot_online 1.0" in metrics
+            await r.oscar.stop()
+            await app.handler.wait_offline(WAIT)
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 503
+                body = await resp.json()
+            assert any("not signed on" in reason for reason in body["reasons"]), body
