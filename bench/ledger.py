@@ -13,7 +13,9 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-TOKEN = re.compile(r"\bq(\d+)x(\d+)\b")
+# No leading word boundary: the stand-in quotes a joined query with repr(), so a token can follow
+# a literal backslash-n ("...q3x7\\nq3x8...").
+TOKEN = re.compile(r"q(\d+)x(\d+)(?!\d)")
 
 
 def token_for(user_index: int, seq: int) -> str:

@@ -1,0 +1,104 @@
+"""Counting rules of the chaos run: sent, answered, lost, duplicates, friendly errors."""
+
+from bench.ledger import Ledger, token_for, tokens_in
+
+
+def _answer(*tokens: str, turn: int = 1) -> str:
+    query = "\n".join(tokens)
+    return f"you said {query!r}; this is turn {turn} of conversation 1234abcd"
+
+
+def test_tokens_survive_the_stand_in_s_quoting_of_joined_queries() -> None:
+    text = _answer(token_for(3, 7), token_for(3, 8))
+    assert tokens_in(text) == ["q3x7", "q3x8"]
+    assert tokens_in("Sorry, something went wrong on my side.") == []
+
+
+def test_acked_and_answered_message_is_sent_and_answered() -> None:
+    ledger = Ledger()
+    m = ledger.new("alice", "q0x1", 0.0)
+    m.acked = True
+    assert ledger.outstanding() == 1
+    assert ledger.reply("alice", _answer("q0x1")) == "answer"
+    totals = ledger.totals()
+    assert (totals.sent, totals.answered, totals.lost) == (1, 1, 0)
+    assert ledger.outstanding() == 0
+
+
+def test_acked_message_without_reply_is_lost() -> None:
+    ledger = Ledger()
+    ledger.new("alice", "q0x1", 0.0).acked = True
+    totals = ledger.totals()
+    assert (totals.sent, totals.lost) == (1, 1)
+    assert [m.token for m in ledger.lost()] == ["q0x1"]
+
+
+def test_refused_message_is_a_send_failure_not_a_loss() -> None:
+    ledger = Ledger()
+    ledger.new("alice", "q0x1", 0.0).refused = 0x0004
+    totals = ledger.totals()
+    assert (totals.sent, totals.lost, totals.send_failed) == (0, 0, 1)
+
+
+def test_unconfirmed_message_that_gets_answered_did_reach_the_bot() -> None:
+    ledger = Ledger()
+    ledger.new("alice", "q0x1", 0.0).unconfirmed = True
+    assert ledger.totals().send_failed == 1
+    ledger.reply("alice", _answer("q0x1"))
+    totals = ledger.totals()
+    assert (totals.sent, totals.answered, totals.send_failed) == (1, 1, 0)
+
+
+def test_same_answer_twice_is_one_duplicate() -> None:
+    ledger = Ledger()
+    ledger.new("alice", "q0x1", 0.0).acked = True
+    ledger.reply("alice", _answer("q0x1"))
+    ledger.reply("alice", _answer("q0x1"))
+    totals = ledger.totals()
+    assert totals.duplicates == 1
+    assert totals.reanswered == 0
+
+
+def test_a_second_different_answer_is_a_reanswer_not_a_duplicate() -> None:
+    ledger = Ledger()
+    ledger.new("alice", "q0x1", 0.0).acked = True
+    ledger.reply("alice", _answer("q0x1", turn=1))
+    ledger.reply("alice", _answer("q0x1", turn=2))
+    totals = ledger.totals()
+    assert (totals.duplicates, totals.reanswered) == (0, 1)
+
+
+def test_friendly_error_answers_the_oldest_waiting_message_only() -> None:
+    ledger = Ledger()
+    first, second = ledger.new("alice", "q0x1", 0.0), ledger.new("alice", "q0x2", 1.0)
+    first.acked = second.acked = True
+    assert ledger.reply("alice", "Please try again shortly.") == "friendly"
+    assert first.replied and not second.replied
+    totals = ledger.totals()
+    assert (totals.friendly_errors, totals.answered, totals.lost) == (1, 1, 1)
+
+
+def test_joined_answer_answers_every_message_it_names() -> None:
+    ledger = Ledger()
+    for seq in (1, 2):
+        ledger.new("alice", token_for(0, seq), 0.0).acked = True
+    ledger.reply("alice", _answer("q0x1", "q0x2"))
+    assert ledger.totals().answered == 2
+
+
+def test_answers_to_someone_else_s_message_are_unattributed() -> None:
+    ledger = Ledger()
+    ledger.new("alice", "q0x1", 0.0).acked = True
+    assert ledger.reply("bob", _answer("q0x1")) == "unattributed"
+    assert ledger.reply("bob", "Please try again shortly.") == "unattributed"
+    totals = ledger.totals()
+    assert (totals.unattributed, totals.lost) == (2, 1)
+
+
+def test_messages_taken_by_the_intruder_are_neither_sent_nor_failed() -> None:
+    ledger = Ledger()
+    m = ledger.new("alice", "q0x1", 0.0)
+    m.acked = True
+    m.to_intruder = True
+    totals = ledger.totals()
+    assert (totals.sent, totals.lost, totals.send_failed, totals.to_intruder) == (0, 0, 0, 1)
