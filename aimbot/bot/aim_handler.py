@@ -309,10 +309,11 @@ class AIMHandler:
         """Forget replies for good: delivered, or refused/expired (already logged)."""
         if not items:
             return
-        await self._store.outbox_done(item.id for item in items)
+        # Bookkeeping first: the items already left the queue, so flush() may return right now.
         if self._metrics is not None and delivered:
             self._metrics.ims_out.inc(len(items))
         self._update_depth()
+        await self._store.outbox_done(item.id for item in items)
         self._check_drained()
 
     def _check_drained(self) -> None:
