@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--think-ms",
         type=_seconds(positive=False),
-        default=0.0,
-        help="pause between a reply and the user's next message (default 0: closed loop)",
+        default=1000.0,
+        help="mean pause between a reply and the user's next message (default 1000; 0 = "
+        "saturate, which measures throughput rather than latency)",
     )
 
     p = commands.add_parser("throughput", help="sustained replies/s and CPU per 1,000 messages")

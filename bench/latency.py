@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import secrets
 import sys
 import time
@@ -45,7 +46,12 @@ async def closed_loop(
     """Every user: send, wait for the reply that names this message, record, think, repeat."""
 
     async def one(user: SimUser) -> list[float]:
+        # Spread users over the think period and vary each pause, so that 100 users do not
+        # fire in lock-step bursts (which would measure queueing behind the burst instead).
+        rng = random.Random(user.name)
         samples = []
+        if think:
+            await asyncio.sleep(rng.uniform(0, think))
         for i in range(warmup + messages):
             token = f"{user.name}-m{i}"
             started = time.perf_counter()
@@ -58,7 +64,7 @@ async def closed_loop(
             if i >= warmup:
                 samples.append((arrival.at - started) * 1000)
             if think:
-                await asyncio.sleep(think)
+                await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
         return samples
 
     results = await asyncio.gather(*(one(u) for u in users))

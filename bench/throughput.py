@@ -57,7 +57,8 @@ async def _profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Pr
         "--duration",
         str(max(1, round(seconds))),
         "--rate",
-        "200",
+        "100",
+        "--nonblocking",  # never pause the bot: the figures must stay those of an unprofiled run
         "--format",
         "speedscope" if out.suffix == ".json" else "flamegraph",
         "--output",
