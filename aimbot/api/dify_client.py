@@ -46,6 +46,7 @@ from aimbot.api.http_errors import (
 )
 from aimbot.api.sse import AnswerAssembler, SseDecoder, SseEvent, StreamResult, parse_event_json
 from aimbot.utils.backoff import Backoff
+from aimbot.utils.secret import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -153,23 +154,6 @@ class Answer:
     task_id: str = ""
 
 
-class _Secret:
-    """Holds the key so that reprs, ``vars()`` dumps and debuggers print a placeholder."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<redacted>"
-
-    __str__ = __repr__
-
-
 class _BlockingRejected(Exception):
     """The app refused blocking mode: switch this client to streaming and ask again."""
 
@@ -200,7 +184,7 @@ class DifyClient:
             raise ValueError("the Dify API key contains whitespace (copy/paste error?)")
         self._session = session
         self._options = options or DifyOptions()
-        self._key = _Secret(api_key)
+        self._key = Secret(api_key)
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -578,7 +562,7 @@ class DifyClient:
 
     def _headers(self, *, streaming: bool) -> dict[str, str]:
         return {
-            "Authorization": "Bearer " + self._key.reveal(),
+            "Authorization": "Bearer " + self._key.get(),
             "Accept": "text/event-stream" if streaming else "application/json",
             "User-Agent": f"aimbot/{__version__}",
         }
@@ -590,7 +574,7 @@ class DifyClient:
         )
 
     def _redact(self, text: str) -> str:
-        key = self._key.reveal()
+        key = self._key.get()
         return text.replace(key, "[redacted]") if key in text else text
 
     async def _error_reply(self, resp: aiohttp.ClientResponse) -> ErrorReply:

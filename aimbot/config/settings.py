@@ -12,7 +12,6 @@ two in sync). The attribute name of each setting is its environment name in lowe
 from __future__ import annotations
 
 import difflib
-import hmac
 import io
 import json
 import logging
@@ -29,9 +28,11 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from aimbot.utils.secret import MASK as MASK
+from aimbot.utils.secret import Secret as Secret
+
 logger = logging.getLogger(__name__)
 
-MASK: Final = "********"
 """What a secret prints as, everywhere."""
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -79,51 +80,6 @@ class ConfigError(Exception):
         lines += [f"  - {problem}" for problem in self.problems]
         lines.append("Every setting, with its default and allowed range, is in .env.example.")
         return "\n".join(lines)
-
-
-class Secret:
-    """A secret string that prints as a mask; `.get()` is the one way to read it.
-
-    Equality is constant-time so comparing a key never leaks its prefix through timing.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __str__(self) -> str:
-        return MASK
-
-    def __repr__(self) -> str:
-        return f"Secret('{MASK}')"
-
-    def __format__(self, format_spec: str) -> str:
-        return format(MASK, format_spec)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Secret):
-            other_value = other._value
-        elif isinstance(other, str):
-            other_value = other
-        else:
-            return NotImplemented
-        # surrogatepass: values from os.environ may carry undecodable bytes as lone surrogates.
-        return hmac.compare_digest(
-            self._value.encode("utf-8", "surrogatepass"),
-            other_value.encode("utf-8", "surrogatepass"),
-        )
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 class _Unparsable(ValueError):

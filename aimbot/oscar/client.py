@@ -84,6 +84,7 @@ from aimbot.oscar.wire import (
     encode_frame,
     encode_screen_name,
 )
+from aimbot.utils.secret import Secret
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class OscarClient:
             if not value > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {value}")
         self._screen_name = screen_name
-        self._password = password
+        self._password = Secret(password)
         self._host = host
         self._port = port
         self._keepalive_interval = keepalive_interval
@@ -361,7 +362,7 @@ class OscarClient:
                 raise LoginError.from_code(reply.error_code, at_challenge=True)
             request = BucpLoginRequest(
                 screen_name=self._screen_name,
-                password_hash=login_hash(reply.key, self._password, strong=strong),
+                password_hash=login_hash(reply.key, self._password.get(), strong=strong),
                 strong_hash=strong,
                 client_name=self._client_name,
             )

@@ -286,3 +286,23 @@ def test_sql_statements_with_user_text_stay_out_of_debug_logs() -> None:
     setup_logging(level="DEBUG", stream=io.StringIO())
     assert logging.getLogger("aiosqlite").getEffectiveLevel() >= logging.INFO
     assert logging.getLogger("aimbot.store").getEffectiveLevel() == logging.DEBUG
+
+
+def test_no_part_keeps_a_secret_in_a_printable_attribute() -> None:
+    import aiohttp
+
+    from aimbot.api.dify_client import DifyClient
+    from aimbot.oscar.client import OscarClient
+
+    client = OscarClient("bot", "hunter2-password", "127.0.0.1", 5190)
+    dumped = repr(client) + repr(vars(client) if hasattr(client, "__dict__") else "")
+    assert "hunter2-password" not in dumped
+
+    async def dify_dump() -> str:
+        async with aiohttp.ClientSession() as session:
+            dify = DifyClient(session, "app-topsecret-key")
+            return repr(dify) + repr(vars(dify) if hasattr(dify, "__dict__") else "")
+
+    import asyncio
+
+    assert "app-topsecret-key" not in asyncio.run(dify_dump())

@@ -1,0 +1,57 @@
+"""Secret strings that cannot leak by accident: every way of printing one prints a mask.
+
+Used for the AIM password and the Dify key from the moment they are read until the one place
+that needs the raw value (the MD5 login hash, the Authorization header) calls `.get()`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Final
+
+MASK: Final = "********"
+
+
+class Secret:
+    """A secret string that prints as a mask; `.get()` is the one way to read it.
+
+    Equality is constant-time so comparing a key never leaks its prefix through timing.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return f"Secret('{MASK}')"
+
+    def __format__(self, format_spec: str) -> str:
+        return format(MASK, format_spec)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            other_value = other._value
+        elif isinstance(other, str):
+            other_value = other
+        else:
+            return NotImplemented
+        # surrogatepass: values from os.environ may carry undecodable bytes as lone surrogates.
+        return hmac.compare_digest(
+            self._value.encode("utf-8", "surrogatepass"),
+            other_value.encode("utf-8", "surrogatepass"),
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._value)
