@@ -1,0 +1,74 @@
+"""The styled-run model, its AIM HTML tags and the escaping of text, shared by every stage.
+
+Both Markdown parsers produce lines of styled runs, and the atoms and the renderer turn those
+styles into tags; so the model sits below all of them and depends on none.
+It is our own small model, never HTML taken from the answer, so nothing Dify writes can become
+a tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final
+
+_MONO_OPEN: Final = '<font face="Courier New">'
+
+_HTML_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+_PLAIN_TO_HTML: Final = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "<br>"}
+)
+
+
+def _html_escape(text: str) -> str:
+    return text.translate(_HTML_ESCAPES)
+
+
+def _plain_to_html(text: str) -> str:
+    # Same rule as aimbot.oscar.imtext.plain_to_html; a local copy keeps this module free of
+    # the protocol layer so the two can be tested apart.
+    return text.translate(_PLAIN_TO_HTML)
+
+
+@dataclass(frozen=True, slots=True)
+class _Style:
+    href: str | None = None
+    bold: bool = False
+    italic: bool = False
+    mono: bool = False
+
+
+_NO_STYLE: Final = _Style()
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    text: str
+    style: _Style = _NO_STYLE
+    verbatim: bool = False  # code: spaces are content and must survive HTML rendering
+    glued: bool = False  # a list marker or quote sign: never end a part right after it
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    runs: tuple[_Run, ...]
+    gap_before: bool = False  # a blank line (paragraph break) precedes this line
+    keep_with_next: bool = False  # a heading: a part should not end right after it
+
+
+_Tag = tuple[str, str]  # (opening, closing)
+
+
+@lru_cache(maxsize=512)
+def _tags(style: _Style) -> tuple[_Tag, ...]:
+    """Tags in one fixed nesting order, so that any two styles share a comparable prefix."""
+    tags: list[_Tag] = []
+    if style.href is not None:
+        tags.append((f'<a href="{_html_escape(style.href)}">', "</a>"))
+    if style.bold:
+        tags.append(("<b>", "</b>"))
+    if style.italic:
+        tags.append(("<i>", "</i>"))
+    if style.mono:
+        tags.append((_MONO_OPEN, "</font>"))
+    return tuple(tags)
