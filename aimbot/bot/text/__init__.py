@@ -39,6 +39,7 @@ __all__ = [
     "markdown_to_plain",
     "render_reply",
     "split_reply",
+    "strip_reasoning",
 ]
 
 logger = logging.getLogger(__name__)
