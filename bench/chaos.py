@@ -67,6 +67,7 @@ CHAOS_ENV = {
     "USER_RATE_LIMIT": "0",
     "SHUTDOWN_GRACE": "10",
 }
+NEAR_BEFORE, NEAR_AFTER = 5.0, 15.0  # seconds around a lost message worth naming faults in
 CRASH_LINE = re.compile(r"crashed|Traceback \(most recent call last\)")
 
 
@@ -138,6 +139,15 @@ class ChaosUser:
                 self._cookies.clear()
                 self._mine.set()
 
+    def _settled(self, message: Message, replies_before: int) -> bool:
+        """Nothing more to wait for: answered, refused, or some reply came (maybe a notice)."""
+        return (
+            bool(message.answers)
+            or message.refused is not None
+            or message.to_intruder
+            or self._ledger.replies_to(self.name) > replies_before
+        )
+
     async def run(
         self, load_stop: asyncio.Event, all_stop: asyncio.Event, think: float, t0: float
     ) -> None:
@@ -157,6 +167,7 @@ class ChaosUser:
                 message = self._ledger.new(
                     self.name, token_for(self.index, seq), time.monotonic() - t0
                 )
+                replies_before = self._ledger.replies_to(self.name)
                 cookie = new_cookie()
                 self._cookies[cookie] = message
                 try:
@@ -166,7 +177,7 @@ class ChaosUser:
                     message.unconfirmed = True
                     continue
                 deadline = time.monotonic() + GIVE_UP
-                while not message.settled and not load_stop.is_set():
+                while not self._settled(message, replies_before) and not load_stop.is_set():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -197,7 +208,9 @@ class Supervisor:
 
     def __init__(self, rig: Loopback) -> None:
         self.rig = rig
-        self.bot = BotProcess(rig.bot_env(CHAOS_ENV), rig.workdir / "bot.log")
+        # INFO: the chaos load is light, and a lost message is explained by the session log.
+        env = rig.bot_env({**CHAOS_ENV, "LOG_LEVEL": "INFO"})
+        self.bot = BotProcess(env, rig.workdir / "bot.log")
         self.unexpected_exits: list[int | None] = []
         self.planned_kills = 0
         self._kill_requested = False
@@ -379,6 +392,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         if crashed_users:
             raise BenchError(f"{len(crashed_users)} simulated users failed: {crashed_users[0]!r}")
         log_text = supervisor.bot.log_path.read_text(errors="replace")
+        if args.bot_log is not None:
+            args.bot_log.write_text(log_text)
     crash_lines = [line for line in log_text.splitlines() if CRASH_LINE.search(line)]
     crashes = len(supervisor.unexpected_exits) + len(crash_lines) + (exit_code not in (0, None))
     return _report(
@@ -428,15 +443,20 @@ def _report(
         + "; devserver rate limits off; Dify stand-in pings every 1 s",
         f"bot exit code after SIGTERM at the end: {exit_code}",
     ]
+    if args.bot_log is not None:
+        notes.append(f"bot log (LOG_LEVEL=INFO) saved to {args.bot_log}")
     for line in crash_lines[:5]:
         notes.append(f"crash log line: {line.strip()[:200]}")
     for message in lost[:10]:
-        before = [o for o in outcomes if o.started_at <= message.sent_at]
-        last = before[-1] if before else None
+        near = [
+            f"{o.fault.kind} at {o.started_at:.1f} s"
+            for o in outcomes
+            if o.applied and -NEAR_BEFORE <= o.started_at - message.sent_at <= NEAR_AFTER
+        ]
         where = "after Dify answered" if message.token in reached_dify else "never reached Dify"
-        fault = f"{last.fault.kind} at {last.started_at:.1f} s" if last else "none"
         notes.append(
-            f"lost {message.token} sent at {message.sent_at:.1f} s ({where}); last fault: {fault}"
+            f"lost {message.token} of {message.user} sent at {message.sent_at:.1f} s ({where}); "
+            f"faults near it: {', '.join(near) or 'none'}"
         )
     for user, text in ledger.unattributed[:5]:
         notes.append(f"unattributed reply to {user}: {text[:120]!r}")

@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=500.0,
         help="pause between a reply and the user's next message",
     )
+    p.add_argument(
+        "--bot-log", type=Path, default=None, help="save the bot's log (INFO) to this file"
+    )
     return parser
 
 

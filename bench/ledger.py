@@ -2,15 +2,17 @@
 
 Each message carries a unique token ("q<user>x<seq>") and the Dify stand-in's answer quotes the
 query, so an answer names the message(s) it answers, even when the bot joined several into one
-query. The bot's friendly error notices carry no token; one is attributed to the user's oldest
-message still waiting, which errs toward counting a message as lost rather than as answered.
-Pure: no I/O and no clock, so that the counting rules are testable on their own.
+query. The bot's friendly error notices carry no token, so they are matched to messages only when
+counting: each one accounts for ONE message of that user that has no answer (arrival order proves
+nothing: a user's older reply may still be parked in the bot's outbox while a newer message fails).
+A friendly notice for two joined messages therefore leaves one counted as lost: the count errs
+toward "lost", never toward "answered". Pure: no I/O and no clock, so the rules are testable.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 # No leading word boundary: the stand-in quotes a joined query with repr(), so a token can follow
@@ -44,13 +46,8 @@ class Message:
 
     @property
     def sent(self) -> bool:
-        """Reached the bot: confirmed by the server, or proven by an answer."""
-        return not self.to_intruder and (self.acked or bool(self.answers))
-
-    @property
-    def settled(self) -> bool:
-        """Nothing more is expected for it (the user may send the next message)."""
-        return self.replied or self.refused is not None or self.to_intruder
+        """Reached the bot: confirmed by the server, or proven by a reply."""
+        return not self.to_intruder and (self.acked or self.replied)
 
 
 @dataclass(frozen=True)
@@ -71,6 +68,9 @@ class Ledger:
         self.messages: dict[str, Message] = {}
         self._by_user: defaultdict[str, list[Message]] = defaultdict(list)
         self._answers_seen: set[tuple[str, str]] = set()
+        self._friendly_by_user: Counter[str] = Counter()
+        self._replies_by_user: Counter[str] = Counter()
+        self._spare_friendly = 0
         self.duplicates = 0
         self.friendly_errors = 0
         self.unattributed: list[tuple[str, str]] = []
@@ -83,41 +83,63 @@ class Ledger:
         self._by_user[user].append(message)
         return message
 
+    def replies_to(self, user: str) -> int:
+        """IMs from the bot this user has received so far (answers and notices alike)."""
+        return self._replies_by_user[user]
+
     def reply(self, user: str, text: str) -> str:
-        """Attribute one IM from the bot; returns "answer", "friendly" or "unattributed"."""
+        """Record one IM from the bot; returns "answer", "friendly" or "unattributed"."""
+        self._replies_by_user[user] += 1
         tokens = tokens_in(text)
-        if tokens:
-            key = (user, text)
-            if key in self._answers_seen:
-                self.duplicates += 1
-            self._answers_seen.add(key)
-            matched = False
-            for token in tokens:
-                message = self.messages.get(token)
-                if message is not None and message.user == user:
-                    if text not in message.answers:
-                        message.answers.append(text)
-                    matched = True
-            if not matched:
-                self.unattributed.append((user, text))
-                return "unattributed"
-            return "answer"
-        self.friendly_errors += 1
-        for message in self._by_user[user]:
-            if not message.replied and message.refused is None and not message.to_intruder:
-                message.friendly += 1
-                return "friendly"
-        self.unattributed.append((user, text))
-        return "unattributed"
+        if not tokens:
+            self.friendly_errors += 1
+            self._friendly_by_user[user] += 1
+            return "friendly"
+        key = (user, text)
+        if key in self._answers_seen:
+            self.duplicates += 1
+        self._answers_seen.add(key)
+        matched = False
+        for token in tokens:
+            message = self.messages.get(token)
+            if message is not None and message.user == user:
+                if text not in message.answers:
+                    message.answers.append(text)
+                matched = True
+        if not matched:
+            self.unattributed.append((user, text))
+            return "unattributed"
+        return "answer"
+
+    def _settle_friendly(self) -> None:
+        """Match each user's friendly notices to their messages without an answer.
+
+        Messages the server confirmed come first; a notice left over proves that one of the
+        user's unconfirmed messages did reach the bot after all.
+        """
+        self._spare_friendly = 0
+        for user, messages in self._by_user.items():
+            waiting = [m for m in messages if not m.answers and not m.to_intruder]
+            for m in waiting:
+                m.friendly = 0
+            candidates = [m for m in waiting if m.acked] + [
+                m for m in waiting if not m.acked and m.refused is None
+            ]
+            notices = self._friendly_by_user[user]
+            for m in candidates[:notices]:
+                m.friendly = 1
+            self._spare_friendly += max(0, notices - len(candidates))
 
     def outstanding(self) -> int:
         """Messages the bot got that have no reply yet (what the drain waits for)."""
-        return sum(1 for m in self.messages.values() if m.sent and not m.replied)
+        return len(self.lost())
 
     def lost(self) -> list[Message]:
+        self._settle_friendly()
         return [m for m in self.messages.values() if m.sent and not m.replied]
 
     def totals(self) -> Totals:
+        self._settle_friendly()
         messages = list(self.messages.values())
         sent = [m for m in messages if m.sent]
         answered = [m for m in sent if m.replied]
@@ -130,5 +152,5 @@ class Ledger:
             send_failed=sum(1 for m in messages if not m.sent and not m.to_intruder),
             reanswered=sum(1 for m in sent if len(m.answers) > 1),
             to_intruder=sum(1 for m in messages if m.to_intruder),
-            unattributed=len(self.unattributed),
+            unattributed=len(self.unattributed) + self._spare_friendly,
         )
