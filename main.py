@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-RUNTIME_MODULES = ("aiohttp", "aiosqlite", "colorama", "dotenv", "prometheus_client")
+RUNTIME_MODULES = ("aiohttp", "colorama", "dotenv", "prometheus_client")
 DEV_MODULES = ("pytest", "pytest_asyncio", "pytest_timeout", "hypothesis", "yaml")
 
 

@@ -166,7 +166,7 @@ async def serve(settings: Settings) -> int:
     """
     from aimbot.app import Application
     from aimbot.ops.health import HealthServerError
-    from aimbot.store import StoreError
+    from aimbot.store import StoreError, StoreLocked
 
     log.info(
         "starting as %s on %s:%d; Dify at %s; data in %s",
@@ -178,6 +178,8 @@ async def serve(settings: Settings) -> int:
     )
     try:
         return await Application(settings).run()
+    except StoreLocked as e:
+        log.error('%s (see TROUBLESHOOTING.md, "Multiple instances")', e)
     except StoreError as e:
         log.error('%s (see TROUBLESHOOTING.md, "Data dir not writable")', e)
     except HealthServerError as e:

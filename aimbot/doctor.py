@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from aimbot.api.dify_client import DifyClient
 from aimbot.api.errors import DifyAuthError, DifyBadRequest, DifyError, DifyTimeout
 from aimbot.config.settings import ConfigError, Settings, load_settings
 from aimbot.oscar.errors import ConnectError, LoginError, OscarError
-from aimbot.store import Store, StoreError
+from aimbot.store import Store, StoreError, StoreLocked
 from aimbot.utils.logger import LoggingSetupError, setup_logging
 from aimbot.wiring import dify_options, oscar_client
 
@@ -263,11 +264,14 @@ async def check_data_dir(settings: Settings) -> CheckResult:
     path = settings.data_dir / DB_FILENAME
     try:
         store = await Store.open(path)
+    except StoreLocked:
+        # The running bot holds it, so it is usable; opening it here would not prove more.
+        return passed(TITLE_DATA_DIR, f"{settings.data_dir} is in use by a running aimbot")
     except StoreError as e:
         return failed(TITLE_DATA_DIR, _first_line(e), Section.DATA_DIR)
     try:
         await store.counts()
-    except (StoreError, OSError) as e:
+    except (StoreError, OSError, sqlite3.Error) as e:
         return failed(TITLE_DATA_DIR, f"{path}: {_first_line(e)}", Section.DATA_DIR)
     finally:
         await store.close()

@@ -247,7 +247,5 @@ def setup_logging(
         for handler in handlers:
             root.addHandler(handler)
         root.setLevel(level_name)
-    # aiosqlite logs every SQL statement with its parameters at DEBUG: that is users' messages.
-    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
     logging.captureWarnings(True)  # warnings.warn() text passes the redaction filter too
     logger.debug("logging at %s, file: %s, format: %s", level_name, log_file or "none", log_format)

@@ -277,17 +277,6 @@ def test_warnings_pass_through_logging_and_are_redacted() -> None:
     assert_clean(out.getvalue())
 
 
-def test_sql_statements_with_user_text_stay_out_of_debug_logs() -> None:
-    import io
-    import logging
-
-    from aimbot.utils.logger import setup_logging
-
-    setup_logging(level="DEBUG", stream=io.StringIO())
-    assert logging.getLogger("aiosqlite").getEffectiveLevel() >= logging.INFO
-    assert logging.getLogger("aimbot.store").getEffectiveLevel() == logging.DEBUG
-
-
 def test_no_part_keeps_a_secret_in_a_printable_attribute() -> None:
     import aiohttp
 

@@ -93,3 +93,14 @@ async def test_concurrent_coroutines_never_share_a_transaction(tmp_path: Path) -
         await asyncio.gather(*(user(n) for n in range(20)))
         counts = await store.counts()
         assert counts == {"conversations": 20, "inbox": 0, "outbox": 200}
+
+
+async def test_a_second_process_cannot_share_the_data_directory(tmp_path: Path) -> None:
+    from aimbot.store import StoreLocked
+
+    async with await Store.open(tmp_path / "s.db"):
+        with pytest.raises(StoreLocked, match="each bot needs its own data directory"):
+            await Store.open(tmp_path / "s.db")
+    # Released on close: the next start opens it.
+    async with await Store.open(tmp_path / "s.db") as store:
+        assert await store.counts() == {"conversations": 0, "inbox": 0, "outbox": 0}
