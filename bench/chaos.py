@@ -30,9 +30,16 @@ from aimbot.oscar.events import HostAck, IMError, IncomingIM, SessionEnded
 from aimbot.oscar.snacs import normalize_screen_name
 from bench.cli import BenchError
 from bench.faults import PlannedFault, plan_faults
-from bench.ledger import Ledger, Message, token_for, tokens_in
+from bench.ledger import (
+    Ledger,
+    Message,
+    in_kill_window,
+    reached_socket_at,
+    token_for,
+    tokens_in,
+)
 from bench.report import Figure, Report, Target, make_report
-from bench.rig import BOT, BotProcess, Loopback, loopback
+from bench.rig import BOT, BotProcess, Loopback, log_crash, loopback
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,7 @@ CHAOS_ENV = {
     "USER_RATE_LIMIT": "0",
     "SHUTDOWN_GRACE": "10",
 }
+KILL_WINDOW = 1.0  # the bot stores an accepted IM, or records an ack, within ms when it lives
 NEAR_BEFORE, NEAR_AFTER = 5.0, 15.0  # seconds around a lost message worth naming faults in
 CRASH_LINE = re.compile(r"crashed|Traceback \(most recent call last\)")
 
@@ -86,11 +94,13 @@ class ChaosUser:
         self._mine = asyncio.Event()  # this user's messages changed state
         self._cookies: dict[bytes, Message] = {}
         self.client: OscarClient | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._readers: set[asyncio.Task[None]] = set()  # one per session; all awaited at the end
         self.sign_ons = 0
+        self._t0 = time.monotonic()  # the run's zero (loop.time() is time.monotonic())
 
     async def _connect(self, stop: asyncio.Event) -> OscarClient | None:
         delay = 0.2
+        attempts = 0
         while not stop.is_set():
             client = OscarClient(
                 self.name,
@@ -104,15 +114,22 @@ class ChaosUser:
             )
             try:
                 await client.connect()
-            except (OscarError, OSError):
+            except (OscarError, OSError) as e:
                 await client.close()
+                attempts += 1
+                pause = delay * random.uniform(0.5, 1.0)
+                log.debug("%s: sign-on failed (%s); retrying in %.2f s", self.name, e, pause)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.0))
+                    await asyncio.wait_for(stop.wait(), pause)
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
+            if attempts:
+                log.debug("%s: signed on again after %d failed attempts", self.name, attempts)
             self.sign_ons += 1
             self.client = client
-            self._reader = asyncio.create_task(self._read(client), name=f"read-{self.name}")
+            reader = asyncio.create_task(self._read(client), name=f"read-{self.name}")
+            reader.add_done_callback(log_crash)
+            self._readers.add(reader)
             return client
         return None
 
@@ -121,13 +138,14 @@ class ChaosUser:
         async for event in client.events():
             if isinstance(event, IncomingIM):
                 if normalize_screen_name(event.sender) == bot_key:
-                    self._ledger.reply(self.name, event.text)
+                    self._ledger.reply(self.name, event.text, self._now())
                     self._mine.set()
                     self._changed.set()
             elif isinstance(event, HostAck):
                 message = self._cookies.pop(event.cookie, None)
                 if message is not None:
                     message.acked = True
+                    message.acked_at = self._now()
             elif isinstance(event, IMError):
                 message = self._cookies.pop(event.cookie, None) if event.cookie else None
                 if message is not None:
@@ -138,6 +156,9 @@ class ChaosUser:
                     message.unconfirmed = True
                 self._cookies.clear()
                 self._mine.set()
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
 
     def _settled(self, message: Message, replies_before: int) -> bool:
         """Nothing more to wait for: answered, refused, or some reply came (maybe a notice)."""
@@ -151,6 +172,7 @@ class ChaosUser:
     async def run(
         self, load_stop: asyncio.Event, all_stop: asyncio.Event, think: float, t0: float
     ) -> None:
+        self._t0 = t0
         seq = 0
         try:
             while not all_stop.is_set():
@@ -164,9 +186,7 @@ class ChaosUser:
                     await _first(all_stop.wait(), client.wait_ended())
                     continue
                 seq += 1
-                message = self._ledger.new(
-                    self.name, token_for(self.index, seq), time.monotonic() - t0
-                )
+                message = self._ledger.new(self.name, token_for(self.index, seq), self._now())
                 replies_before = self._ledger.replies_to(self.name)
                 cookie = new_cookie()
                 self._cookies[cookie] = message
@@ -188,8 +208,7 @@ class ChaosUser:
         finally:
             if self.client is not None:
                 await self.client.close()
-            if self._reader is not None:
-                await asyncio.gather(self._reader, return_exceptions=True)
+            await asyncio.gather(*self._readers, return_exceptions=True)
 
 
 async def _first(*aws: Awaitable[object], timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -221,6 +240,7 @@ class Supervisor:
         await self.bot.start()
         await self.rig.wait_bot_online(self.bot)
         self._watch = asyncio.create_task(self._watch_loop(), name="bot-supervisor")
+        self._watch.add_done_callback(log_crash)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -245,9 +265,12 @@ class Supervisor:
         """SIGTERM, as an operator would; returns the exit code (0 = clean shutdown)."""
         self._stopping = True
         code = await self.bot.terminate()
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
+        watch = self._watch
+        if watch is not None:
+            if watch.done() and not watch.cancelled() and watch.exception() is not None:
+                raise BenchError(f"the bot supervisor failed: {watch.exception()!r}")
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         return code
 
 
@@ -416,6 +439,21 @@ def _report(
     totals = ledger.totals()
     applied = [o for o in outcomes if o.applied]
     lost = ledger.lost()
+    stalls = [
+        (o.started_at, o.started_at + o.fault.size / 1000)
+        for o in applied
+        if o.fault.kind == "oscar_stall"
+    ]
+    kills = [o.started_at for o in applied if o.fault.kind == "bot_sigkill"]
+    lost_at_kill = [
+        m
+        for m in lost
+        if m.acked_at is not None
+        and in_kill_window(reached_socket_at(m.acked_at, stalls), kills, KILL_WINDOW)
+    ]
+    duplicates_at_kill = [
+        d for d in ledger.duplicates if in_kill_window(d.first_at, kills, KILL_WINDOW)
+    ]
     figures = [
         Figure("sent", totals.sent, "user messages that reached the bot"),
         Figure("answered", totals.answered, "of those, answered (answer or friendly error)"),
@@ -430,6 +468,16 @@ def _report(
         Figure("reanswered", totals.reanswered, "messages answered by two different answers"),
         Figure("unattributed", totals.unattributed, "replies matching no waiting message"),
         Figure("lost_reached_dify", sum(m.token in reached_dify for m in lost), "lost after Dify"),
+        Figure(
+            "lost_in_kill_window",
+            len(lost_at_kill),
+            f"lost: reached the bot's socket <= {KILL_WINDOW:g} s before its SIGKILL",
+        ),
+        Figure(
+            "duplicates_in_kill_window",
+            len(duplicates_at_kill),
+            f"duplicates: first copy <= {KILL_WINDOW:g} s before the SIGKILL",
+        ),
         Figure("drain_s", drain_s, "drain after the load stopped", "s"),
         Figure("seed", seed, "fault schedule seed"),
     ]
@@ -449,7 +497,7 @@ def _report(
         notes.append(f"crash log line: {line.strip()[:200]}")
     for message in lost[:10]:
         near = [
-            f"{o.fault.kind} at {o.started_at:.1f} s"
+            f"{o.fault.kind}{f' ({o.detail})' if o.detail else ''} at {o.started_at:.1f} s"
             for o in outcomes
             if o.applied and -NEAR_BEFORE <= o.started_at - message.sent_at <= NEAR_AFTER
         ]
@@ -457,6 +505,11 @@ def _report(
         notes.append(
             f"lost {message.token} of {message.user} sent at {message.sent_at:.1f} s ({where}); "
             f"faults near it: {', '.join(near) or 'none'}"
+        )
+    for d in ledger.duplicates[:5]:
+        notes.append(
+            f"duplicate to {d.user} at {d.first_at:.1f} s and {d.again_at:.1f} s: "
+            f"{', '.join(tokens_in(d.text))}"
         )
     for user, text in ledger.unattributed[:5]:
         notes.append(f"unattributed reply to {user}: {text[:120]!r}")

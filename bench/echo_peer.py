@@ -23,20 +23,32 @@ log = logging.getLogger(__name__)
 
 async def echo(name: str, password: str, port: int) -> int:
     client = OscarClient(name, password, "127.0.0.1", port, throttle=False)
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(client.close()))
+        loop.add_signal_handler(sig, stop.set)
     await client.connect()
+    serving = asyncio.create_task(_serve(client), name="echo")
+    stopping = asyncio.create_task(stop.wait(), name="echo-stop")
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    await client.close()
+    results = await asyncio.gather(serving, stopping, return_exceptions=True)
+    if isinstance(results[0], Exception):
+        log.error("echo peer failed", exc_info=results[0])
+        return 1
+    return 0
+
+
+async def _serve(client: OscarClient) -> None:
     async for event in client.events():
         if isinstance(event, IncomingIM):
             try:
                 await client.send_im(event.sender, event.text)
             except NotConnected:
-                break
+                return
         elif isinstance(event, SessionEnded):
-            break
-    await client.close()
-    return 0
+            return
 
 
 def main() -> int:

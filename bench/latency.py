@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.cli import BenchError
 from bench.procstat import ProcSample, sample
 from bench.report import Figure, Report, Target, make_report
 from bench.rig import BOT, FAST, ROOT, Loopback, SimUser, loopback, sign_off_all, sign_on_all
@@ -53,14 +52,8 @@ async def closed_loop(
         if think:
             await asyncio.sleep(rng.uniform(0, think))
         for i in range(warmup + messages):
-            token = f"{user.name}-m{i}"
             started = time.perf_counter()
-            await user.send(peer, token)
-            arrival = await user.next_arrival(REPLY_TIMEOUT)
-            if token not in arrival.im.text:
-                raise BenchError(
-                    f"{user.name} expected a reply to {token}, got {arrival.im.text!r}"
-                )
+            arrival = await user.ask(peer, f"{user.name}-m{i}", REPLY_TIMEOUT)
             if i >= warmup:
                 samples.append((arrival.at - started) * 1000)
             if think:

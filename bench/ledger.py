@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 # No leading word boundary: the stand-in quotes a joined query with repr(), so a token can follow
@@ -34,6 +35,7 @@ class Message:
     user: str
     sent_at: float
     acked: bool = False  # the server confirmed relaying it to the bot's screen name
+    acked_at: float | None = None
     refused: int | None = None  # the server's IM error code (0x0004: the bot was offline)
     unconfirmed: bool = False  # the user's session ended before the server said anything
     to_intruder: bool = False  # relayed to the duplicate login, not to the bot
@@ -48,6 +50,14 @@ class Message:
     def sent(self) -> bool:
         """Reached the bot: confirmed by the server, or proven by a reply."""
         return not self.to_intruder and (self.acked or self.replied)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    user: str
+    text: str
+    first_at: float
+    again_at: float
 
 
 @dataclass(frozen=True)
@@ -67,11 +77,11 @@ class Ledger:
     def __init__(self) -> None:
         self.messages: dict[str, Message] = {}
         self._by_user: defaultdict[str, list[Message]] = defaultdict(list)
-        self._answers_seen: set[tuple[str, str]] = set()
+        self._answers_seen: dict[tuple[str, str], float] = {}
         self._friendly_by_user: Counter[str] = Counter()
         self._replies_by_user: Counter[str] = Counter()
         self._spare_friendly = 0
-        self.duplicates = 0
+        self.duplicates: list[Duplicate] = []
         self.friendly_errors = 0
         self.unattributed: list[tuple[str, str]] = []
 
@@ -87,8 +97,9 @@ class Ledger:
         """IMs from the bot this user has received so far (answers and notices alike)."""
         return self._replies_by_user[user]
 
-    def reply(self, user: str, text: str) -> str:
-        """Record one IM from the bot; returns "answer", "friendly" or "unattributed"."""
+    def reply(self, user: str, text: str, at: float) -> str:
+        """Record one IM from the bot (received `at`); returns "answer", "friendly" or
+        "unattributed"."""
         self._replies_by_user[user] += 1
         tokens = tokens_in(text)
         if not tokens:
@@ -96,9 +107,11 @@ class Ledger:
             self._friendly_by_user[user] += 1
             return "friendly"
         key = (user, text)
-        if key in self._answers_seen:
-            self.duplicates += 1
-        self._answers_seen.add(key)
+        first = self._answers_seen.get(key)
+        if first is None:
+            self._answers_seen[key] = at
+        else:
+            self.duplicates.append(Duplicate(user, text, first, at))
         matched = False
         for token in tokens:
             message = self.messages.get(token)
@@ -148,9 +161,28 @@ class Ledger:
             answered=len(answered),
             friendly_errors=self.friendly_errors,
             lost=len(sent) - len(answered),
-            duplicates=self.duplicates,
+            duplicates=len(self.duplicates),
             send_failed=sum(1 for m in messages if not m.sent and not m.to_intruder),
             reanswered=sum(1 for m in sent if len(m.answers) > 1),
             to_intruder=sum(1 for m in messages if m.to_intruder),
             unattributed=len(self.unattributed) + self._spare_friendly,
         )
+
+
+def reached_socket_at(acked_at: float, stalls: Sequence[tuple[float, float]]) -> float:
+    """When the server wrote an IM into the bot's socket: at once, or when a stall held it."""
+    for start, end in stalls:
+        if start <= acked_at <= end:
+            return end
+    return acked_at
+
+
+def in_kill_window(at: float, kills: Sequence[float], window: float) -> bool:
+    """Whether the bot was SIGKILLed within `window` seconds after `at`.
+
+    An IM the server writes into the socket of a process that dies before reading and storing
+    it is lost whatever the client does (OSCAR has no end-to-end ack for incoming IMs); a
+    reply the server relayed just before the kill, whose ack the bot never processed, is sent
+    again after the restart (at-least-once). Such cases are counted apart, not excused.
+    """
+    return any(0 <= kill - at <= window for kill in kills)

@@ -236,7 +236,7 @@ class SimUser:
         await client.connect()
         self.client = client
         self._reader = asyncio.create_task(self._read(client), name=f"sim-{self.name}")
-        self._reader.add_done_callback(_log_crash)
+        self._reader.add_done_callback(log_crash)
 
     async def _read(self, client: OscarClient) -> None:
         async for event in client.events():
@@ -257,9 +257,9 @@ class SimUser:
     async def next_arrival(self, timeout: float) -> Arrival:  # noqa: ASYNC109
         try:
             return await asyncio.wait_for(self.arrivals.get(), timeout)
-        except TimeoutError:
+        except TimeoutError as e:
             why = f" (session ended: {self.ended.detail})" if self.ended else ""
-            raise BenchError(f"{self.name} got no reply within {timeout:g} s{why}") from None
+            raise BenchError(f"{self.name} got no reply within {timeout:g} s{why}") from e
 
     async def ask(self, to: str, token: str, timeout: float) -> Arrival:  # noqa: ASYNC109
         """Send `token` and wait for the reply, which must name it (so replies never get mixed)."""
@@ -304,13 +304,10 @@ async def sign_off_all(users: list[SimUser]) -> None:
     await asyncio.gather(*(u.sign_off() for u in users), return_exceptions=True)
 
 
-def _log_crash(task: asyncio.Task[None]) -> None:
+def log_crash(task: asyncio.Task[None]) -> None:
+    """Done-callback for tasks nobody awaits at once: a crash is logged, never silent."""
     if task.cancelled():
         return
     exc = task.exception()
     if exc is not None:
         log.error("task %s crashed", task.get_name(), exc_info=exc)
-
-
-def self_sample() -> ProcSample:
-    return sample("self")

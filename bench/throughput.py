@@ -36,11 +36,7 @@ class Counter:
 async def keep_busy(user: SimUser, counter: Counter) -> None:
     i = 0
     while not counter.stop.is_set():
-        token = f"{user.name}-m{i}"
-        await user.send(BOT, token)
-        arrival = await user.next_arrival(REPLY_TIMEOUT)
-        if token not in arrival.im.text:
-            raise BenchError(f"{user.name} expected a reply to {token}, got {arrival.im.text!r}")
+        await user.ask(BOT, f"{user.name}-m{i}", REPLY_TIMEOUT)
         counter.replies += 1
         i += 1
 

@@ -1,6 +1,6 @@
 """Counting rules of the chaos run: sent, answered, lost, duplicates, friendly errors."""
 
-from bench.ledger import Ledger, token_for, tokens_in
+from bench.ledger import Ledger, in_kill_window, reached_socket_at, token_for, tokens_in
 
 
 def _answer(*tokens: str, turn: int = 1) -> str:
@@ -19,7 +19,7 @@ def test_acked_and_answered_message_is_sent_and_answered() -> None:
     m = ledger.new("alice", "q0x1", 0.0)
     m.acked = True
     assert ledger.outstanding() == 1
-    assert ledger.reply("alice", _answer("q0x1")) == "answer"
+    assert ledger.reply("alice", _answer("q0x1"), at=0.0) == "answer"
     totals = ledger.totals()
     assert (totals.sent, totals.answered, totals.lost) == (1, 1, 0)
     assert ledger.outstanding() == 0
@@ -44,7 +44,7 @@ def test_unconfirmed_message_that_gets_answered_did_reach_the_bot() -> None:
     ledger = Ledger()
     ledger.new("alice", "q0x1", 0.0).unconfirmed = True
     assert ledger.totals().send_failed == 1
-    ledger.reply("alice", _answer("q0x1"))
+    ledger.reply("alice", _answer("q0x1"), at=0.0)
     totals = ledger.totals()
     assert (totals.sent, totals.answered, totals.send_failed) == (1, 1, 0)
 
@@ -52,18 +52,19 @@ def test_unconfirmed_message_that_gets_answered_did_reach_the_bot() -> None:
 def test_same_answer_twice_is_one_duplicate() -> None:
     ledger = Ledger()
     ledger.new("alice", "q0x1", 0.0).acked = True
-    ledger.reply("alice", _answer("q0x1"))
-    ledger.reply("alice", _answer("q0x1"))
+    ledger.reply("alice", _answer("q0x1"), at=3.0)
+    ledger.reply("alice", _answer("q0x1"), at=9.5)
     totals = ledger.totals()
     assert totals.duplicates == 1
+    assert (ledger.duplicates[0].first_at, ledger.duplicates[0].again_at) == (3.0, 9.5)
     assert totals.reanswered == 0
 
 
 def test_a_second_different_answer_is_a_reanswer_not_a_duplicate() -> None:
     ledger = Ledger()
     ledger.new("alice", "q0x1", 0.0).acked = True
-    ledger.reply("alice", _answer("q0x1", turn=1))
-    ledger.reply("alice", _answer("q0x1", turn=2))
+    ledger.reply("alice", _answer("q0x1", turn=1), at=0.0)
+    ledger.reply("alice", _answer("q0x1", turn=2), at=0.0)
     totals = ledger.totals()
     assert (totals.duplicates, totals.reanswered) == (0, 1)
 
@@ -72,7 +73,7 @@ def test_each_friendly_notice_accounts_for_one_unanswered_message() -> None:
     ledger = Ledger()
     first, second = ledger.new("alice", "q0x1", 0.0), ledger.new("alice", "q0x2", 1.0)
     first.acked = second.acked = True
-    assert ledger.reply("alice", "Please try again shortly.") == "friendly"
+    assert ledger.reply("alice", "Please try again shortly.", at=0.0) == "friendly"
     totals = ledger.totals()
     assert (totals.friendly_errors, totals.answered, totals.lost) == (1, 1, 1)
     assert ledger.outstanding() == 1
@@ -84,8 +85,8 @@ def test_a_late_answer_to_an_older_message_does_not_make_a_newer_one_lost() -> N
     ledger = Ledger()
     older, newer = ledger.new("alice", "q0x1", 0.0), ledger.new("alice", "q0x2", 1.0)
     older.acked = newer.acked = True
-    ledger.reply("alice", "Please try again shortly.")
-    ledger.reply("alice", _answer("q0x1"))
+    ledger.reply("alice", "Please try again shortly.", at=0.0)
+    ledger.reply("alice", _answer("q0x1"), at=0.0)
     totals = ledger.totals()
     assert (totals.answered, totals.lost) == (2, 0)
     assert older.answers and newer.replied and not newer.answers
@@ -95,7 +96,7 @@ def test_a_spare_notice_proves_an_unconfirmed_message_reached_the_bot() -> None:
     ledger = Ledger()
     ledger.new("alice", "q0x1", 0.0).unconfirmed = True
     ledger.new("alice", "q0x2", 1.0).refused = 0x0004
-    ledger.reply("alice", "Please try again shortly.")
+    ledger.reply("alice", "Please try again shortly.", at=0.0)
     totals = ledger.totals()
     assert (totals.sent, totals.answered, totals.send_failed, totals.unattributed) == (1, 1, 1, 0)
 
@@ -103,15 +104,15 @@ def test_a_spare_notice_proves_an_unconfirmed_message_reached_the_bot() -> None:
 def test_a_notice_with_nothing_to_answer_is_unattributed() -> None:
     ledger = Ledger()
     ledger.new("alice", "q0x1", 0.0).refused = 0x0004
-    ledger.reply("alice", "Please try again shortly.")
+    ledger.reply("alice", "Please try again shortly.", at=0.0)
     assert ledger.totals().unattributed == 1
 
 
 def test_replies_are_counted_per_user() -> None:
     ledger = Ledger()
     ledger.new("alice", "q0x1", 0.0).acked = True
-    ledger.reply("alice", "Please try again shortly.")
-    ledger.reply("alice", _answer("q0x1"))
+    ledger.reply("alice", "Please try again shortly.", at=0.0)
+    ledger.reply("alice", _answer("q0x1"), at=0.0)
     assert (ledger.replies_to("alice"), ledger.replies_to("bob")) == (2, 0)
 
 
@@ -119,14 +120,14 @@ def test_joined_answer_answers_every_message_it_names() -> None:
     ledger = Ledger()
     for seq in (1, 2):
         ledger.new("alice", token_for(0, seq), 0.0).acked = True
-    ledger.reply("alice", _answer("q0x1", "q0x2"))
+    ledger.reply("alice", _answer("q0x1", "q0x2"), at=0.0)
     assert ledger.totals().answered == 2
 
 
 def test_answers_to_someone_else_s_message_are_unattributed() -> None:
     ledger = Ledger()
     ledger.new("alice", "q0x1", 0.0).acked = True
-    assert ledger.reply("bob", _answer("q0x1")) == "unattributed"
+    assert ledger.reply("bob", _answer("q0x1"), at=0.0) == "unattributed"
     totals = ledger.totals()
     assert (totals.unattributed, totals.lost) == (1, 1)
 
@@ -138,3 +139,16 @@ def test_messages_taken_by_the_intruder_are_neither_sent_nor_failed() -> None:
     m.to_intruder = True
     totals = ledger.totals()
     assert (totals.sent, totals.lost, totals.send_failed, totals.to_intruder) == (0, 0, 0, 1)
+
+
+def test_an_im_held_by_a_stall_reaches_the_socket_when_the_stall_ends() -> None:
+    stalls = [(10.0, 13.0)]
+    assert reached_socket_at(11.0, stalls) == 13.0
+    assert reached_socket_at(9.0, stalls) == 9.0
+
+
+def test_kill_window_counts_only_kills_shortly_after() -> None:
+    assert in_kill_window(13.0, [13.4], window=1.0)
+    assert not in_kill_window(13.0, [12.9], window=1.0)
+    assert not in_kill_window(13.0, [14.5], window=1.0)
+    assert not in_kill_window(13.0, [], window=1.0)
