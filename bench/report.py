@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,35 @@ def machine_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> Machine:
     )
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_revision(root: Path = ROOT) -> str:
+    """The commit the bot under measurement was built from, flagged when its code is modified.
+
+    Other work lands in the same checkout while benchmarks run, so a figure is tied to the
+    exact code that produced it, or marked as not reproducible from a commit.
+    """
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "aimbot", "main.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{head} + uncommitted changes in aimbot/" if changed else head
+
+
 @dataclass(frozen=True)
 class Target:
     key: str
@@ -94,6 +124,7 @@ class Report:
     command_line: str
     date: str
     machine: Machine
+    revision: str
     figures: tuple[Figure, ...]
     targets: tuple[Target, ...] = ()
     notes: tuple[str, ...] = field(default=())
@@ -125,6 +156,7 @@ def make_report(
     notes: Sequence[str] = (),
     machine: Machine | None = None,
     date: str | None = None,
+    revision: str | None = None,
 ) -> Report:
     keys = [f.key for f in figures]
     duplicated = {k for k in keys if keys.count(k) > 1}
@@ -138,6 +170,7 @@ def make_report(
         command_line=command_line(argv),
         date=date or now_utc(),
         machine=machine or machine_info(),
+        revision=revision or source_revision(),
         figures=tuple(figures),
         targets=tuple(targets),
         notes=tuple(notes),
@@ -164,6 +197,7 @@ def render_table(report: Report) -> str:
         f"  command: {report.command_line}",
         f"  date:    {report.date}",
         f"  machine: {report.machine.describe()}",
+        f"  code:    {report.revision}",
         "",
     ]
     width_label = max((len(f.label) for f in report.figures), default=0)
@@ -206,6 +240,7 @@ def as_json(report: Report) -> dict[str, object]:
     payload["meta"] = {
         "command_line": report.command_line,
         "date": report.date,
+        "revision": report.revision,
         "machine": {
             "nproc": report.machine.nproc,
             "cpu_model": report.machine.cpu_model,

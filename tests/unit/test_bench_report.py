@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from bench.report import (
     emit,
     make_report,
     parse_cpu_model,
+    source_revision,
 )
 
 MACHINE = Machine(nproc=2, cpu_model="Test CPU 9000", python="3.11.7", platform="Linux x86_64")
@@ -28,6 +30,7 @@ def _report(value: float, *, bound: float = 50) -> Report:
         notes=["a note"],
         machine=MACHINE,
         date="2026-01-02T03:04:05+00:00",
+        revision="abc1234",
     )
 
 
@@ -46,6 +49,7 @@ def test_json_is_the_last_line_and_carries_figures_targets_and_provenance() -> N
     assert meta["date"] == "2026-01-02T03:04:05+00:00"
     assert meta["machine"]["cpu_model"] == "Test CPU 9000"
     assert meta["machine"]["nproc"] == 2
+    assert meta["revision"] == "abc1234"
 
 
 def test_without_json_nothing_but_the_table_is_printed() -> None:
@@ -56,6 +60,13 @@ def test_without_json_nothing_but_the_table_is_printed() -> None:
     assert "python -m bench signon --json --count 3" in text
     assert "2 × Test CPU 9000, Python 3.11.7" in text
     assert "[signon_ms_p50]" in text
+    assert "code:    abc1234" in text
+
+
+def test_revision_names_a_commit_or_says_it_cannot(tmp_path: Path) -> None:
+    assert source_revision(tmp_path) == "unknown (not a git checkout)"
+    here = source_revision()
+    assert here.startswith("unknown") or len(here.split()[0]) >= 7
 
 
 def test_missed_target_is_shown_and_reported() -> None:
