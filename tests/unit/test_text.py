@@ -589,3 +589,19 @@ def test_reasoning_blocks_are_not_sent_to_users() -> None:
     assert strip_reasoning(details) == "Hi"
     assert strip_reasoning("<THINK>never closed") == ""
     assert strip_reasoning("Use <b> tags and think about it") == "Use <b> tags and think about it"
+
+
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("abwhtpXYZ019 ,.;:!?'\"()%$=+/")), min_size=1, max_size=300
+    ),
+    fmt=st.sampled_from(["html", "plain"]),
+    max_bytes=st.integers(64, 600),
+)
+def test_the_plain_prose_fast_path_matches_the_full_pipeline(
+    text: str, fmt: ReplyFormat, max_bytes: int
+) -> None:
+    from aimbot.bot.text import _split_markdown
+
+    full = _split_markdown(text, fmt == "html", max_bytes, im_size, plain_escape)
+    assert split_reply(text, fmt, max_bytes, im_size, escape=plain_escape) == full
