@@ -104,6 +104,9 @@ class Store:
             _unlock(lock_fd)
             raise StoreError(f"cannot open the state database {path}: {e}") from e
         try:
+            # Exclusive before WAL: the WAL index then lives in our heap, not in a shared-memory
+            # file that needs locking on every transaction (nobody else may open it anyway).
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=2000")

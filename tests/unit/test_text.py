@@ -593,11 +593,16 @@ def test_reasoning_blocks_are_not_sent_to_users() -> None:
 
 @given(
     text=st.text(
-        alphabet=st.sampled_from(list("abwhtpXYZ019 ,.;:!?'\"()%$=+/")), min_size=1, max_size=300
+        alphabet=st.sampled_from(list("abwhtpXYZ019 ,.;:!?'\"()%$=+/-")), min_size=1, max_size=300
     ),
     fmt=st.sampled_from(["html", "plain"]),
     max_bytes=st.integers(64, 600),
 )
+@example(text="see http://example.com now", fmt="html", max_bytes=512)
+@example(text="- item", fmt="html", max_bytes=512)
+@example(text="--- x", fmt="plain", max_bytes=512)
+@example(text="well-known a/b 1-2", fmt="html", max_bytes=512)
+@example(text="tp0001-m5", fmt="html", max_bytes=512)
 def test_the_plain_prose_fast_path_matches_the_full_pipeline(
     text: str, fmt: ReplyFormat, max_bytes: int
 ) -> None:

@@ -91,15 +91,16 @@ def _numbering(digits: int) -> str:
 
 # Text made only of these, with no leading/trailing space and no list marker, has no Markdown
 # in it: the pipeline's output is the text itself (HTML-escaped for "html").
-_PROSE = re.compile(r"[A-Za-z0-9 ,.;:!?'\"()%$=]+")
+_PROSE = re.compile(r"[A-Za-z0-9 ,.;:!?'\"()%$=/-]+")
 _LIST_MARKER = re.compile(r"\d+[.)] ")
 
 
 def _is_plain_prose(text: str) -> bool:
     return (
         _PROSE.fullmatch(text) is not None
-        and text[0] != " "
+        and text[0] not in " -"  # a leading "-" starts a list item or a rule
         and text[-1] != " "
+        and "://" not in text  # a bare URL becomes a link
         and _LIST_MARKER.match(text) is None
     )
 
