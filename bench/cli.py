@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +47,37 @@ def _seconds(*, positive: bool) -> Callable[[str], float]:
     return parse
 
 
+# Set by the rig itself: overriding them would point the bot away from the loopback servers.
+RIG_OWNED = frozenset(
+    {"AIM_USERNAME", "AIM_PASSWORD", "AIM_SERVER", "AIM_PORT", "DIFY_API_KEY", "DIFY_API_URL"}
+    | {"DATA_DIR", "HEALTH_PORT"}
+)
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def _env_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not _ENV_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with an upper-case NAME, got {text!r}"
+        )
+    if name in RIG_OWNED:
+        raise argparse.ArgumentTypeError(f"{name} is set by the bench rig and cannot be overridden")
+    return name, value
+
+
+def _add_bot_env(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bot-env",
+        type=_env_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one setting of the bot under test (repeatable), e.g. "
+        "DIFY_RESPONSE_MODE=blocking",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -64,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("latency", help="reply latency through the bot vs a bare echo peer")
     p.add_argument("--json", action="store_true", help=json_help)
+    _add_bot_env(p)
     p.add_argument("--users", type=_int_at_least(1), default=100, help="users (default 100)")
     p.add_argument(
         "--dify-ms", type=_seconds(positive=False), default=0.0, help="stand-in think time"
@@ -84,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("throughput", help="sustained replies/s and CPU per 1,000 messages")
     p.add_argument("--json", action="store_true", help=json_help)
+    _add_bot_env(p)
     p.add_argument(
         "--users", type=_int_at_least(1), default=200, help="concurrent users (default 200)"
     )
@@ -100,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")
     p.add_argument("--json", action="store_true", help=json_help)
+    _add_bot_env(p)
     p.add_argument(
         "--users", type=_int_at_least(1), default=10_000, help="distinct users (default 10,000)"
     )

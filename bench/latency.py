@@ -19,7 +19,17 @@ from dataclasses import dataclass
 
 from bench.procstat import ProcSample, sample
 from bench.report import Figure, Report, Target, make_report
-from bench.rig import BOT, FAST, ROOT, Loopback, SimUser, loopback, sign_off_all, sign_on_all
+from bench.rig import (
+    BOT,
+    ROOT,
+    Loopback,
+    SimUser,
+    bot_config,
+    config_note,
+    loopback,
+    sign_off_all,
+    sign_on_all,
+)
 from bench.stats import ratio, summarize
 
 ECHO = "EchoPeer"
@@ -115,7 +125,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         users = await sign_on_all(rig.oscar, [f"lat{i:04d}" for i in range(args.users)])
         try:
             echo = await _echo_phase(rig, users, args)
-            bot_proc = await rig.start_bot(FAST)
+            bot_proc = await rig.start_bot(bot_config(args))
             bot = await _measure(users, BOT, bot_proc.pid, args)
         finally:
             await sign_off_all(users)
@@ -151,8 +161,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         f"{args.users} users, closed loop ({args.warmup} warm-up + {args.messages} measured "
         f"messages each, think time {args.think_ms:g} ms); Dify stand-in latency "
         f"{args.dify_ms:g} ms",
-        "bot config: BUFFER_WINDOW=0 BUFFER_MAX_WAIT=0 USER_RATE_LIMIT=0 "
-        "TYPING_NOTIFICATIONS=false DIFY_MAX_CONCURRENCY=64; devserver rate limits off",
+        config_note(bot_config(args)) + "; devserver rate limits off",
         "latency = user's send to the user's reader seeing the reply; devserver, Dify stand-in "
         "and users share the bench process; bot and echo peer each run in their own process",
     ]

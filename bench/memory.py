@@ -16,7 +16,17 @@ import time
 from collections.abc import Sequence
 
 from bench.report import Figure, Report, Target, make_report
-from bench.rig import BOT, FAST, BotProcess, Loopback, SimUser, loopback, sign_off_all, sign_on_all
+from bench.rig import (
+    BOT,
+    BotProcess,
+    Loopback,
+    SimUser,
+    bot_config,
+    config_note,
+    loopback,
+    sign_off_all,
+    sign_on_all,
+)
 
 REPLY_TIMEOUT = 60.0
 WARMUP_USERS = 20
@@ -61,7 +71,7 @@ async def _settled_rss(bot: BotProcess) -> int:
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     async with loopback() as rig:
-        bot = await rig.start_bot(FAST)
+        bot = await rig.start_bot(bot_config(args))
         warm = await sign_on_all(rig.oscar, [f"warm{i:03d}" for i in range(WARMUP_USERS)])
         await _closed_loop(warm, WARMUP_USERS * WARMUP_MESSAGES, "warm")
         await sign_off_all(warm)
@@ -114,7 +124,6 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         f"then {args.messages:,} messages from {args.drift_users} users (closed loop)",
         f"RSS from /proc/<pid>/status VmRSS of the bot process, sampled idle; baseline after "
         f"{WARMUP_USERS} warm-up users x {WARMUP_MESSAGES} messages",
-        "bot config: BUFFER_WINDOW=0 BUFFER_MAX_WAIT=0 USER_RATE_LIMIT=0 "
-        "TYPING_NOTIFICATIONS=false DIFY_MAX_CONCURRENCY=64; devserver rate limits off",
+        config_note(bot_config(args)) + "; devserver rate limits off",
     ]
     return make_report("memory", argv, figures, targets=TARGETS, notes=notes)

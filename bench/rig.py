@@ -6,6 +6,7 @@ not mixed with the load generator's. Every address is 127.0.0.1 and every port i
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -42,6 +43,15 @@ FAST = {
     "TYPING_NOTIFICATIONS": "false",
     "DIFY_MAX_CONCURRENCY": "64",
 }
+
+
+def bot_config(args: argparse.Namespace) -> dict[str, str]:
+    """FAST plus the run's --bot-env overrides (applied last, so they win)."""
+    return {**FAST, **dict(getattr(args, "bot_env", []))}
+
+
+def config_note(config: Mapping[str, str]) -> str:
+    return "bot config: " + " ".join(f"{k}={v}" for k, v in config.items())
 
 
 def bot_environment(

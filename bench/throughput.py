@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.cli import BenchError
 from bench.procstat import sample
 from bench.report import Figure, Report, Target, make_report
-from bench.rig import BOT, FAST, SimUser, loopback, sign_off_all, sign_on_all
+from bench.rig import BOT, SimUser, bot_config, config_note, loopback, sign_off_all, sign_on_all
 
 REPLY_TIMEOUT = 60.0
 TARGETS = (Target("im_per_s", ">=", 2000),)
@@ -65,7 +65,7 @@ async def _profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Pr
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     async with loopback() as rig:
-        bot = await rig.start_bot(FAST)
+        bot = await rig.start_bot(bot_config(args))
         users = await sign_on_all(rig.oscar, [f"tp{i:04d}" for i in range(args.users)])
         counter = Counter()
         load = [asyncio.create_task(keep_busy(u, counter)) for u in users]
@@ -105,9 +105,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     notes = [
         f"{args.users} users, each with one message outstanding at all times; "
         f"{args.warmup_seconds:g} s warm-up, then {args.seconds:g} s measured",
-        "bot config: BUFFER_WINDOW=0 BUFFER_MAX_WAIT=0 USER_RATE_LIMIT=0 "
-        "TYPING_NOTIFICATIONS=false DIFY_MAX_CONCURRENCY=64; devserver rate limits off; "
-        "Dify stand-in at 0 ms, streaming mode",
+        config_note(bot_config(args)) + "; devserver rate limits off; Dify stand-in at 0 ms",
         "a bot CPU near 1 core means the bot is the bottleneck; a bench CPU near 1 core means "
         "the load generator is",
     ]

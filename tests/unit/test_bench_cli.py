@@ -46,3 +46,28 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args([])
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_bot_env_overrides_collect_in_order() -> None:
+    args = parse_args(
+        ["throughput", "--bot-env", "DIFY_RESPONSE_MODE=blocking", "--bot-env", "LOG_FILE="]
+    )
+    assert args.bot_env == [("DIFY_RESPONSE_MODE", "blocking"), ("LOG_FILE", "")]
+    assert parse_args(["memory"]).bot_env == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("DIFY_API_URL=http://example.invalid", "set by the bench rig"),
+        ("AIM_PASSWORD=x", "set by the bench rig"),
+        ("lower=1", "upper-case NAME"),
+        ("NO_EQUALS_SIGN", "NAME=VALUE"),
+    ],
+)
+def test_bot_env_cannot_point_the_bot_away_from_the_rig(
+    setting: str, complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["latency", "--bot-env", setting])
+    assert complaint in capsys.readouterr().err
