@@ -471,12 +471,12 @@ def _report(
         Figure(
             "lost_in_kill_window",
             len(lost_at_kill),
-            f"lost: reached the bot's socket <= {KILL_WINDOW:g} s before its SIGKILL",
+            f"lost: reached the bot's socket within {KILL_WINDOW:g} s of its SIGKILL",
         ),
         Figure(
             "duplicates_in_kill_window",
             len(duplicates_at_kill),
-            f"duplicates: first copy <= {KILL_WINDOW:g} s before the SIGKILL",
+            f"duplicates: first copy within {KILL_WINDOW:g} s of the SIGKILL",
         ),
         Figure("drain_s", drain_s, "drain after the load stopped", "s"),
         Figure("seed", seed, "fault schedule seed"),
@@ -495,13 +495,17 @@ def _report(
         notes.append(f"bot log (LOG_LEVEL=INFO) saved to {args.bot_log}")
     for line in crash_lines[:5]:
         notes.append(f"crash log line: {line.strip()[:200]}")
-    for message in lost[:10]:
+    # The unexplained losses first: those are the ones to look into.
+    at_kill = {m.token for m in lost_at_kill}
+    for message in sorted(lost, key=lambda m: (m.token in at_kill, m.sent_at))[:10]:
         near = [
             f"{o.fault.kind}{f' ({o.detail})' if o.detail else ''} at {o.started_at:.1f} s"
             for o in outcomes
             if o.applied and -NEAR_BEFORE <= o.started_at - message.sent_at <= NEAR_AFTER
         ]
         where = "after Dify answered" if message.token in reached_dify else "never reached Dify"
+        if message.token in at_kill:
+            where += ", at the SIGKILL"
         notes.append(
             f"lost {message.token} of {message.user} sent at {message.sent_at:.1f} s ({where}); "
             f"faults near it: {', '.join(near) or 'none'}"

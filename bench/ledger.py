@@ -178,11 +178,11 @@ def reached_socket_at(acked_at: float, stalls: Sequence[tuple[float, float]]) ->
 
 
 def in_kill_window(at: float, kills: Sequence[float], window: float) -> bool:
-    """Whether the bot was SIGKILLed within `window` seconds after `at`.
+    """Whether the bot was SIGKILLed within `window` seconds of `at` (before or after).
 
     An IM the server writes into the socket of a process that dies before reading and storing
     it is lost whatever the client does (OSCAR has no end-to-end ack for incoming IMs); a
-    reply the server relayed just before the kill, whose ack the bot never processed, is sent
+    reply the server relays around the kill, whose ack the dead bot never processed, is sent
     again after the restart (at-least-once). Such cases are counted apart, not excused.
     """
-    return any(0 <= kill - at <= window for kill in kills)
+    return any(abs(kill - at) <= window for kill in kills)
