@@ -14,7 +14,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
@@ -263,7 +263,3 @@ def emit(report: Report, *, with_json: bool, out: TextIO | None = None) -> None:
     if with_json:
         stream.write(json_line(report) + "\n")
     stream.flush()
-
-
-def figures_by_key(report: Report) -> Mapping[str, Number]:
-    return {f.key: f.value for f in report.figures}

@@ -25,15 +25,15 @@ REPLY_TIMEOUT = 60.0
 TARGETS = (Target("im_per_s", ">=", 2000),)
 
 
-class Counter:
-    """Replies seen, and when the measured window opened and closed."""
+class ReplyTally:
+    """Replies seen so far, and the signal for every user to stop."""
 
     def __init__(self) -> None:
         self.replies = 0
         self.stop = asyncio.Event()
 
 
-async def keep_busy(user: SimUser, counter: Counter) -> None:
+async def keep_busy(user: SimUser, counter: ReplyTally) -> None:
     i = 0
     while not counter.stop.is_set():
         await user.ask(BOT, f"{user.name}-m{i}", REPLY_TIMEOUT)
@@ -67,7 +67,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     async with loopback() as rig:
         bot = await rig.start_bot(bot_config(args))
         users = await sign_on_all(rig.oscar, [f"tp{i:04d}" for i in range(args.users)])
-        counter = Counter()
+        counter = ReplyTally()
         load = [asyncio.create_task(keep_busy(u, counter)) for u in users]
         profiler = None
         try:
