@@ -29,10 +29,10 @@ class Admission:
     """
 
     probe: bool
+    generation: int = 0  # which probe: a newer one supersedes a probe stuck on a hung stream
 
 
 _REGULAR = Admission(probe=False)
-_PROBE = Admission(probe=True)
 
 
 class CircuitBreaker:
@@ -54,6 +54,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probe_in_flight = False
+        self._probe_started = 0.0
+        self._probe_generation = 0
         self.last_failure: BaseException | None = None
 
     @property
@@ -79,11 +81,21 @@ class CircuitBreaker:
         state = self.state
         if state == "closed":
             return _REGULAR
-        if state == "open" or self._probe_in_flight:
+        if state == "open":
             return None
+        now = self._clock()
+        if self._probe_in_flight and now - self._probe_started < self.cooldown:
+            return None
+        # A probe stuck on a hung stream must not keep everyone failing fast until its deadline:
+        # after another cool-down a new probe supersedes it.
         self._probe_in_flight = True
+        self._probe_started = now
+        self._probe_generation += 1
         logger.info("Dify circuit half-open: letting one probe through")
-        return _PROBE
+        return Admission(probe=True, generation=self._probe_generation)
+
+    def _is_current_probe(self, admission: Admission) -> bool:
+        return admission.probe and admission.generation == self._probe_generation
 
     def record_success(self, admission: Admission) -> None:
         del admission  # any sensible answer proves the server is back, probe or not
@@ -97,7 +109,7 @@ class CircuitBreaker:
     def record_failure(self, admission: Admission, error: BaseException) -> None:
         self._failures += 1
         self.last_failure = error
-        if admission.probe:
+        if self._is_current_probe(admission) and self._opened_at is not None:
             self._probe_in_flight = False
             self._opened_at = self._clock()
             logger.warning(
@@ -116,5 +128,5 @@ class CircuitBreaker:
             )
 
     def record_neutral(self, admission: Admission) -> None:
-        if admission.probe:
+        if self._is_current_probe(admission):
             self._probe_in_flight = False

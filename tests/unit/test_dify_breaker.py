@@ -47,7 +47,7 @@ def test_open_circuit_fails_fast_until_the_cooldown_then_admits_one_probe() -> N
     clock.now += 0.1
     assert breaker.state == "half_open" and breaker.retry_in() == 0.0
     probe = breaker.admit()
-    assert probe == Admission(probe=True)
+    assert probe is not None and probe.probe
     assert breaker.admit() is None  # only one probe at a time
     breaker.record_success(probe)
     assert breaker.state == "closed"
@@ -97,3 +97,32 @@ def test_late_failure_of_an_old_call_does_not_steal_the_probe() -> None:
 def test_rejects_nonsense_settings(threshold: int, cooldown: float) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(threshold, cooldown, Clock())
+
+
+def test_a_probe_stuck_on_a_hung_stream_is_superseded_after_another_cooldown() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1, 10.0, clock)
+    fail(breaker, 1)
+    clock.now += 10.0
+    stuck = breaker.admit()
+    assert stuck is not None and stuck.probe
+    clock.now += 9.0
+    assert breaker.admit() is None  # the probe is still within its cool-down
+    clock.now += 1.0
+    fresh = breaker.admit()
+    assert fresh is not None and fresh.probe
+    breaker.record_success(fresh)
+    assert breaker.state == "closed"
+    # The old probe finally fails: an ordinary failure, not a re-opening of the circuit.
+    breaker.record_failure(stuck, RuntimeError("hung stream ended"))
+    assert breaker.state == "open"  # threshold 1: one failure opens it, by the normal rule
+    breaker2 = CircuitBreaker(3, 10.0, clock)
+    fail(breaker2, 3)
+    clock.now += 10.0
+    old = breaker2.admit()
+    clock.now += 10.0
+    new = breaker2.admit()
+    assert old is not None and new is not None
+    breaker2.record_success(new)
+    breaker2.record_failure(old, RuntimeError("late"))
+    assert breaker2.state == "closed" and breaker2.consecutive_failures == 1
