@@ -84,5 +84,8 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
             assert shown == f"`{defaults[name]}`", name
 
 
-def test_readme_keeps_the_benchmarks_placeholder() -> None:
-    assert "(figures: see issue 6; run `python -m bench --help`)" in sections(README)["Benchmarks"]
+def test_readme_documents_every_benchmark_command_with_figures() -> None:
+    section = sections(README)["Benchmarks"]
+    for command in ("signon", "latency", "throughput", "memory", "chaos"):
+        assert f"python -m bench {command}" in section, command
+    assert "Latest figures" in section and "commit" in section
