@@ -31,6 +31,7 @@ from aimbot.oscar.events import (
     TypingNotification,
     TypingState,
 )
+from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.store import OutboxItem, Store
 from aimbot.utils.backoff import Backoff
 
@@ -126,7 +127,7 @@ class AIMHandler:
         """Best effort: the latest state per user wins; dropped while offline."""
         if not self.online:
             return
-        self._typing[screen_name.replace(" ", "").lower()] = (screen_name, state)
+        self._typing[normalize_screen_name(screen_name)] = (screen_name, state)
         self._typing_ready.set()
 
     async def run(self) -> None:

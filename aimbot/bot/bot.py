@@ -19,11 +19,12 @@ from aimbot.api.dify_client import DifyClient
 from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError
 from aimbot.bot import messages
 from aimbot.bot.buffer import MessageBuffer, PendingMessage
-from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter, normalize_screen_name
+from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM, TypingState
-from aimbot.oscar.imtext import im_text_size, plain_to_html
+from aimbot.oscar.imtext import im_text_size
+from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.store import OutboxItem, Reply, Store
 
 log = logging.getLogger(__name__)
@@ -352,11 +353,9 @@ class AIMBot:
     def _render(self, markdown: str) -> list[Reply]:
         limit = self.options.max_reply_bytes or self._sink.max_message_bytes
         fmt = self.options.reply_format
-        parts = split_reply(markdown, fmt, limit, im_text_size, escape=plain_to_html)
+        parts = split_reply(markdown, fmt, limit, im_text_size)
         if not parts:
-            parts = split_reply(
-                messages.EMPTY_ANSWER, fmt, limit, im_text_size, escape=plain_to_html
-            )
+            parts = split_reply(messages.EMPTY_ANSWER, fmt, limit, im_text_size)
         return [Reply(part, fmt == "html") for part in parts]
 
     def _dify_user(self, key: str) -> str:

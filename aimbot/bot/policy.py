@@ -1,7 +1,7 @@
 """Who the bot answers and how often: access lists and the per-user rate limit.
 
-Screen names are compared in their normalised form (lowercase, spaces dropped), the identity the
-OSCAR server itself uses, so "Bob Smith" and "bobsmith" are one user.
+Screen names are compared in their normalised form (aimbot.oscar.snacs.normalize_screen_name,
+the identity the OSCAR server itself uses), so "Bob Smith" and "bobsmith" are one user.
 """
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-
-def normalize_screen_name(screen_name: str) -> str:
-    return screen_name.replace(" ", "").lower()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from aimbot.config.settings import (
     Secret,
     Settings,
     load_settings,
-    normalise_screen_name,
 )
 
 __all__ = [
@@ -17,5 +16,4 @@ __all__ = [
     "Secret",
     "Settings",
     "load_settings",
-    "normalise_screen_name",
 ]

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.utils.secret import MASK as MASK
 from aimbot.utils.secret import Secret as Secret
 
@@ -217,7 +218,7 @@ class _ScreenName(_Kind):
         return raw.strip()
 
     def valid(self, value: Any) -> bool:
-        return isinstance(value, str) and _is_screen_name(normalise_screen_name(value))
+        return isinstance(value, str) and _is_screen_name(normalize_screen_name(value))
 
 
 class _SecretText(_Kind):
@@ -288,7 +289,7 @@ class _ScreenNameSet(_Kind):
     empty_is_value = True
 
     def parse(self, raw: str) -> frozenset[str]:
-        names = {normalise_screen_name(part) for part in raw.split(",")}
+        names = {normalize_screen_name(part) for part in raw.split(",")}
         names.discard("")
         bad = sorted(name for name in names if not _is_screen_name(name))
         if bad:
@@ -297,7 +298,7 @@ class _ScreenNameSet(_Kind):
 
     def valid(self, value: Any) -> bool:
         return isinstance(value, frozenset) and all(
-            isinstance(name, str) and _is_screen_name(name) and normalise_screen_name(name) == name
+            isinstance(name, str) and _is_screen_name(name) and normalize_screen_name(name) == name
             for name in value
         )
 
@@ -324,11 +325,6 @@ class _PathKind(_Kind):
 
     def show(self, value: Any) -> str:
         return "" if value is None else str(value)
-
-
-def normalise_screen_name(name: str) -> str:
-    """The identity of a screen name: servers ignore case and spaces ("Bob Smith" = "bobsmith")."""
-    return "".join(name.split()).lower()
 
 
 def _is_screen_name(normalised: str) -> bool:

@@ -1,4 +1,5 @@
-from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter, normalize_screen_name
+from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
+from aimbot.oscar.snacs import normalize_screen_name
 
 
 def test_normalize_matches_server_identity() -> None:

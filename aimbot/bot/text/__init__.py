@@ -29,8 +29,9 @@ from typing import Final, Literal
 from aimbot.bot.text._atoms import _atomize, _AtomOptions
 from aimbot.bot.text._blocks import _Block, _layout, _parse_blocks
 from aimbot.bot.text._cleanup import _normalize
-from aimbot.bot.text._markup import _html_escape, _plain_to_html, _Style, _tags
+from aimbot.bot.text._markup import _html_escape, _Style, _tags
 from aimbot.bot.text._pack import _Packer, _render_atoms, _whole
+from aimbot.oscar.imtext import plain_to_html
 
 __all__ = [
     "MIN_MAX_BYTES",
@@ -65,7 +66,7 @@ def _always_as_text(url: str) -> bool:
 
 def _render_blocks(blocks: Sequence[_Block], html: bool) -> str:
     lines = _layout(blocks, _never_as_text if html else _always_as_text)
-    atoms = _atomize(lines, _AtomOptions(html=html, escape=_plain_to_html))
+    atoms = _atomize(lines, _AtomOptions(html=html, escape=plain_to_html))
     return _whole(_render_atoms(atoms, html))
 
 
@@ -110,7 +111,7 @@ def split_reply(
     fmt: ReplyFormat,
     max_bytes: int,
     measure: Callable[[str], int],
-    escape: Callable[[str], str] = _plain_to_html,
+    escape: Callable[[str], str] = plain_to_html,
 ) -> list[str]:
     """The answer as IM texts that each fit `max_bytes` as sent, numbered "(i/n) " if several.
 

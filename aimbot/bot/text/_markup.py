@@ -15,19 +15,10 @@ from typing import Final
 _MONO_OPEN: Final = '<font face="Courier New">'
 
 _HTML_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
-_PLAIN_TO_HTML: Final = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "<br>"}
-)
 
 
 def _html_escape(text: str) -> str:
     return text.translate(_HTML_ESCAPES)
-
-
-def _plain_to_html(text: str) -> str:
-    # Same rule as aimbot.oscar.imtext.plain_to_html; a local copy keeps this module free of
-    # the protocol layer so the two can be tested apart.
-    return text.translate(_PLAIN_TO_HTML)
 
 
 @dataclass(frozen=True, slots=True)
