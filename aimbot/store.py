@@ -205,10 +205,6 @@ class Store:
             self._delete_ids("inbox", inbox_ids)
             return [self._insert_outbox(screen_name, reply, now) for reply in replies]
 
-    async def inbox_discard(self, inbox_ids: Sequence[int]) -> None:
-        with self._transaction():
-            self._delete_ids("inbox", inbox_ids)
-
     # -- outbox --------------------------------------------------------------------------------
 
     async def outbox_add(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:

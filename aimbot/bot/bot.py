@@ -251,7 +251,6 @@ class AIMBot:
             if user.commit is not None:
                 # A finished answer is already being written; let it land before the reset.
                 await asyncio.gather(user.commit, return_exceptions=True)
-            self._check_idle()
         conversation_id = await self._store.get_conversation(key)
         dropped = await self._store.forget_user(key)
         log.info("clear from %s: conversation forgotten, %d pending IMs dropped", key, len(dropped))

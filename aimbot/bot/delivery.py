@@ -97,10 +97,6 @@ class DeliveryQueue:
         if entry is not None:
             self.push(entry.item)
 
-    def sent(self, cookie: bytes, item: OutboxItem, now: float) -> None:
-        self.sending(cookie, item)
-        self.written(cookie, now)
-
     def acked(self, cookie: bytes) -> OutboxItem | None:
         entry = self._in_flight.pop(cookie, None)
         return entry.item if entry else None

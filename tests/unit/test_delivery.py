@@ -22,7 +22,8 @@ def test_unconfirmed_sends_are_requeued_when_the_session_drops() -> None:
     q.push(item(2))
     first = q.pop()
     assert first is not None
-    q.sent(b"cookie01", first, now=1.0)
+    q.sending(b"cookie01", first)
+    q.written(b"cookie01", now=1.0)
     assert len(q) == 2 and q.in_flight == 1
     assert q.session_lost() == 1
     assert [q.pop().id for _ in range(2)] == [1, 2]  # type: ignore[union-attr]
@@ -33,7 +34,8 @@ def test_ack_confirms_exactly_the_matching_send() -> None:
     q.push(item(1))
     sent = q.pop()
     assert sent is not None
-    q.sent(b"c1", sent, now=0.0)
+    q.sending(b"c1", sent)
+    q.written(b"c1", now=0.0)
     assert q.acked(b"unknown") is None
     assert q.acked(b"c1") == sent
     assert len(q) == 0
@@ -44,7 +46,8 @@ def test_offline_recipient_is_parked_retried_then_expired() -> None:
     q.push(item(1, created=0.0))
     sent = q.pop()
     assert sent is not None
-    q.sent(b"c1", sent, now=0.0)
+    q.sending(b"c1", sent)
+    q.written(b"c1", now=0.0)
     assert q.recipient_offline(b"c1", now=1.0) == sent
     assert q.queued == 0 and len(q) == 1
     assert q.maintain(now=5.0) == ([], [])
@@ -53,7 +56,8 @@ def test_offline_recipient_is_parked_retried_then_expired() -> None:
     assert q.queued == 1  # retry time came
     again = q.pop()
     assert again is not None
-    q.sent(b"c2", again, now=11.0)
+    q.sending(b"c2", again)
+    q.written(b"c2", now=11.0)
     q.recipient_offline(b"c2", now=12.0)
     silent, expired = q.maintain(now=100.0)
     assert silent == [] and expired == [sent]
@@ -65,7 +69,8 @@ def test_servers_that_never_ack_confirm_by_silence() -> None:
     q.push(item(1))
     sent = q.pop()
     assert sent is not None
-    q.sent(b"c1", sent, now=0.0)
+    q.sending(b"c1", sent)
+    q.written(b"c1", now=0.0)
     assert q.maintain(now=29.0) == ([], [])
     assert q.maintain(now=30.0) == ([sent], [])
 
