@@ -25,6 +25,7 @@ from aimbot.ops.health import HealthServer, HealthStatus, bot_health
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM
 from aimbot.store import Store
+from aimbot.utils.eventloop import running_loop_name
 from aimbot.wiring import bot_options, dify_options, handler_options, oscar_client
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Application:
             await store.close()
             raise
         self._parts = _Parts(store, http, dify, handler, bot, health)
+        log.info("starting on the %s event loop", running_loop_name())
         waiting = await handler.load_outbox()
         pending = await bot.resume()
         if waiting or pending:

@@ -14,7 +14,6 @@ error (every configuration problem listed at once, never a traceback), 130 inter
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from aimbot.config.settings import ConfigError, Settings, load_settings
+from aimbot.utils import eventloop
 from aimbot.utils.logger import LoggingSetupError, setup_logging
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def run_bot(env_file: Path, err: TextIO) -> int:
         configure_logging(settings, err)
     except (ConfigError, LoggingSetupError) as e:
         return report_config_error(e, err)
-    return asyncio.run(serve(settings))
+    return eventloop.run(serve(settings), settings.event_loop)
 
 
 async def serve(settings: Settings) -> int:

@@ -32,6 +32,7 @@ from aimbot.devserver.dify_standin import DifyStandIn
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.ops.health import HealthServerError
 from aimbot.store import StoreError
+from aimbot.utils import eventloop
 from aimbot.utils.logger import LoggingSetupError, setup_logging
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def run_demo(env_file: Path, *, aim_port: int, out: TextIO, err: TextIO) -> int:
     environ = dict(os.environ)
     file_values = dotenv_values(env_file) if env_file.is_file() else {}
     choice = choose_dify(environ, file_values)
-    return asyncio.run(_demo(environ, env_file, choice, aim_port=aim_port, out=out, err=err))
+    return eventloop.run(_demo(environ, env_file, choice, aim_port=aim_port, out=out, err=err))
 
 
 async def _demo(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import math
 import re
@@ -11,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from aimbot.utils import eventloop
 from bench.report import Report, emit
 
 COMMANDS = ("signon", "latency", "throughput", "memory", "chaos")
@@ -206,7 +206,7 @@ def main(argv: Sequence[str]) -> int:
     # The devserver and stand-in log every expected fault at WARNING; the figures matter here.
     logging.getLogger("aimbot").setLevel(logging.ERROR)
     try:
-        report = asyncio.run(_run(args, argv))
+        report = eventloop.run(_run(args, argv))
     except BenchError as e:
         sys.stderr.write(f"bench {args.command}: {e}\n")
         return 1

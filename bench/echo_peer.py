@@ -1,34 +1,49 @@
-"""The "direct path" peer for ``bench latency``: a bare OscarClient that echoes every IM back.
+"""The reference peers for ``bench latency``: bare OscarClients in their own process.
 
-It runs in its own process, like the bot, so both paths cross the same process boundaries and
-differ only in what the bot does with a message. Configured through the environment so that no
-password shows up in a process listing: BENCH_OSCAR_PORT, BENCH_ECHO_NAME, BENCH_ECHO_PASSWORD.
+- "echo" (the issue's direct path) sends every IM straight back.
+- "dify" is the floor of any Dify bridge: it sends every IM to the Dify stand-in (one streaming
+  request, plain aiohttp, no retries, no state, no formatting) and sends the answer back. What the
+  bot's path costs above this peer's is the bot's own overhead; what this peer costs above the
+  echo is the Dify round trip, which no bridge can skip.
+
+Each runs in its own process, like the bot, so all paths cross the same process boundaries.
+Configured through the environment so that no secret shows up in a process listing:
+BENCH_OSCAR_PORT, BENCH_ECHO_NAME, BENCH_ECHO_PASSWORD, and for "dify" BENCH_DIFY_URL and
+BENCH_DIFY_KEY; BENCH_PEER_MODE picks the peer (default echo).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+
+import aiohttp
 
 from aimbot.oscar.client import OscarClient
 from aimbot.oscar.errors import NotConnected
 from aimbot.oscar.events import IncomingIM, SessionEnded
+from aimbot.utils import eventloop
 
 log = logging.getLogger(__name__)
 
 
-async def echo(name: str, password: str, port: int) -> int:
+Answer = Callable[[str, str], Awaitable[str]]
+
+
+async def echo(name: str, password: str, port: int, answer: Answer) -> int:
     client = OscarClient(name, password, "127.0.0.1", port, throttle=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await client.connect()
-    serving = asyncio.create_task(_serve(client), name="echo")
+    serving = asyncio.create_task(_serve(client, answer), name="echo")
     stopping = asyncio.create_task(stop.wait(), name="echo-stop")
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
@@ -40,11 +55,11 @@ async def echo(name: str, password: str, port: int) -> int:
     return 0
 
 
-async def _serve(client: OscarClient) -> None:
+async def _serve(client: OscarClient, answer: Answer) -> None:
     async for event in client.events():
         if isinstance(event, IncomingIM):
             try:
-                await client.send_im(event.sender, event.text)
+                await client.send_im(event.sender, await answer(event.sender, event.text))
             except NotConnected:
                 return
         elif isinstance(event, SessionEnded):
@@ -57,12 +72,39 @@ def main() -> int:
         port = int(os.environ["BENCH_OSCAR_PORT"])
         name = os.environ["BENCH_ECHO_NAME"]
         password = os.environ["BENCH_ECHO_PASSWORD"]
+        # The bot's own EVENT_LOOP: the two paths are compared on the same runtime.
+        loop = eventloop.CHOICES[eventloop.CHOICES.index(os.environ.get("EVENT_LOOP", "auto"))]
     except (KeyError, ValueError) as e:
         sys.stderr.write(f"echo peer: missing or bad environment variable: {e}\n")
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(echo(name, password, port))
+        if os.environ.get("BENCH_PEER_MODE", "echo") == "dify":
+            return eventloop.run(_with_dify(name, password, port), loop)
+        return eventloop.run(echo(name, password, port, _same_text), loop)
     return 0
+
+
+async def _same_text(sender: str, text: str) -> str:
+    return text
+
+
+async def _with_dify(name: str, password: str, port: int) -> int:
+    url = os.environ["BENCH_DIFY_URL"].rstrip("/") + "/chat-messages"
+    headers = {"Authorization": "Bearer " + os.environ["BENCH_DIFY_KEY"]}
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def ask_dify(sender: str, text: str) -> str:
+            body = {"query": text, "user": sender, "inputs": {}, "response_mode": "streaming"}
+            parts = []
+            async with session.post(url, json=body) as response:
+                async for line in response.content:
+                    if line.startswith(b"data:"):
+                        event = json.loads(line[5:])
+                        if event.get("event") in ("message", "agent_message"):
+                            parts.append(event.get("answer", ""))
+            return "".join(parts)
+
+        return await echo(name, password, port, ask_dify)
 
 
 if __name__ == "__main__":

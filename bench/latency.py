@@ -33,6 +33,7 @@ from bench.rig import (
 from bench.stats import ratio, summarize
 
 ECHO = "EchoPeer"
+FLOOR = "DifyPeer"
 REPLY_TIMEOUT = 60.0
 TARGETS = (Target("overhead_ratio_p99", "<=", 1.5),)
 
@@ -96,23 +97,28 @@ def _cpu(before: ProcSample, after: ProcSample) -> float:
     return after.cpu_seconds - before.cpu_seconds
 
 
-async def _echo_phase(
-    rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace
+async def _peer_phase(
+    rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace, name: str, mode: str
 ) -> PhaseResult:
+    """Time the same load through a reference peer (bench/echo_peer.py) in its own process."""
     password = secrets.token_urlsafe(9)
-    rig.oscar.add_account(ECHO, password)
+    rig.oscar.add_account(name, password)
     env = {
         **os.environ,
         "BENCH_OSCAR_PORT": str(rig.oscar.port),
-        "BENCH_ECHO_NAME": ECHO,
+        "BENCH_ECHO_NAME": name,
         "BENCH_ECHO_PASSWORD": password,
+        "BENCH_PEER_MODE": mode,
+        "BENCH_DIFY_URL": rig.dify.url,
+        "BENCH_DIFY_KEY": rig.dify_key,
+        "EVENT_LOOP": bot_config(args).get("EVENT_LOOP", "auto"),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.echo_peer", cwd=str(ROOT), env=env
     )
     try:
-        await rig.oscar.wait_online(ECHO, timeout=30)
-        return await _measure(users, ECHO, proc.pid, args)
+        await rig.oscar.wait_online(name, timeout=30)
+        return await _measure(users, name, proc.pid, args)
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -124,12 +130,13 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         rig.dify.set_latency(args.dify_ms / 1000)
         users = await sign_on_all(rig.oscar, [f"lat{i:04d}" for i in range(args.users)])
         try:
-            echo = await _echo_phase(rig, users, args)
+            echo = await _peer_phase(rig, users, args, ECHO, "echo")
+            floor = await _peer_phase(rig, users, args, FLOOR, "dify")
             bot_proc = await rig.start_bot(bot_config(args))
             bot = await _measure(users, BOT, bot_proc.pid, args)
         finally:
             await sign_off_all(users)
-    b, e = summarize(bot.latencies_ms), summarize(echo.latencies_ms)
+    b, e, f = (summarize(p.latencies_ms) for p in (bot, echo, floor))
     figures = [
         Figure("bot_p50_ms", b.p50, "bot path, p50", "ms"),
         Figure("bot_p99_ms", b.p99, "bot path, p99", "ms"),
@@ -137,6 +144,10 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         Figure("echo_p99_ms", e.p99, "direct echo path, p99", "ms"),
         Figure("overhead_ratio_p99", ratio(b.p99, e.p99), "bot p99 / echo p99"),
         Figure("overhead_ratio_p50", ratio(b.p50, e.p50), "bot p50 / echo p50"),
+        Figure("floor_p50_ms", f.p50, "bare Dify bridge path, p50", "ms"),
+        Figure("floor_p99_ms", f.p99, "bare Dify bridge path, p99", "ms"),
+        Figure("floor_ratio_p99", ratio(f.p99, e.p99), "bare bridge p99 / echo p99"),
+        Figure("bot_over_floor_p99", ratio(b.p99, f.p99), "bot p99 / bare bridge p99"),
         Figure("bot_msgs_per_s", bot.rate, "bot path, replies/s achieved", "/s"),
         Figure("echo_msgs_per_s", echo.rate, "echo path, replies/s achieved", "/s"),
         Figure("bot_cpu_util", bot.peer_cpu_seconds / bot.wall_seconds, "bot process CPU", "cores"),
@@ -163,6 +174,9 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         f"{args.dify_ms:g} ms",
         config_note(bot_config(args)) + "; devserver rate limits off",
         "latency = user's send to the user's reader seeing the reply; devserver, Dify stand-in "
-        "and users share the bench process; bot and echo peer each run in their own process",
+        "and users share the bench process; bot and reference peers each run in their own "
+        "process",
+        "bare bridge = the floor of any Dify bridge: one plain aiohttp streaming request per IM, "
+        "nothing stored, nothing formatted (bench/echo_peer.py)",
     ]
     return make_report("latency", argv, figures, targets=TARGETS, notes=notes)

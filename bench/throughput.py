@@ -56,7 +56,7 @@ async def _profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Pr
         "100",
         "--nonblocking",  # never pause the bot: the figures must stay those of an unprofiled run
         "--format",
-        "speedscope" if out.suffix == ".json" else "flamegraph",
+        {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph"),
         "--output",
         str(out),
         stdout=asyncio.subprocess.DEVNULL,

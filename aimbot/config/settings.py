@@ -29,6 +29,7 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from aimbot.oscar.snacs import normalize_screen_name
+from aimbot.utils.eventloop import uvloop_available
 from aimbot.utils.secret import MASK as MASK
 from aimbot.utils.secret import Secret as Secret
 
@@ -40,6 +41,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 ResponseMode = Literal["streaming", "blocking"]
 ReplyFormat = Literal["html", "plain"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
 
 _MINUTE: Final = 60.0
 _HOUR: Final = 3600.0
@@ -405,6 +407,9 @@ class Settings:
     health_host: str = field(default="127.0.0.1", metadata=_rule(_Text(max_length=253)))
     health_port: int = field(default=8080, metadata=_rule(_Int(1, 65535, zero_means="off")))
     shutdown_grace: float = field(default=10.0, metadata=_rule(_Float(0, 300)))
+    event_loop: EventLoop = field(
+        default="auto", metadata=_rule(_Choice("auto", "asyncio", "uvloop"))
+    )
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -506,6 +511,11 @@ def _cross_problems(values: Mapping[str, Any], given: Iterable[str] | None = Non
                 f"{low_env}: got {_show_number(low)}, which is above {high_env} "
                 f"({_show_number(high)}); expected at most {high_env}"
             )
+    if values.get("event_loop") == "uvloop" and not uvloop_available():
+        problems.append(
+            "EVENT_LOOP: got uvloop, which is not installed here; expected auto or asyncio "
+            "(or install requirements.txt)"
+        )
     return problems
 
 

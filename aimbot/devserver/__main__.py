@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from aimbot.devserver.oscar_server import OscarServer
+from aimbot.utils import eventloop
 
 
 def _credentials(text: str) -> tuple[str, str]:
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_serve(options))
+        return eventloop.run(_serve(options))
     return 0
 
 

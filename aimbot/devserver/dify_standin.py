@@ -33,6 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
+from aimbot.utils import eventloop
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_KEY = "app-demo-key"
@@ -960,7 +962,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:  # --help, or a usage error argparse has already printed
         return e.code if isinstance(e.code, int) else 2
     try:
-        return asyncio.run(_serve(args))
+        return eventloop.run(_serve(args))
     except KeyboardInterrupt:
         return 0
 

@@ -88,6 +88,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "health_host": "127.0.0.1",
         "health_port": 8080,
         "shutdown_grace": 10.0,
+        "event_loop": "auto",
     }
     actual = {name: getattr(settings, name) for name in expected}
     assert actual == expected
@@ -294,6 +295,7 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("HEALTH_HOST", ["0.0.0.0", "::1"], ["h\nost"]),
     ("HEALTH_PORT", ["0", "1", "65535"], ["-1", "65536"]),
     ("SHUTDOWN_GRACE", ["0", "300"], ["-1", "301"]),
+    ("EVENT_LOOP", ["auto", "asyncio", "uvloop", "UVLOOP"], ["trio", "uv loop"]),
     ("AIM_PASSWORD", ["p", " spaced "], ["two\nlines"]),
     ("DIFY_API_KEY", ["app-x"], ["a\rb"]),
 ]
