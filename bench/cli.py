@@ -129,7 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         type=Path,
         default=None,
-        help="py-spy the bot over the measured window (.svg flamegraph, .json speedscope)",
+        help="py-spy the bot over the measured window (.svg flamegraph, .json speedscope, "
+        ".txt collapsed stacks)",
+    )
+    p.add_argument(
+        "--peer",
+        choices=("bot", "echo", "dify"),
+        default="bot",
+        help="what answers: the bot (default); echo = the rig's own ceiling (a peer that sends "
+        "each IM straight back); dify = the ceiling of a bare Dify bridge",
     )
 
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")

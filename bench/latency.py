@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import secrets
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,19 +18,17 @@ from bench.procstat import ProcSample, sample
 from bench.report import Figure, Report, Target, make_report
 from bench.rig import (
     BOT,
-    ROOT,
     Loopback,
     SimUser,
     bot_config,
     config_note,
     loopback,
+    reference_peer,
     sign_off_all,
     sign_on_all,
 )
 from bench.stats import ratio, summarize
 
-ECHO = "EchoPeer"
-FLOOR = "DifyPeer"
 REPLY_TIMEOUT = 60.0
 TARGETS = (Target("overhead_ratio_p99", "<=", 1.5),)
 
@@ -98,31 +93,12 @@ def _cpu(before: ProcSample, after: ProcSample) -> float:
 
 
 async def _peer_phase(
-    rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace, name: str, mode: str
+    rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace, mode: str
 ) -> PhaseResult:
-    """Time the same load through a reference peer (bench/echo_peer.py) in its own process."""
-    password = secrets.token_urlsafe(9)
-    rig.oscar.add_account(name, password)
-    env = {
-        **os.environ,
-        "BENCH_OSCAR_PORT": str(rig.oscar.port),
-        "BENCH_ECHO_NAME": name,
-        "BENCH_ECHO_PASSWORD": password,
-        "BENCH_PEER_MODE": mode,
-        "BENCH_DIFY_URL": rig.dify.url,
-        "BENCH_DIFY_KEY": rig.dify_key,
-        "EVENT_LOOP": bot_config(args).get("EVENT_LOOP", "auto"),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.echo_peer", cwd=str(ROOT), env=env
-    )
-    try:
-        await rig.oscar.wait_online(name, timeout=30)
-        return await _measure(users, name, proc.pid, args)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await asyncio.wait_for(proc.wait(), 10)
+    """Time the same load through a reference peer in its own process."""
+    async with reference_peer(rig, mode, bot_config(args).get("EVENT_LOOP", "auto")) as peer:
+        name, pid = peer
+        return await _measure(users, name, pid, args)
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
@@ -130,8 +106,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         rig.dify.set_latency(args.dify_ms / 1000)
         users = await sign_on_all(rig.oscar, [f"lat{i:04d}" for i in range(args.users)])
         try:
-            echo = await _peer_phase(rig, users, args, ECHO, "echo")
-            floor = await _peer_phase(rig, users, args, FLOOR, "dify")
+            echo = await _peer_phase(rig, users, args, "echo")
+            floor = await _peer_phase(rig, users, args, "dify")
             bot_proc = await rig.start_bot(bot_config(args))
             bot = await _measure(users, BOT, bot_proc.pid, args)
         finally:

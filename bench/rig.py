@@ -195,6 +195,44 @@ class Loopback:
                 log.warning("bot exited with code %s; log tail:\n%s", code, bot.log_tail())
 
 
+PEERS = {"echo": "EchoPeer", "dify": "DifyPeer"}
+
+
+@contextlib.asynccontextmanager
+async def reference_peer(
+    rig: Loopback, mode: str, event_loop: str = "auto"
+) -> AsyncIterator[tuple[str, int]]:
+    """A reference peer (bench/echo_peer.py) signed on in its own process: (screen name, pid).
+
+    "echo" sends every IM straight back; "dify" is the floor of any Dify bridge (one plain
+    request to the stand-in per IM). Both run on the bot's EVENT_LOOP, so that the comparison
+    is between what the programs do, not between runtimes.
+    """
+    name = PEERS[mode]
+    password = secrets.token_urlsafe(9)
+    rig.oscar.add_account(name, password, is_bot=True)
+    env = {
+        **os.environ,
+        "BENCH_OSCAR_PORT": str(rig.oscar.port),
+        "BENCH_ECHO_NAME": name,
+        "BENCH_ECHO_PASSWORD": password,
+        "BENCH_PEER_MODE": mode,
+        "BENCH_DIFY_URL": rig.dify.url,
+        "BENCH_DIFY_KEY": rig.dify_key,
+        "EVENT_LOOP": event_loop,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.echo_peer", cwd=str(ROOT), env=env
+    )
+    try:
+        await rig.oscar.wait_online(name, timeout=START_TIMEOUT)
+        yield name, proc.pid
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+
+
 @contextlib.asynccontextmanager
 async def loopback(
     answer: AnswerFn | None = None, *, ping_interval: float = 10.0

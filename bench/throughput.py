@@ -19,7 +19,16 @@ from pathlib import Path
 from bench.cli import BenchError
 from bench.procstat import sample
 from bench.report import Figure, Report, Target, make_report
-from bench.rig import BOT, SimUser, bot_config, config_note, loopback, sign_off_all, sign_on_all
+from bench.rig import (
+    BOT,
+    SimUser,
+    bot_config,
+    config_note,
+    loopback,
+    reference_peer,
+    sign_off_all,
+    sign_on_all,
+)
 
 REPLY_TIMEOUT = 60.0
 TARGETS = (Target("im_per_s", ">=", 2000),)
@@ -33,10 +42,10 @@ class ReplyTally:
         self.stop = asyncio.Event()
 
 
-async def keep_busy(user: SimUser, counter: ReplyTally) -> None:
+async def keep_busy(user: SimUser, peer: str, counter: ReplyTally) -> None:
     i = 0
     while not counter.stop.is_set():
-        await user.ask(BOT, f"{user.name}-m{i}", REPLY_TIMEOUT)
+        await user.ask(peer, f"{user.name}-m{i}", REPLY_TIMEOUT)
         counter.replies += 1
         i += 1
 
@@ -64,22 +73,26 @@ async def _profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Pr
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
-    async with loopback() as rig:
-        bot = await rig.start_bot(bot_config(args))
+    async with loopback() as rig, contextlib.AsyncExitStack() as stack:
+        if args.peer == "bot":
+            peer, pid = BOT, (await rig.start_bot(bot_config(args))).pid
+        else:
+            event_loop = bot_config(args).get("EVENT_LOOP", "auto")
+            peer, pid = await stack.enter_async_context(reference_peer(rig, args.peer, event_loop))
         users = await sign_on_all(rig.oscar, [f"tp{i:04d}" for i in range(args.users)])
         counter = ReplyTally()
-        load = [asyncio.create_task(keep_busy(u, counter)) for u in users]
+        load = [asyncio.create_task(keep_busy(u, peer, counter)) for u in users]
         profiler = None
         try:
             await _wait_or_fail(load, args.warmup_seconds)
-            replies_before, bot_before, bench_before = counter.replies, bot.sample(), sample()
+            replies_before, bot_before, bench_before = counter.replies, sample(pid), sample()
             started = time.perf_counter()
             if args.profile is not None:
-                profiler = await _profile(bot.pid, args.seconds, args.profile)
+                profiler = await _profile(pid, args.seconds, args.profile)
             await _wait_or_fail(load, args.seconds)
             wall = time.perf_counter() - started
             replies = counter.replies - replies_before
-            bot_after, bench_after = bot.sample(), sample()
+            bot_after, bench_after = sample(pid), sample()
         finally:
             counter.stop.set()
             for task in load:
@@ -93,12 +106,13 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         raise BenchError("no replies in the measured window")
     bot_cpu = bot_after.cpu_seconds - bot_before.cpu_seconds
     bench_cpu = bench_after.cpu_seconds - bench_before.cpu_seconds
+    who = "bot" if args.peer == "bot" else f"{args.peer} peer"
     figures = [
         Figure("im_per_s", replies / wall, "replies per second", "/s"),
-        Figure("cpu_s_per_1k", bot_cpu / replies * 1000, "bot CPU per 1,000 messages", "s"),
+        Figure("cpu_s_per_1k", bot_cpu / replies * 1000, f"{who} CPU per 1,000 messages", "s"),
         Figure("replies", replies, "replies in the measured window"),
         Figure("window_s", wall, "measured window", "s"),
-        Figure("bot_cpu_util", bot_cpu / wall, "bot process CPU", "cores"),
+        Figure("bot_cpu_util", bot_cpu / wall, f"{who} process CPU", "cores"),
         Figure("bench_cpu_util", bench_cpu / wall, "bench process CPU (load + servers)", "cores"),
         Figure("bot_rss_bytes", bot_after.rss_bytes, "bot RSS at the end", "B"),
     ]
@@ -111,7 +125,13 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     ]
     if args.profile is not None:
         notes.append(f"py-spy profile of the bot over the measured window: {args.profile}")
-    return make_report("throughput", argv, figures, targets=TARGETS, notes=notes)
+    if args.peer != "bot":
+        notes.append(
+            f"--peer {args.peer}: a reference peer answered instead of the bot, so the figures "
+            "are the rig's ceiling, not the bot's (the target applies to the bot only)"
+        )
+    targets = TARGETS if args.peer == "bot" else ()
+    return make_report("throughput", argv, figures, targets=targets, notes=notes)
 
 
 async def _wait_or_fail(load: Sequence[asyncio.Task[None]], seconds: float) -> None:
