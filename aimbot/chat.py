@@ -36,6 +36,8 @@ from aimbot.oscar.events import (
     TypingState,
 )
 from aimbot.oscar.imtext import html_to_plain
+from aimbot.oscar.repeats import RepeatFilter
+from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.utils.logger import setup_logging
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ def part_position(text: str) -> tuple[int, int] | None:
 
 def same_screen_name(a: str, b: str) -> bool:
     """Servers ignore case and spaces in screen names ("Aim Bot" is "aimbot")."""
-    return "".join(a.split()).lower() == "".join(b.split()).lower()
+    return normalize_screen_name(a) == normalize_screen_name(b)
 
 
 def incoming_text(im: IncomingIM) -> str:
@@ -214,6 +216,7 @@ class ChatSession:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self._typing: dict[str, TypingState] = {}
+        self._repeats = RepeatFilter()  # a reply resent after a lost ack is shown once
 
     async def connect(self) -> bool:
         o = self.options
@@ -244,6 +247,11 @@ class ChatSession:
 
     async def _pump_events(self) -> None:
         async for event in self.client.events():
+            if isinstance(event, IncomingIM) and self._repeats.is_repeat(
+                event.sender, event.cookie
+            ):
+                log.debug("dropped a repeat of an IM from %s", event.sender)
+                continue
             self._events.put_nowait(event)
 
     async def next_event(self, within: float | None) -> Event | None:
@@ -269,12 +277,12 @@ class ChatSession:
         """
         conversation = self.printer.note if one_shot else self.printer.say
         if isinstance(event, IncomingIM):
-            self._typing.pop("".join(event.sender.split()).lower(), None)
+            self._typing.pop(normalize_screen_name(event.sender), None)
             tag = " (auto-response)" if event.auto_response else ""
             conversation(f"{event.sender}{tag}: {incoming_text(event)}")
         elif isinstance(event, TypingNotification):
             # Bots refresh "typing" every few seconds; one line per change is enough.
-            key = "".join(event.sender.split()).lower()
+            key = normalize_screen_name(event.sender)
             before = self._typing.get(key, TypingState.NONE)
             self._typing[key] = event.state
             if event.state is TypingState.TYPING and before is not TypingState.TYPING:

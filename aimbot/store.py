@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from aimbot.oscar.client import new_cookie
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_FILENAME = "aimbot.lock"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -48,9 +50,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     screen_name TEXT NOT NULL,
     text        TEXT NOT NULL,
     is_html     INTEGER NOT NULL,
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    cookie      BLOB
 );
 """
+# Schema 1 -> 2: each reply keeps one message cookie for every attempt (see OutboxItem).
+_MIGRATIONS = {1: "ALTER TABLE outbox ADD COLUMN cookie BLOB"}
 
 
 class StoreError(Exception):
@@ -72,11 +77,19 @@ class InboxItem:
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
+    """A reply waiting for delivery.
+
+    `cookie` is its ICBM message cookie, chosen once and stored with it, so that a reply sent
+    again (its ack lost to a reconnect or a crash) goes out as the same message: a client that
+    has already shown that cookie from us can drop the copy.
+    """
+
     id: int
     screen_name: str
     text: str
     is_html: bool
     created_at: float
+    cookie: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,11 @@ class Store:
                     f"{path} was written by a newer aimbot (schema {version}, "
                     f"this one understands {SCHEMA_VERSION})"
                 )
+            if version and version < SCHEMA_VERSION:
+                with db:
+                    for step in range(version, SCHEMA_VERSION):
+                        db.execute(_MIGRATIONS[step])
+                log.info("state database %s upgraded to schema %d", path, SCHEMA_VERSION)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (OSError, sqlite3.Error, StoreError) as e:
@@ -212,9 +230,20 @@ class Store:
 
     async def outbox_pending(self) -> list[OutboxItem]:
         rows = self._db.execute(
-            "SELECT id, screen_name, text, is_html, created_at FROM outbox ORDER BY id"
+            "SELECT id, screen_name, text, is_html, created_at, cookie FROM outbox ORDER BY id"
         ).fetchall()
-        return [OutboxItem(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), float(r[4])) for r in rows]
+        return [
+            OutboxItem(
+                int(r[0]),
+                str(r[1]),
+                str(r[2]),
+                bool(r[3]),
+                float(r[4]),
+                # A row from schema 1 has none; it gets one now (its earlier attempt had another).
+                bytes(r[5]) if r[5] is not None else new_cookie(),
+            )
+            for r in rows
+        ]
 
     async def outbox_done(self, outbox_ids: Iterable[int]) -> None:
         ids = list(outbox_ids)
@@ -232,12 +261,14 @@ class Store:
     # -- helpers -------------------------------------------------------------------------------
 
     def _insert_outbox(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
+        cookie = new_cookie()
         cur = self._db.execute(
-            "INSERT INTO outbox(screen_name, text, is_html, created_at) VALUES (?, ?, ?, ?)",
-            (screen_name, reply.text, int(reply.is_html), now),
+            "INSERT INTO outbox(screen_name, text, is_html, created_at, cookie) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (screen_name, reply.text, int(reply.is_html), now, cookie),
         )
         assert cur.lastrowid is not None
-        return OutboxItem(cur.lastrowid, screen_name, reply.text, reply.is_html, now)
+        return OutboxItem(cur.lastrowid, screen_name, reply.text, reply.is_html, now, cookie)
 
     def _delete_ids(self, table: str, ids: Iterable[int]) -> None:
         self._db.executemany(

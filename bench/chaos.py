@@ -27,6 +27,7 @@ from aimbot.devserver.dify_standin import AnswerContext, default_answer
 from aimbot.oscar.client import OscarClient, new_cookie
 from aimbot.oscar.errors import OscarError
 from aimbot.oscar.events import HostAck, IMError, IncomingIM, SessionEnded
+from aimbot.oscar.repeats import RepeatFilter
 from aimbot.oscar.snacs import normalize_screen_name
 from bench.cli import BenchError
 from bench.faults import PlannedFault, plan_faults
@@ -93,6 +94,7 @@ class ChaosUser:
         self._changed = changed  # shared: any reply anywhere (the drain waits on it)
         self._mine = asyncio.Event()  # this user's messages changed state
         self._cookies: dict[bytes, Message] = {}
+        self._repeats = RepeatFilter()  # one per person, across their sessions, like a client
         self.client: OscarClient | None = None
         self._readers: set[asyncio.Task[None]] = set()  # one per session; all awaited at the end
         self.sign_ons = 0
@@ -138,6 +140,10 @@ class ChaosUser:
         async for event in client.events():
             if isinstance(event, IncomingIM):
                 if normalize_screen_name(event.sender) == bot_key:
+                    if self._repeats.is_repeat(event.sender, event.cookie):
+                        # A reply sent again after its ack was lost: the client shows it once.
+                        self._ledger.redelivered += 1
+                        continue
                     self._ledger.reply(self.name, event.text, self._now())
                     self._mine.set()
                     self._changed.set()
@@ -459,7 +465,12 @@ def _report(
         Figure("answered", totals.answered, "of those, answered (answer or friendly error)"),
         Figure("friendly_errors", totals.friendly_errors, "friendly error replies"),
         Figure("lost", totals.lost, "sent but never answered"),
-        Figure("duplicates", totals.duplicates, "same answer received twice"),
+        Figure("duplicates", totals.duplicates, "same answer shown twice (distinct IMs)"),
+        Figure(
+            "redelivered",
+            totals.redelivered,
+            "resent replies a client drops (same cookie as one already shown)",
+        ),
         Figure("crashes", crashes, "bot crashes (unplanned exits, crash logs)"),
         Figure("faults_injected", len(applied), "faults injected"),
         Figure("faults_skipped", len(outcomes) - len(applied), "faults skipped (no target)"),

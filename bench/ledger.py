@@ -71,6 +71,7 @@ class Totals:
     reanswered: int
     to_intruder: int
     unattributed: int
+    redelivered: int
 
 
 class Ledger:
@@ -84,6 +85,7 @@ class Ledger:
         self.duplicates: list[Duplicate] = []
         self.friendly_errors = 0
         self.unattributed: list[tuple[str, str]] = []
+        self.redelivered = 0  # copies a user's client dropped: same sender, same cookie
 
     def new(self, user: str, token: str, now: float) -> Message:
         if token in self.messages:
@@ -166,6 +168,7 @@ class Ledger:
             reanswered=sum(1 for m in sent if len(m.answers) > 1),
             to_intruder=sum(1 for m in messages if m.to_intruder),
             unattributed=len(self.unattributed) + self._spare_friendly,
+            redelivered=self.redelivered,
         )
 
 

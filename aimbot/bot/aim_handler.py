@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aimbot.bot.delivery import DeliveryQueue
 from aimbot.ops.metrics import Metrics
-from aimbot.oscar.client import OscarClient, new_cookie
+from aimbot.oscar.client import OscarClient
 from aimbot.oscar.errors import ConnectError, LoginError, NotConnected, OscarError
 from aimbot.oscar.events import (
     DisconnectReason,
@@ -328,7 +328,7 @@ class AIMHandler:
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
             item = await self.queue.get()
-            cookie = new_cookie()
+            cookie = item.cookie  # the same for every attempt: a resend is the same message
             self.queue.sending(cookie, item)
             try:
                 await client.send_im(

@@ -12,8 +12,8 @@ import pytest
 from aimbot.bot.aim_handler import AIMHandler, HandlerOptions
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.client import OscarClient
-from aimbot.oscar.events import IncomingIM
-from aimbot.store import Store
+from aimbot.oscar.events import Event, IncomingIM
+from aimbot.store import Reply, Store
 
 
 class RecordWaiter(logging.Handler):
@@ -142,6 +142,43 @@ async def test_an_error_handling_one_im_does_not_end_the_session(tmp_path: Path)
             await alice.send_im("bot", "still there?")
             assert await asyncio.wait_for(seen.get(), 10) == "still there?"
             assert handler.online and handler.sessions == 1
+        finally:
+            await alice.close()
+            await handler.stop()
+            await asyncio.wait_for(runner, 10)
+
+
+async def test_a_reply_goes_out_under_the_cookie_stored_with_it(tmp_path: Path) -> None:
+    """What a previous run left in the outbox is sent as the same message it was then.
+
+    So a reply whose ack a crash swallowed reaches a client as a repeat it can recognise.
+    """
+    async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
+        server.add_account("bot", "pw-bot1")
+        server.add_account("alice", "pw-alice")
+        item = await store.outbox_add("Alice", Reply("left from the last run", False), 1.0)
+        alice = OscarClient("alice", "pw-alice", "127.0.0.1", server.port)
+        await alice.connect()
+        events = alice.events()
+
+        async def first_im() -> IncomingIM:
+            event: Event
+            async for event in events:
+                if isinstance(event, IncomingIM):
+                    return event
+            raise AssertionError("alice's session ended before the reply came")
+
+        handler = AIMHandler(
+            HandlerOptions("bot"),
+            lambda: OscarClient("bot", "pw-bot1", "127.0.0.1", server.port),
+            store,
+            _ignore,
+        )
+        assert await handler.load_outbox() == 1
+        runner = asyncio.create_task(handler.run())
+        try:
+            im = await asyncio.wait_for(first_im(), 10)
+            assert (im.text, im.cookie) == ("left from the last run", item.cookie)
         finally:
             await alice.close()
             await handler.stop()

@@ -5,7 +5,7 @@ from aimbot.store import OutboxItem
 
 
 def item(i: int, created: float = 0.0, to: str = "bob") -> OutboxItem:
-    return OutboxItem(i, to, f"reply {i}", False, created)
+    return OutboxItem(i, to, f"reply {i}", False, created, i.to_bytes(8, "big"))
 
 
 def test_sends_lowest_id_first_whatever_the_push_order() -> None:

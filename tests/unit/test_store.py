@@ -104,3 +104,40 @@ async def test_a_second_process_cannot_share_the_data_directory(tmp_path: Path) 
     # Released on close: the next start opens it.
     async with await Store.open(tmp_path / "s.db") as store:
         assert await store.counts() == {"conversations": 0, "inbox": 0, "outbox": 0}
+
+
+async def test_a_reply_keeps_its_message_cookie_across_restarts(tmp_path: Path) -> None:
+    """A resend after a crash must go out as the same message, so clients can drop the copy."""
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        first, second = await store.complete([], "Bob", [Reply("a", False), Reply("b", False)], 1.0)
+        notice = await store.outbox_add("Carol", Reply("c", False), 2.0)
+    assert len({first.cookie, second.cookie, notice.cookie}) == 3
+    assert all(len(item.cookie) == 8 for item in (first, second, notice))
+    async with await Store.open(path) as store:
+        reloaded = await store.outbox_pending()
+    assert [(i.id, i.cookie) for i in reloaded] == [
+        (i.id, i.cookie) for i in (first, second, notice)
+    ]
+
+
+async def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, screen_name TEXT NOT NULL,"
+        " text TEXT NOT NULL, is_html INTEGER NOT NULL, created_at REAL NOT NULL);"
+        "INSERT INTO outbox(screen_name, text, is_html, created_at) VALUES ('Bob', 'old', 0, 1);"
+        "PRAGMA user_version=1;"
+    )
+    db.close()
+    async with await Store.open(path) as store:
+        [old] = await store.outbox_pending()
+        assert (old.screen_name, old.text, len(old.cookie)) == ("Bob", "old", 8)
+        new = await store.outbox_add("Bob", Reply("new", False), 2.0)
+        assert [i.cookie for i in await store.outbox_pending()][1] == new.cookie
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        check.close()
