@@ -141,3 +141,68 @@ async def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
         assert check.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         check.close()
+
+
+async def test_writes_made_in_one_turn_share_one_commit(tmp_path: Path) -> None:
+    import asyncio
+
+    async with await Store.open(tmp_path / "s.db") as store:
+        ids = await asyncio.gather(*(store.inbox_add(f"u{n}", "U", "hi", 1.0) for n in range(50)))
+        assert store.commits == 1  # fifty IMs stored by tasks in one turn: one commit
+        items = await asyncio.gather(
+            *(store.complete([i], "U", [Reply("re", False)], 2.0) for i in ids)
+        )
+        assert store.commits == 2  # and the fifty swaps, each awaited, one more
+        assert len(items) == 50
+        assert await store.counts() == {"conversations": 0, "inbox": 0, "outbox": 50}
+
+
+async def test_a_failing_operation_leaves_the_rest_of_its_turn_intact(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        kept = await store.inbox_add("bob", "Bob", "kept", 1.0)
+        with pytest.raises(sqlite3.Error):
+            # Half of this operation succeeds (the delete) before the insert fails.
+            await store.complete([kept], "Bob", [Reply(None, False)], 2.0)  # type: ignore[arg-type]
+        other = await store.inbox_add("carol", "Carol", "also kept", 3.0)
+    async with await Store.open(tmp_path / "s.db") as store:
+        pending, _ = await store.inbox_pending(now=3.0, max_age=10.0)
+        assert [p.id for p in pending] == [kept, other]
+        assert await store.outbox_pending() == []
+
+
+REPO = Path(__file__).resolve().parents[2]
+CRASH_SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+from aimbot.store import Reply, Store
+
+async def main(path: Path, wait_for_commit: bool) -> None:
+    store = await Store.open(path)
+    inbox_id = await store.inbox_add("bob", "Bob", "question", 1.0)
+    if wait_for_commit:
+        await store.complete([inbox_id], "Bob", [Reply("answer", False)], 2.0)
+    os._exit(9)  # like SIGKILL: no close, no flush, no cleanup
+
+asyncio.run(main(Path(sys.argv[1]), sys.argv[2] == "complete"))
+"""
+
+
+@pytest.mark.parametrize("step", ["inbox", "complete"])
+async def test_what_a_crash_keeps(tmp_path: Path, step: str) -> None:
+    """What complete() returned survives a crash; so does everything written before it."""
+    import asyncio
+    import sys
+
+    path = tmp_path / "s.db"
+    crashing = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASH_SCRIPT, str(path), step, cwd=REPO
+    )
+    assert await asyncio.wait_for(crashing.wait(), 60) == 9
+    async with await Store.open(path) as store:
+        pending, _ = await store.inbox_pending(now=2.0, max_age=10.0)
+        outbox = await store.outbox_pending()
+    if step == "complete":
+        assert (pending, [o.text for o in outbox]) == ([], ["answer"])
+    else:
+        # Killed before the loop turned: the IM was never committed, and no work on it began.
+        assert (pending, outbox) == ([], [])
