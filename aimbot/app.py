@@ -101,7 +101,9 @@ class Application:
         self._parts = _Parts(store, http, dify, handler, bot, health)
         log.info("starting on the %s event loop", running_loop_name())
         waiting = await handler.load_outbox()
-        pending = await bot.resume()
+        if store.stopped_uncleanly:
+            log.warning("the previous run did not stop cleanly (killed, crashed or power loss)")
+        pending = await bot.resume(after_crash=store.stopped_uncleanly)
         if waiting or pending:
             log.info("resuming: %d replies to deliver, %d IMs to answer", waiting, pending)
         self._handler_task = asyncio.create_task(handler.run(), name="aim-handler")

@@ -38,7 +38,7 @@ from aimbot.oscar.client import new_cookie
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_FILENAME = "aimbot.lock"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -62,8 +62,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at  REAL NOT NULL,
     cookie      BLOB
 );
+CREATE TABLE IF NOT EXISTS seen (
+    user_key    TEXT PRIMARY KEY,
+    screen_name TEXT NOT NULL,
+    last_seen   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
-# Schema 1 -> 2: each reply keeps one message cookie for every attempt (see OutboxItem).
+# Upgrades that CREATE TABLE IF NOT EXISTS cannot do. 1 -> 2: each reply keeps one message
+# cookie for every attempt (see OutboxItem). 2 -> 3 only adds tables (seen, meta).
 _MIGRATIONS = {1: "ALTER TABLE outbox ADD COLUMN cookie BLOB"}
 
 
@@ -118,6 +128,8 @@ class Store:
         self._lock_fd = lock_fd
         self._batch: asyncio.Future[None] | None = None  # the open group transaction's commit
         self.commits = 0  # group transactions committed (each covers a turn's writes)
+        # The previous process using this file ended without close(): killed, crashed, power.
+        self.stopped_uncleanly = False
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -143,10 +155,14 @@ class Store:
             if version and version < SCHEMA_VERSION:
                 with db:
                     for step in range(version, SCHEMA_VERSION):
-                        db.execute(_MIGRATIONS[step])
+                        if step in _MIGRATIONS:
+                            db.execute(_MIGRATIONS[step])
                 log.info("state database %s upgraded to schema %d", path, SCHEMA_VERSION)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            row = db.execute("SELECT value FROM meta WHERE key = 'running'").fetchone()
+            unclean = row is not None and row[0] == "1"
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '1')")
         except (OSError, sqlite3.Error, StoreError) as e:
             db.close()
             _unlock(lock_fd)
@@ -154,10 +170,14 @@ class Store:
                 raise
             raise StoreError(f"cannot use the state database {path}: {e}") from e
         log.debug("state database open at %s", path)
-        return cls(db, path, lock_fd)
+        store = cls(db, path, lock_fd)
+        store.stopped_uncleanly = unclean
+        return store
 
     async def close(self) -> None:
         self._commit_batch()
+        with contextlib.suppress(sqlite3.Error):  # a broken file was reported when it broke
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '0')")
         self._db.close()
         _unlock(self._lock_fd)
         self._lock_fd = None
@@ -210,13 +230,33 @@ class Store:
     async def inbox_add(
         self, user_key: str, screen_name: str, text: str, received_at: float
     ) -> int:
-        self._join_batch()
-        cur = self._db.execute(
-            "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)",
-            (user_key, screen_name, text, received_at),
-        )
+        with self._write():
+            cur = self._db.execute(
+                "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)",
+                (user_key, screen_name, text, received_at),
+            )
+            self._db.execute(
+                "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
+                "last_seen = excluded.last_seen",
+                (user_key, screen_name, received_at),
+            )
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    async def recently_seen(self, window: float) -> list[tuple[str, str]]:
+        """(user key, screen name) of everyone who wrote within `window` seconds of the last
+        IM stored, most recent first; and forget everyone older (nothing needs them)."""
+        with self._write():
+            row = self._db.execute("SELECT MAX(last_seen) FROM seen").fetchone()
+            if row is None or row[0] is None:
+                return []
+            since = float(row[0]) - window
+            self._db.execute("DELETE FROM seen WHERE last_seen < ?", (since,))
+            rows = self._db.execute(
+                "SELECT user_key, screen_name FROM seen ORDER BY last_seen DESC"
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
 
     async def inbox_pending(self, now: float, max_age: float) -> tuple[list[InboxItem], int]:
         """The IMs still to answer, oldest first, and how many were too old and were dropped."""

@@ -69,4 +69,5 @@ def bot_options(settings: Settings) -> BotOptions:
         dify_max_concurrency=settings.dify_max_concurrency,
         delete_on_clear=settings.dify_delete_on_clear,
         inbox_max_age=settings.inbox_max_age,
+        restart_notice_window=settings.restart_notice_window,
     )

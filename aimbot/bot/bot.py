@@ -60,6 +60,7 @@ class BotOptions:
     dify_max_concurrency: int = 8
     delete_on_clear: bool = False
     inbox_max_age: float = 3600.0
+    restart_notice_window: float = 120.0  # 0 = off
 
 
 @dataclass(eq=False)
@@ -205,8 +206,11 @@ class AIMBot:
             return
         self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now))
 
-    async def resume(self) -> int:
-        """Answer what a previous run accepted but did not answer (younger than INBOX_MAX_AGE)."""
+    async def resume(self, *, after_crash: bool = False) -> int:
+        """Answer what a previous run accepted but did not answer (younger than INBOX_MAX_AGE).
+
+        After a crash, also tell whoever wrote just before it that their last IM may be lost.
+        """
         items, expired = await self._store.inbox_pending(self._clock(), self.options.inbox_max_age)
         if expired:
             log.warning("dropped %d unanswered IMs older than INBOX_MAX_AGE", expired)
@@ -218,7 +222,34 @@ class AIMBot:
             )
         if items:
             log.info("answering %d IMs left from the previous run", len(items))
+        recent = await self._store.recently_seen(self.options.restart_notice_window)
+        if after_crash and self.options.restart_notice_window > 0:
+            await self._notify_after_crash(recent, {item.user_key for item in items})
         return len(items)
+
+    async def _notify_after_crash(
+        self, recent: Sequence[tuple[str, str]], answering: set[str]
+    ) -> None:
+        """A notice to everyone who wrote within RESTART_NOTICE_WINDOW of the crash.
+
+        OSCAR has no acknowledgement for incoming IMs: what the server wrote into the socket of
+        a process as it died is gone, and only the sender knows what it said. So they are asked
+        to send it again, rather than wait for an answer that will never come. Users whose last
+        IM was kept (it is being answered now) are not asked.
+        """
+        told = 0
+        for key, screen_name in recent:
+            if key in answering:
+                continue
+            await self._say(screen_name, messages.RESTARTED)
+            told += 1
+        if told:
+            log.warning(
+                "the last run ended without a clean stop: asked %d users who wrote within "
+                "%.0f s of it to send their last message again if it is unanswered",
+                told,
+                self.options.restart_notice_window,
+            )
 
     def _enqueue(self, key: str, screen_name: str, message: PendingMessage) -> None:
         user = self._users.get(key)

@@ -24,6 +24,10 @@ HELP = (
 )
 CLEARED = "Okay, I've forgotten our conversation. Your next message starts a new one."
 EMPTY_ANSWER = "Sorry, I don't have an answer to that."
+RESTARTED = (
+    "Sorry, I had to restart and may have missed your last message. "
+    "If I haven't answered it, please send it again."
+)
 RATE_LIMITED_USER = (
     "You're sending messages faster than I can keep up with ({limit} a minute). "
     "I'll skip messages until the minute is over - please wait a moment."

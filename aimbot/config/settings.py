@@ -393,6 +393,7 @@ class Settings:
     user_rate_limit: int = field(default=20, metadata=_rule(_Int(1, 10_000, zero_means="off")))
     max_input_chars: int = field(default=2000, metadata=_rule(_Int(1, 100_000)))
     typing_notifications: bool = field(default=True, metadata=_rule(_Bool()))
+    restart_notice_window: float = field(default=120.0, metadata=_rule(_Float(0, _DAY)))
     # State
     data_dir: Path = field(default=Path("data"), metadata=_rule(_PathKind(optional=False)))
     inbox_max_age: float = field(default=_HOUR, metadata=_rule(_Float(0, 7 * _DAY)))

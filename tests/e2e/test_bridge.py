@@ -256,6 +256,48 @@ async def test_10_bot_killed_mid_conversation_keeps_conversation_and_answers(
                 assert bot.terminate() == 0, bot.output()[-3000:]
 
 
+async def test_10b_after_a_kill_recent_writers_are_asked_to_resend_after_a_clean_stop_not(
+    tmp_path: Path,
+) -> None:
+    """An IM arriving as the process dies is lost with it (OSCAR has no end-to-end ack), so
+    after a kill whoever wrote just before is asked to resend; whoever's IM was kept is not."""
+    from aimbot.bot import messages
+
+    async with rig(tmp_path) as r:
+        gate = Gate("held")
+        r.dify.answer = gate.answer
+        env = bot_environment(r.oscar, r.dify, r.data_dir)
+        jon, kim = await r.person("jon"), await r.person("kim")
+        bot = BotProcess(env, tmp_path / "bot.log")
+        bot.start()
+        try:
+            await r.oscar.wait_online(BOT, timeout=WAIT)
+            await jon.say("answered before the kill")
+            assert "answered before the kill" in (await jon.reply()).text
+            await kim.say("held when the bot dies")
+            await r.dify.wait_requests(2, timeout=WAIT)
+            bot.kill()
+            await r.oscar.wait_offline(BOT, timeout=WAIT)
+            gate.open.set()
+            bot.start()
+            assert (await jon.reply()).text == messages.RESTARTED
+            assert "held when the bot dies" in (await kim.reply()).text  # kept, so answered
+            # A clean stop asks nobody anything.
+            assert bot.terminate() == 0, bot.output()[-3000:]
+            await r.oscar.wait_offline(BOT, timeout=WAIT)
+            bot.start()
+            await r.oscar.wait_online(BOT, timeout=WAIT)
+            for person in (jon, kim):
+                await person.say("sentinel")
+                assert "sentinel" in (await person.reply()).text
+                assert person.received.empty()
+            assert_no_duplicates(jon)
+            assert_no_duplicates(kim)
+        finally:
+            if bot.proc is not None and bot.proc.poll() is None:
+                assert bot.terminate() == 0, bot.output()[-3000:]
+
+
 async def test_11_fifty_users_five_messages_each_under_enforced_rate_limits(
     tmp_path: Path,
 ) -> None:

@@ -89,6 +89,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "health_port": 8080,
         "shutdown_grace": 10.0,
         "event_loop": "auto",
+        "restart_notice_window": 120.0,
     }
     actual = {name: getattr(settings, name) for name in expected}
     assert actual == expected
@@ -285,6 +286,7 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("USER_RATE_LIMIT", ["0", "1", "10000"], ["-1", "10001"]),
     ("MAX_INPUT_CHARS", ["1", "100000"], ["0", "100001"]),
     ("TYPING_NOTIFICATIONS", ["no", "YES"], ["nope"]),
+    ("RESTART_NOTICE_WINDOW", ["0", "86400"], ["-1", "86401"]),
     ("DATA_DIR", ["/app/data", "state"], ["."]),
     ("INBOX_MAX_AGE", ["0", "604800"], ["-1", "604801"]),
     ("LOG_LEVEL", ["DEBUG", "info", "Warning", "ERROR"], ["TRACE", "CRITICAL"]),

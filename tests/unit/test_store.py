@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from aimbot.store import Reply, Store, StoreError
+from aimbot.store import SCHEMA_VERSION, Reply, Store, StoreError
 
 
 async def test_conversations_survive_reopening(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ async def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
         assert [i.cookie for i in await store.outbox_pending()][1] == new.cookie
     check = sqlite3.connect(path)
     try:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         check.close()
 
@@ -201,8 +201,34 @@ async def test_what_a_crash_keeps(tmp_path: Path, step: str) -> None:
     async with await Store.open(path) as store:
         pending, _ = await store.inbox_pending(now=2.0, max_age=10.0)
         outbox = await store.outbox_pending()
+        assert store.stopped_uncleanly
     if step == "complete":
         assert (pending, [o.text for o in outbox]) == ([], ["answer"])
     else:
         # Killed before the loop turned: the IM was never committed, and no work on it began.
         assert (pending, outbox) == ([], [])
+
+
+async def test_a_clean_close_is_told_apart_from_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        assert not store.stopped_uncleanly  # a new file
+    async with await Store.open(path) as store:
+        assert not store.stopped_uncleanly  # closed cleanly last time
+
+
+async def test_recently_seen_is_who_wrote_near_the_last_im_and_forgets_the_rest(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.inbox_add("old", "Old Timer", "long ago", 100.0)
+        await store.inbox_add("bob", "bob", "hi", 900.0)
+        await store.inbox_add("bob", "Bob", "again", 950.0)  # the latest spelling wins
+        await store.inbox_add("amy", "Amy", "last", 1000.0)
+        assert await store.recently_seen(120.0) == [("amy", "Amy"), ("bob", "Bob")]
+        assert await store.recently_seen(10_000.0) == [("amy", "Amy"), ("bob", "Bob")]  # pruned
+
+
+async def test_nobody_was_seen_in_a_new_file(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        assert await store.recently_seen(120.0) == []
