@@ -263,7 +263,7 @@ async def check_dify_key(settings: Settings, session: aiohttp.ClientSession) -> 
 async def check_data_dir(settings: Settings) -> CheckResult:
     path = settings.data_dir / DB_FILENAME
     try:
-        store = await Store.open(path)
+        store = await Store.open(path, owner=False)  # leaves a crash marker in place
     except StoreLocked:
         # The running bot holds it, so it is usable; opening it here would not prove more.
         return passed(TITLE_DATA_DIR, f"{settings.data_dir} is in use by a running aimbot")

@@ -130,9 +130,15 @@ class Store:
         self.commits = 0  # group transactions committed (each covers a turn's writes)
         # The previous process using this file ended without close(): killed, crashed, power.
         self.stopped_uncleanly = False
+        self._owner = True  # this process runs the bot (see open)
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, *, owner: bool = True) -> Store:
+        """Open (creating or upgrading) the state file.
+
+        `owner=False` is for a look from outside (the doctor): it leaves the clean-stop
+        marker as it was, so a crash is still noticed by the bot's next start.
+        """
         lock_fd = _lock_directory(path.parent)
         try:
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -162,7 +168,8 @@ class Store:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             row = db.execute("SELECT value FROM meta WHERE key = 'running'").fetchone()
             unclean = row is not None and row[0] == "1"
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '1')")
+            if owner:
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '1')")
         except (OSError, sqlite3.Error, StoreError) as e:
             db.close()
             _unlock(lock_fd)
@@ -172,12 +179,14 @@ class Store:
         log.debug("state database open at %s", path)
         store = cls(db, path, lock_fd)
         store.stopped_uncleanly = unclean
+        store._owner = owner
         return store
 
     async def close(self) -> None:
         self._commit_batch()
-        with contextlib.suppress(sqlite3.Error):  # a broken file was reported when it broke
-            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '0')")
+        if self._owner:
+            with contextlib.suppress(sqlite3.Error):  # a broken file was reported when it broke
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '0')")
         self._db.close()
         _unlock(self._lock_fd)
         self._lock_fd = None
