@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
+from aimbot.bot import messages
 from aimbot.devserver.dify_standin import AnswerContext, default_answer
 from aimbot.oscar.client import OscarClient, new_cookie
 from aimbot.oscar.errors import OscarError
@@ -144,6 +145,8 @@ class ChaosUser:
                         # A reply sent again after its ack was lost: the client shows it once.
                         self._ledger.redelivered += 1
                         continue
+                    if event.text == messages.RESTARTED:
+                        self._ledger.restart_notices += 1
                     self._ledger.reply(self.name, event.text, self._now())
                     self._mine.set()
                     self._changed.set()
@@ -474,6 +477,11 @@ def _report(
         Figure("crashes", crashes, "bot crashes (unplanned exits, crash logs)"),
         Figure("faults_injected", len(applied), "faults injected"),
         Figure("faults_skipped", len(outcomes) - len(applied), "faults skipped (no target)"),
+        Figure(
+            "restart_notices",
+            totals.restart_notices,
+            "of the friendly replies, asks to resend after the bot's SIGKILL",
+        ),
         Figure("send_failed", totals.send_failed, "not sent: bot offline / server down"),
         Figure("to_intruder", totals.to_intruder, "delivered to the duplicate login"),
         Figure("reanswered", totals.reanswered, "messages answered by two different answers"),

@@ -72,6 +72,7 @@ class Totals:
     to_intruder: int
     unattributed: int
     redelivered: int
+    restart_notices: int
 
 
 class Ledger:
@@ -86,6 +87,7 @@ class Ledger:
         self.friendly_errors = 0
         self.unattributed: list[tuple[str, str]] = []
         self.redelivered = 0  # copies a user's client dropped: same sender, same cookie
+        self.restart_notices = 0  # "I had to restart…" (friendly: no token), counted apart too
 
     def new(self, user: str, token: str, now: float) -> Message:
         if token in self.messages:
@@ -169,6 +171,7 @@ class Ledger:
             to_intruder=sum(1 for m in messages if m.to_intruder),
             unattributed=len(self.unattributed) + self._spare_friendly,
             redelivered=self.redelivered,
+            restart_notices=self.restart_notices,
         )
 
 
