@@ -102,7 +102,9 @@ class Application:
         log.info("starting on the %s event loop", running_loop_name())
         waiting = await handler.load_outbox()
         if store.stopped_uncleanly:
-            log.warning("the previous run did not stop cleanly (killed, crashed or power loss)")
+            log.warning(
+                "the previous run ended without a clean stop (SIGKILL, out of memory, power)"
+            )
         pending = await bot.resume(after_crash=store.stopped_uncleanly)
         if waiting or pending:
             log.info("resuming: %d replies to deliver, %d IMs to answer", waiting, pending)
