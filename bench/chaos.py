@@ -145,9 +145,12 @@ class ChaosUser:
                         # A reply sent again after its ack was lost: the client shows it once.
                         self._ledger.redelivered += 1
                         continue
-                    if event.text == messages.RESTARTED:
-                        self._ledger.restart_notices += 1
-                    self._ledger.reply(self.name, event.text, self._now())
+                    self._ledger.reply(
+                        self.name,
+                        event.text,
+                        self._now(),
+                        restart_notice=event.text == messages.RESTARTED,
+                    )
                     self._mine.set()
                     self._changed.set()
             elif isinstance(event, HostAck):
@@ -481,6 +484,11 @@ def _report(
             "restart_notices",
             totals.restart_notices,
             "of the friendly replies, asks to resend after the bot's SIGKILL",
+        ),
+        Figure(
+            "resend_asked",
+            totals.resend_asked,
+            "of the answered, answered only by such an ask (lost at the SIGKILL, user told)",
         ),
         Figure("send_failed", totals.send_failed, "not sent: bot offline / server down"),
         Figure("to_intruder", totals.to_intruder, "delivered to the duplicate login"),

@@ -73,6 +73,7 @@ class Totals:
     unattributed: int
     redelivered: int
     restart_notices: int
+    resend_asked: int
 
 
 class Ledger:
@@ -83,11 +84,12 @@ class Ledger:
         self._friendly_by_user: Counter[str] = Counter()
         self._replies_by_user: Counter[str] = Counter()
         self._spare_friendly = 0
+        self._restart_notices_by_user: Counter[str] = Counter()
+        self._resend_asked = 0
         self.duplicates: list[Duplicate] = []
         self.friendly_errors = 0
         self.unattributed: list[tuple[str, str]] = []
         self.redelivered = 0  # copies a user's client dropped: same sender, same cookie
-        self.restart_notices = 0  # "I had to restart…" (friendly: no token), counted apart too
 
     def new(self, user: str, token: str, now: float) -> Message:
         if token in self.messages:
@@ -101,14 +103,16 @@ class Ledger:
         """IMs from the bot this user has received so far (answers and notices alike)."""
         return self._replies_by_user[user]
 
-    def reply(self, user: str, text: str, at: float) -> str:
+    def reply(self, user: str, text: str, at: float, *, restart_notice: bool = False) -> str:
         """Record one IM from the bot (received `at`); returns "answer", "friendly" or
-        "unattributed"."""
+        "unattributed". A restart notice (the bot asking, after being killed, to resend an
+        unanswered message) is a friendly reply, matched last and counted apart."""
         self._replies_by_user[user] += 1
         tokens = tokens_in(text)
-        if not tokens:
+        if restart_notice or not tokens:
             self.friendly_errors += 1
             self._friendly_by_user[user] += 1
+            self._restart_notices_by_user[user] += restart_notice
             return "friendly"
         key = (user, text)
         first = self._answers_seen.get(key)
@@ -135,6 +139,7 @@ class Ledger:
         user's unconfirmed messages did reach the bot after all.
         """
         self._spare_friendly = 0
+        self._resend_asked = 0
         for user, messages in self._by_user.items():
             waiting = [m for m in messages if not m.answers and not m.to_intruder]
             for m in waiting:
@@ -146,6 +151,10 @@ class Ledger:
             for m in candidates[:notices]:
                 m.friendly = 1
             self._spare_friendly += max(0, notices - len(candidates))
+            # Other notices answer first; a restart notice accounts for what is left over.
+            matched = min(notices, len(candidates))
+            other = notices - self._restart_notices_by_user[user]
+            self._resend_asked += max(0, matched - other)
 
     def outstanding(self) -> int:
         """Messages the bot got that have no reply yet (what the drain waits for)."""
@@ -171,7 +180,8 @@ class Ledger:
             to_intruder=sum(1 for m in messages if m.to_intruder),
             unattributed=len(self.unattributed) + self._spare_friendly,
             redelivered=self.redelivered,
-            restart_notices=self.restart_notices,
+            restart_notices=sum(self._restart_notices_by_user.values()),
+            resend_asked=self._resend_asked,
         )
 
 

@@ -153,3 +153,24 @@ def test_kill_window_counts_only_kills_close_to_the_moment() -> None:
     assert not in_kill_window(13.0, [11.9], window=1.0)
     assert not in_kill_window(13.0, [14.5], window=1.0)
     assert not in_kill_window(13.0, [], window=1.0)
+
+
+def test_a_restart_notice_answers_only_what_other_replies_left_unanswered() -> None:
+    ledger = Ledger()
+    failed, lost = ledger.new("alice", "q0x1", 0.0), ledger.new("alice", "q0x2", 1.0)
+    failed.acked = lost.acked = True
+    ledger.reply("alice", "Please try again shortly.", at=2.0)  # Dify failed for one of them
+    assert ledger.reply("alice", "I restarted", at=3.0, restart_notice=True) == "friendly"
+    ledger.reply("bob", "I restarted", at=3.0, restart_notice=True)  # bob lost nothing
+    totals = ledger.totals()
+    assert (totals.answered, totals.lost, totals.friendly_errors) == (2, 0, 3)
+    assert (totals.restart_notices, totals.resend_asked, totals.unattributed) == (2, 1, 1)
+
+
+def test_a_restart_notice_with_everything_answered_asks_for_nothing() -> None:
+    ledger = Ledger()
+    ledger.new("alice", "q0x1", 0.0).acked = True
+    ledger.reply("alice", _answer("q0x1"), at=1.0)
+    ledger.reply("alice", "I restarted", at=2.0, restart_notice=True)
+    totals = ledger.totals()
+    assert (totals.resend_asked, totals.unattributed, totals.lost) == (0, 1, 0)
