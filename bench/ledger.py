@@ -140,7 +140,9 @@ class Ledger:
         """
         self._spare_friendly = 0
         self._resend_asked = 0
-        for user, messages in self._by_user.items():
+        for user in self._by_user.keys() | self._friendly_by_user.keys():
+            # .get: a user who sent nothing still counts the notices they got (unattributed).
+            messages = self._by_user.get(user, [])
             waiting = [m for m in messages if not m.answers and not m.to_intruder]
             for m in waiting:
                 m.friendly = 0
