@@ -56,14 +56,29 @@ async def echo(name: str, password: str, port: int, answer: Answer) -> int:
 
 
 async def _serve(client: OscarClient, answer: Answer) -> None:
-    async for event in client.events():
-        if isinstance(event, IncomingIM):
-            try:
-                await client.send_im(event.sender, await answer(event.sender, event.text))
-            except NotConnected:
+    """Answer every IM in a task of its own, so that one slow answer never holds up another
+    (as in the bot); the tasks are kept, and awaited at the end."""
+    replies: set[asyncio.Task[None]] = set()
+
+    async def reply(im: IncomingIM) -> None:
+        with contextlib.suppress(NotConnected):
+            await client.send_im(im.sender, await answer(im.sender, im.text))
+
+    try:
+        async for event in client.events():
+            if isinstance(event, IncomingIM):
+                task = asyncio.create_task(reply(event))
+                replies.add(task)
+                task.add_done_callback(replies.discard)
+            elif isinstance(event, SessionEnded):
                 return
-        elif isinstance(event, SessionEnded):
-            return
+    finally:
+        for task in replies:
+            task.cancel()
+        results = await asyncio.gather(*replies, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("a reply failed", exc_info=result)
 
 
 def main() -> int:
