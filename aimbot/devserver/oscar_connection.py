@@ -168,6 +168,12 @@ class OscarConnection:
             self.done.set()
             self.server.connection_done(self)
 
+    @property
+    def closing(self) -> bool:
+        """The connection is going (closed here, or the peer reset or closed it), even if the
+        task that serves it has not finished: nothing written to it now will be read."""
+        return self._closing or self._writer.is_closing()
+
     def _close_transport(self) -> None:
         self._closing = True
         self._running.set()  # wake a stalled reader so that its loop can end

@@ -297,7 +297,9 @@ class OscarServer:
 
     def _online_session(self, screen_name: str) -> OscarConnection | None:
         conn = self._sessions.get(normalize_screen_name(screen_name))
-        return conn if conn is not None and conn.online else None
+        # A session whose socket is already gone is offline: relaying into it would lose the
+        # IM while telling the sender it was delivered.
+        return conn if conn is not None and conn.online and not conn.closing else None
 
     def relay_im(self, sender: OscarConnection, snac: IcbmSendIM, request_id: int) -> None:
         sender_key = sender.key or ""
