@@ -537,6 +537,17 @@ def _report(
             f"lost {message.token} of {message.user} sent at {message.sent_at:.1f} s ({where}); "
             f"faults near it: {', '.join(near) or 'none'}"
         )
+    for message in sorted(ledger.resend_asked(), key=lambda m: m.sent_at)[:10]:
+        acked = "never acked" if message.acked_at is None else f"acked at {message.acked_at:.3f} s"
+        reached = (
+            ""
+            if message.acked_at is None
+            else f", in the socket at {reached_socket_at(message.acked_at, stalls):.3f} s"
+        )
+        notes.append(
+            f"asked to resend {message.token} of {message.user}: sent at {message.sent_at:.3f} s, "
+            f"{acked}{reached}; SIGKILL at {', '.join(f'{k:.3f} s' for k in kills) or '-'}"
+        )
     for d in ledger.duplicates[:5]:
         notes.append(
             f"duplicate to {d.user} at {d.first_at:.1f} s and {d.again_at:.1f} s: "

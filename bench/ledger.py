@@ -41,6 +41,7 @@ class Message:
     to_intruder: bool = False  # relayed to the duplicate login, not to the bot
     answers: list[str] = field(default_factory=list)
     friendly: int = 0
+    resend_asked: bool = False  # its only reply is the bot's "please resend" after a restart
 
     @property
     def replied(self) -> bool:
@@ -81,10 +82,10 @@ class Ledger:
         self.messages: dict[str, Message] = {}
         self._by_user: defaultdict[str, list[Message]] = defaultdict(list)
         self._answers_seen: dict[tuple[str, str], float] = {}
-        self._friendly_by_user: Counter[str] = Counter()
+        # Each user's notices: (received at, is a restart notice).
+        self._friendly_by_user: defaultdict[str, list[tuple[float, bool]]] = defaultdict(list)
         self._replies_by_user: Counter[str] = Counter()
         self._spare_friendly = 0
-        self._restart_notices_by_user: Counter[str] = Counter()
         self._resend_asked = 0
         self.duplicates: list[Duplicate] = []
         self.friendly_errors = 0
@@ -111,8 +112,7 @@ class Ledger:
         tokens = tokens_in(text)
         if restart_notice or not tokens:
             self.friendly_errors += 1
-            self._friendly_by_user[user] += 1
-            self._restart_notices_by_user[user] += restart_notice
+            self._friendly_by_user[user].append((at, restart_notice))
             return "friendly"
         key = (user, text)
         first = self._answers_seen.get(key)
@@ -135,8 +135,10 @@ class Ledger:
     def _settle_friendly(self) -> None:
         """Match each user's friendly notices to their messages without an answer.
 
-        Messages the server confirmed come first; a notice left over proves that one of the
-        user's unconfirmed messages did reach the bot after all.
+        A notice can only answer a message sent before it arrived. Messages the server
+        confirmed come first; a notice left over proves that one of the user's unconfirmed
+        messages did reach the bot after all. Error notices are matched before restart
+        notices, so that a restart notice accounts only for what nothing else answered.
         """
         self._spare_friendly = 0
         self._resend_asked = 0
@@ -146,17 +148,25 @@ class Ledger:
             waiting = [m for m in messages if not m.answers and not m.to_intruder]
             for m in waiting:
                 m.friendly = 0
+                m.resend_asked = False
             candidates = [m for m in waiting if m.acked] + [
                 m for m in waiting if not m.acked and m.refused is None
             ]
-            notices = self._friendly_by_user[user]
-            for m in candidates[:notices]:
-                m.friendly = 1
-            self._spare_friendly += max(0, notices - len(candidates))
-            # Other notices answer first; a restart notice accounts for what is left over.
-            matched = min(notices, len(candidates))
-            other = notices - self._restart_notices_by_user[user]
-            self._resend_asked += max(0, matched - other)
+            notices = sorted(self._friendly_by_user.get(user, []), key=lambda n: (n[1], n[0]))
+            for at, restart in notices:
+                match = next((m for m in candidates if not m.friendly and m.sent_at <= at), None)
+                if match is None:
+                    self._spare_friendly += 1
+                    continue
+                match.friendly = 1
+                if restart:
+                    match.resend_asked = True
+                    self._resend_asked += 1
+
+    def resend_asked(self) -> list[Message]:
+        """Messages answered only by a restart notice (the bot lost them as it was killed)."""
+        self._settle_friendly()
+        return [m for m in self.messages.values() if m.resend_asked]
 
     def outstanding(self) -> int:
         """Messages the bot got that have no reply yet (what the drain waits for)."""
@@ -182,7 +192,9 @@ class Ledger:
             to_intruder=sum(1 for m in messages if m.to_intruder),
             unattributed=len(self.unattributed) + self._spare_friendly,
             redelivered=self.redelivered,
-            restart_notices=sum(self._restart_notices_by_user.values()),
+            restart_notices=sum(
+                restart for notices in self._friendly_by_user.values() for _, restart in notices
+            ),
             resend_asked=self._resend_asked,
         )
 

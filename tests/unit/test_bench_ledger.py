@@ -85,8 +85,8 @@ def test_a_late_answer_to_an_older_message_does_not_make_a_newer_one_lost() -> N
     ledger = Ledger()
     older, newer = ledger.new("alice", "q0x1", 0.0), ledger.new("alice", "q0x2", 1.0)
     older.acked = newer.acked = True
-    ledger.reply("alice", "Please try again shortly.", at=0.0)
-    ledger.reply("alice", _answer("q0x1"), at=0.0)
+    ledger.reply("alice", "Please try again shortly.", at=2.0)
+    ledger.reply("alice", _answer("q0x1"), at=2.5)
     totals = ledger.totals()
     assert (totals.answered, totals.lost) == (2, 0)
     assert older.answers and newer.replied and not newer.answers
@@ -174,3 +174,23 @@ def test_a_restart_notice_with_everything_answered_asks_for_nothing() -> None:
     ledger.reply("alice", "I restarted", at=2.0, restart_notice=True)
     totals = ledger.totals()
     assert (totals.resend_asked, totals.unattributed, totals.lost) == (0, 1, 0)
+
+
+def test_the_messages_only_a_restart_notice_answered_are_named() -> None:
+    ledger = Ledger()
+    answered, lost = ledger.new("alice", "q0x1", 0.0), ledger.new("alice", "q0x2", 1.0)
+    answered.acked = lost.acked = True
+    ledger.reply("alice", _answer("q0x1"), at=1.0)
+    ledger.reply("alice", "I restarted", at=2.0, restart_notice=True)
+    assert [m.token for m in ledger.resend_asked()] == ["q0x2"]
+
+
+def test_a_notice_never_answers_a_message_sent_after_it_arrived() -> None:
+    ledger = Ledger()
+    before, after = ledger.new("alice", "q0x1", 0.0), ledger.new("alice", "q0x2", 5.0)
+    before.acked = after.acked = True
+    ledger.reply("alice", _answer("q0x1"), at=1.0)
+    ledger.reply("alice", "I restarted", at=2.0, restart_notice=True)
+    totals = ledger.totals()
+    assert (totals.lost, totals.resend_asked, totals.unattributed) == (1, 0, 1)
+    assert [m.token for m in ledger.lost()] == ["q0x2"]  # the drain keeps waiting for it
