@@ -503,7 +503,14 @@ class OscarClient:
                         return
                 self._end(DisconnectReason.EOF, "the server closed the connection")
                 return
+            skipped = link.frames.skipped_bytes
             link.pending.extend(link.frames.feed(data))
+            if link.frames.skipped_bytes != skipped:
+                log.warning(
+                    "skipped %d bytes of malformed data from the server; reading on at the "
+                    "next valid frame",
+                    link.frames.skipped_bytes - skipped,
+                )
             if time.monotonic() - link.last_write >= self._keepalive_interval:
                 link.write([(Channel.KEEPALIVE, b"")])
 

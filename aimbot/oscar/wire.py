@@ -283,9 +283,14 @@ class FrameBuffer:
     rejected before its body is buffered, so a hostile peer cannot make us hold more than
     header + max_payload bytes of an unfinished frame.
 
-    When good frames precede the bad bytes in one chunk, feed() returns the good frames (they
-    were sent and must not be lost) and keeps the error: `error` is set, and check() or the next
-    feed() raises it. After an error the stream is out of sync for good.
+    Bad bytes between frames (anything not starting with 0x2A) are skipped when the stream
+    proves where it resumes: a 0x2A followed by a valid channel, the next sequence number (or
+    the one after, had the junk swallowed a frame) and a length within the cap. Frames after
+    the junk then arrive as usual, so one corrupt write does not cost the IMs queued behind it.
+    Junk before the first frame (nothing to check a sequence against), a resumption that does
+    not come within `max_payload` bytes of junk, or an oversized frame put the stream out of
+    sync for good: feed() returns the good frames before the fault (they were sent and must not
+    be lost) and keeps the error, which check() or the next feed() raises.
     """
 
     def __init__(self, *, max_payload: int = MAX_FLAP_PAYLOAD) -> None:
@@ -294,6 +299,10 @@ class FrameBuffer:
         self._buf = bytearray()
         self._max_payload = max_payload
         self._failed: ProtocolError | None = None
+        self._last_sequence: int | None = None
+        self._junk = 0  # bytes skipped since the last good frame
+        self.skipped_bytes = 0  # in all, for the caller to report
+        self.resyncs = 0  # times the stream resumed after junk
 
     @property
     def buffered(self) -> int:
@@ -315,6 +324,33 @@ class FrameBuffer:
         self._buf.clear()
         return self._failed
 
+    def _resumes_at(self, view: memoryview, at: int, end: int) -> bool | None:
+        """Whether a frame plausibly starts at `at` (None: too few bytes yet to tell)."""
+        if end - at < FLAP_HEADER_SIZE:
+            return None
+        start, channel, sequence, length = _FLAP_HEADER.unpack_from(view, at)
+        last = self._last_sequence
+        assert last is not None
+        expected = {(last + step) % wrap for step in (1, 2) for wrap in (SEQUENCE_WRAP, 0x10000)}
+        return (
+            start == FLAP_START
+            and Channel.SIGNON <= channel <= Channel.KEEPALIVE
+            and sequence in expected
+            and length <= self._max_payload
+        )
+
+    def _skip_junk(self, view: memoryview, pos: int, end: int) -> int:
+        """Where the stream resumes after junk at `pos`, or `end` when it has not yet."""
+        at = pos + 1
+        while at < end:
+            at = self._buf.find(FLAP_START, at, end)
+            if at < 0:
+                return end
+            if self._resumes_at(view, at, end) is not False:
+                return at  # a frame, or a 0x2A too close to the end to judge: keep it
+            at += 1
+        return end
+
     def feed(self, data: bytes) -> list[Frame]:
         self.check()
         buf = self._buf
@@ -326,11 +362,32 @@ class FrameBuffer:
         # A memoryview slice copies each payload once; the view must be released before the
         # bytearray is resized below.
         with memoryview(buf) as view:
-            while end - pos >= FLAP_HEADER_SIZE:
-                start, channel, sequence, length = _FLAP_HEADER.unpack_from(view, pos)
-                if start != FLAP_START:
-                    problem = f"bad FLAP start byte 0x{start:02x} (expected 0x2a)"
+            while pos < end:
+                starts = buf[pos] == FLAP_START
+                if starts and self._junk:
+                    # After junk, a 0x2A must prove itself before it is taken as a frame.
+                    proven = self._resumes_at(view, pos, end)
+                    if proven is None:
+                        break  # wait for the rest of its header
+                    starts = proven
+                if not starts:
+                    if self._last_sequence is None:
+                        problem = f"bad FLAP start byte 0x{buf[pos]:02x} (expected 0x2a)"
+                        break
+                    resume = self._skip_junk(view, pos, end)
+                    self._junk += resume - pos
+                    self.skipped_bytes += resume - pos
+                    pos = resume
+                    if self._junk > self._max_payload + FLAP_HEADER_SIZE:
+                        problem = (
+                            f"{self._junk} bytes of junk in the FLAP stream (first one 0x"
+                            f"{view[pos - 1]:02x}) and no frame to resume at"
+                        )
+                        break
+                    continue
+                if end - pos < FLAP_HEADER_SIZE:
                     break
+                _, channel, sequence, length = _FLAP_HEADER.unpack_from(view, pos)
                 if length > self._max_payload:
                     problem = (
                         f"FLAP frame announces {length} bytes; this connection accepts at most "
@@ -341,9 +398,11 @@ class FrameBuffer:
                 if end - body < length:
                     break
                 frames.append(Frame(channel, sequence, bytes(view[body : body + length])))
+                if self._junk:
+                    self.resyncs += 1
+                    self._junk = 0
+                self._last_sequence = sequence
                 pos = body + length
-        if problem is None and pos < end and buf[pos] != FLAP_START:
-            problem = f"bad FLAP start byte 0x{buf[pos]:02x} (expected 0x2a)"
         if problem is not None:
             error = self._fail(problem)
             if not frames:

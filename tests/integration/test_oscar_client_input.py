@@ -6,7 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from aimbot.oscar.events import DisconnectReason, IncomingIM, RateChange, TypingNotification
+from aimbot.oscar.events import (
+    IncomingIM,
+    RateChange,
+    SessionEnded,
+    TypingNotification,
+)
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES
 from aimbot.oscar.snacs import (
     IcbmIncomingIM,
@@ -101,9 +106,13 @@ async def test_rate_notice_updates_the_throttle_and_is_reported() -> None:
         assert alice.client.rate_classes[3].current_level == 3500
 
 
-async def test_garbage_after_valid_frames_ends_the_session_after_delivering_them() -> None:
+async def test_garbage_after_valid_frames_is_skipped_and_the_stream_goes_on() -> None:
     async with session_pool() as pool:
         alice = await pool.sign_on("alice")
-        pool.server.send_raw("alice", snac_frame(text_im("before the garbage")) + b"\xff" * 6)
+        bob = await pool.sign_on("bobsmith")
+        await bob.client.send_im("alice", "before the garbage")
         assert (await alice.log.next(IncomingIM)).text == "before the garbage"
-        assert (await alice.log.ended()).reason is DisconnectReason.PROTOCOL_ERROR
+        pool.server.send_raw("alice", b"\xff" * 6 + b"*\x02")
+        await bob.client.send_im("alice", "after the garbage")
+        assert (await alice.log.next(IncomingIM)).text == "after the garbage"
+        assert alice.client.online and not alice.log.of(SessionEnded)

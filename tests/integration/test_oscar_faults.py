@@ -13,6 +13,7 @@ from aimbot.oscar.events import (
     IMError,
     IncomingIM,
     RateChange,
+    SessionEnded,
     TypingState,
 )
 from tests.helpers.oscar import WAIT, FakeClock, Session, session_pool
@@ -81,13 +82,23 @@ async def test_duplicate_login_signs_the_first_session_off() -> None:
         assert second.client.online
 
 
-async def test_malformed_frame_is_a_protocol_error() -> None:
+async def test_a_malformed_write_is_skipped_and_the_im_behind_it_arrives() -> None:
     async with session_pool() as pool:
         alice = await pool.sign_on("alice", **FAST)
+        bob = await pool.sign_on("bobsmith")
         await pool.server.send_malformed("alice")
+        await bob.client.send_im("alice", "right behind the junk")
+        assert (await alice.log.next(IncomingIM)).text == "right behind the junk"
+        assert alice.client.online and not alice.log.of(SessionEnded)
+
+
+async def test_junk_with_no_frame_to_resume_at_ends_the_session() -> None:
+    async with session_pool() as pool:
+        alice = await pool.sign_on("alice", **FAST)
+        pool.server.send_raw("alice", b"\x00" * 70_000)
         reason, _ = await ended_within(alice, BOUND)
         assert reason is DisconnectReason.PROTOCOL_ERROR
-        assert "start byte" in (await alice.client.wait_ended()).detail
+        assert "junk in the FLAP stream" in (await alice.client.wait_ended()).detail
 
 
 async def test_four_byte_signoff_without_length_is_understood() -> None:

@@ -93,13 +93,52 @@ def test_bad_start_byte_is_rejected_and_the_buffer_stays_failed() -> None:
         buffer.check()
 
 
-def test_good_frames_before_bad_bytes_are_returned_and_the_error_kept() -> None:
+def test_junk_between_frames_is_skipped_where_the_next_frame_proves_the_resumption() -> None:
     buffer = FrameBuffer()
-    assert buffer.feed(encode_frame(2, 1, b"ok") + b"G") == [Frame(2, 1, b"ok")]
-    assert buffer.error is not None
-    with pytest.raises(ProtocolError, match="start byte 0x47"):
+    assert buffer.feed(encode_frame(2, 7, b"ok") + b"\x00\x02\x00\x01\x00\x00G*") == [
+        Frame(2, 7, b"ok")
+    ]
+    assert buffer.error is None  # nothing proves a fault yet: the next frame may resume it
+    assert buffer.feed(encode_frame(2, 8, b"after") + encode_frame(2, 9, b"more")) == [
+        Frame(2, 8, b"after"),
+        Frame(2, 9, b"more"),
+    ]
+    assert (buffer.skipped_bytes, buffer.resyncs) == (8, 1)
+
+
+def test_a_0x2a_inside_junk_does_not_fake_a_frame() -> None:
+    buffer = FrameBuffer()
+    buffer.feed(encode_frame(2, 100, b"ok"))
+    # '*' followed by a header with the wrong sequence number, then the real next frame.
+    junk = b"garbage*" + encode_frame(2, 5000, b"not me")
+    assert buffer.feed(junk + encode_frame(2, 101, b"me")) == [Frame(2, 101, b"me")]
+
+
+def test_a_frame_swallowed_by_junk_costs_only_that_frame() -> None:
+    buffer = FrameBuffer()
+    buffer.feed(encode_frame(2, 0x7FFF, b"ok"))
+    # Sequence 0x8000 (or 0, where the server wraps) was lost in the junk; 1 resumes.
+    assert buffer.feed(b"\xff\xff" + encode_frame(2, 1, b"next")) == [Frame(2, 1, b"next")]
+
+
+def test_junk_with_no_resumption_in_sight_fails_after_a_frame_s_worth() -> None:
+    buffer = FrameBuffer(max_payload=100)
+    buffer.feed(encode_frame(2, 1, b"ok"))
+    assert buffer.feed(b"\x00" * 100) == []
+    with pytest.raises(ProtocolError, match="junk in the FLAP stream"):
+        buffer.feed(b"\x00" * 10)
+    with pytest.raises(ProtocolError):
         buffer.check()
-    with pytest.raises(ProtocolError, match="start byte 0x47"):
+
+
+def test_good_frames_before_a_fatal_fault_are_returned_and_the_error_kept() -> None:
+    buffer = FrameBuffer(max_payload=100)
+    oversized = encode_frame(2, 2, bytes(101))[:6]
+    assert buffer.feed(encode_frame(2, 1, b"ok") + oversized) == [Frame(2, 1, b"ok")]
+    assert buffer.error is not None
+    with pytest.raises(ProtocolError, match="at most 100"):
+        buffer.check()
+    with pytest.raises(ProtocolError, match="at most 100"):
         buffer.feed(b"")
 
 
