@@ -107,7 +107,7 @@ class Ledger:
     def reply(self, user: str, text: str, at: float, *, restart_notice: bool = False) -> str:
         """Record one IM from the bot (received `at`); returns "answer", "friendly" or
         "unattributed". A restart notice (the bot asking, after being killed, to resend an
-        unanswered message) is a friendly reply, matched last and counted apart."""
+        unanswered message) is a friendly reply, counted apart."""
         self._replies_by_user[user] += 1
         tokens = tokens_in(text)
         if restart_notice or not tokens:
@@ -135,10 +135,10 @@ class Ledger:
     def _settle_friendly(self) -> None:
         """Match each user's friendly notices to their messages without an answer.
 
-        A notice can only answer a message sent before it arrived. Messages the server
-        confirmed come first; a notice left over proves that one of the user's unconfirmed
-        messages did reach the bot after all. Error notices are matched before restart
-        notices, so that a restart notice accounts only for what nothing else answered.
+        Notices are taken in the order they arrived, each answering the oldest message still
+        waiting that was sent before it (never a later one). Messages the server confirmed
+        come first; a notice left over proves that one of the user's unconfirmed messages did
+        reach the bot after all.
         """
         self._spare_friendly = 0
         self._resend_asked = 0
@@ -152,7 +152,7 @@ class Ledger:
             candidates = [m for m in waiting if m.acked] + [
                 m for m in waiting if not m.acked and m.refused is None
             ]
-            notices = sorted(self._friendly_by_user.get(user, []), key=lambda n: (n[1], n[0]))
+            notices = sorted(self._friendly_by_user.get(user, []))
             for at, restart in notices:
                 match = next((m for m in candidates if not m.friendly and m.sent_at <= at), None)
                 if match is None:

@@ -194,3 +194,15 @@ def test_a_notice_never_answers_a_message_sent_after_it_arrived() -> None:
     totals = ledger.totals()
     assert (totals.lost, totals.resend_asked, totals.unattributed) == (1, 0, 1)
     assert [m.token for m in ledger.lost()] == ["q0x2"]  # the drain keeps waiting for it
+
+
+def test_notices_answer_in_the_order_they_arrived() -> None:
+    # Lost at the kill, the user told at 93 s; a later message failed in Dify, told at 97 s.
+    ledger = Ledger()
+    at_kill, later = ledger.new("alice", "q0x1", 88.0), ledger.new("alice", "q0x2", 96.4)
+    at_kill.acked = later.acked = True
+    ledger.reply("alice", "Please try again shortly.", at=97.0)
+    ledger.reply("alice", "I restarted", at=93.0, restart_notice=True)
+    totals = ledger.totals()
+    assert (totals.lost, totals.resend_asked, totals.unattributed) == (0, 1, 0)
+    assert [m.token for m in ledger.resend_asked()] == ["q0x1"]
