@@ -222,6 +222,7 @@ class AIMBot:
             )
         if items:
             log.info("answering %d IMs left from the previous run", len(items))
+        # Read on every start: it also forgets everyone older, so the table stays small.
         recent = await self._store.recently_seen(self.options.restart_notice_window)
         if after_crash and self.options.restart_notice_window > 0:
             await self._notify_after_crash(recent, {item.user_key for item in items})
