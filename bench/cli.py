@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import math
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,6 +188,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return build_parser().parse_args(list(argv))
 
 
+async def _run_until_terminated(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    """SIGTERM cancels the run like Ctrl-C: it unwinds, so the bot it started is stopped."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await _run(args, argv)
+
+
 async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     if args.command == "signon":
         from bench import signon
@@ -214,11 +224,11 @@ def main(argv: Sequence[str]) -> int:
     # The devserver and stand-in log every expected fault at WARNING; the figures matter here.
     logging.getLogger("aimbot").setLevel(logging.ERROR)
     try:
-        report = eventloop.run(_run(args, argv))
+        report = eventloop.run(_run_until_terminated(args, argv))
     except BenchError as e:
         sys.stderr.write(f"bench {args.command}: {e}\n")
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         sys.stderr.write(f"bench {args.command}: interrupted\n")
         return 130
     emit(report, with_json=args.json)
