@@ -122,15 +122,23 @@ class Reply:
 class Store:
     """The bot's state file; one instance per process, one connection."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, lock_fd: int | None) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        lock_fd: int | None,
+        *,
+        owner: bool = True,
+        stopped_uncleanly: bool = False,
+    ) -> None:
         self._db = db
         self.path = path
         self._lock_fd = lock_fd
         self._batch: asyncio.Future[None] | None = None  # the open group transaction's commit
         self.commits = 0  # group transactions committed (each covers a turn's writes)
+        self._owner = owner  # this process runs the bot (see open)
         # The previous process using this file ended without close(): killed, crashed, power.
-        self.stopped_uncleanly = False
-        self._owner = True  # this process runs the bot (see open)
+        self.stopped_uncleanly = stopped_uncleanly
 
     @classmethod
     async def open(cls, path: Path, *, owner: bool = True) -> Store:
@@ -177,10 +185,7 @@ class Store:
                 raise
             raise StoreError(f"cannot use the state database {path}: {e}") from e
         log.debug("state database open at %s", path)
-        store = cls(db, path, lock_fd)
-        store.stopped_uncleanly = unclean
-        store._owner = owner
-        return store
+        return cls(db, path, lock_fd, owner=owner, stopped_uncleanly=unclean)
 
     async def close(self) -> None:
         self._commit_batch()

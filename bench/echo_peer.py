@@ -88,7 +88,7 @@ def main() -> int:
         name = os.environ["BENCH_ECHO_NAME"]
         password = os.environ["BENCH_ECHO_PASSWORD"]
         # The bot's own EVENT_LOOP: the two paths are compared on the same runtime.
-        loop = eventloop.CHOICES[eventloop.CHOICES.index(os.environ.get("EVENT_LOOP", "auto"))]
+        loop = eventloop.parse_choice(os.environ.get("EVENT_LOOP", "auto"))
     except (KeyError, ValueError) as e:
         sys.stderr.write(f"echo peer: missing or bad environment variable: {e}\n")
         return 2

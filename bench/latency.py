@@ -96,7 +96,7 @@ async def _peer_phase(
     rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace, mode: str
 ) -> PhaseResult:
     """Time the same load through a reference peer in its own process."""
-    async with reference_peer(rig, mode, bot_config(args).get("EVENT_LOOP", "auto")) as peer:
+    async with reference_peer(rig, mode, bot_config(args)) as peer:
         name, pid = peer
         return await _measure(users, name, pid, args)
 

@@ -200,7 +200,7 @@ PEERS = {"echo": "EchoPeer", "dify": "DifyPeer"}
 
 @contextlib.asynccontextmanager
 async def reference_peer(
-    rig: Loopback, mode: str, event_loop: str = "auto"
+    rig: Loopback, mode: str, bot_env: Mapping[str, str]
 ) -> AsyncIterator[tuple[str, int]]:
     """A reference peer (bench/echo_peer.py) signed on in its own process: (screen name, pid).
 
@@ -219,7 +219,7 @@ async def reference_peer(
         "BENCH_PEER_MODE": mode,
         "BENCH_DIFY_URL": rig.dify.url,
         "BENCH_DIFY_KEY": rig.dify_key,
-        "EVENT_LOOP": event_loop,
+        "EVENT_LOOP": bot_env.get("EVENT_LOOP", "auto"),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.echo_peer", cwd=str(ROOT), env=env

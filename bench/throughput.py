@@ -77,8 +77,9 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         if args.peer == "bot":
             peer, pid = BOT, (await rig.start_bot(bot_config(args))).pid
         else:
-            event_loop = bot_config(args).get("EVENT_LOOP", "auto")
-            peer, pid = await stack.enter_async_context(reference_peer(rig, args.peer, event_loop))
+            peer, pid = await stack.enter_async_context(
+                reference_peer(rig, args.peer, bot_config(args))
+            )
         users = await sign_on_all(rig.oscar, [f"tp{i:04d}" for i in range(args.users)])
         counter = ReplyTally()
         load = [asyncio.create_task(keep_busy(u, peer, counter)) for u in users]

@@ -25,6 +25,14 @@ class LoopUnavailable(RuntimeError):
     """EVENT_LOOP=uvloop on a machine without uvloop (e.g. Windows, or a trimmed install)."""
 
 
+def parse_choice(text: str) -> LoopChoice:
+    """An EVENT_LOOP value as given in the environment (for tools that read it directly)."""
+    for choice in CHOICES:
+        if text.strip().lower() == choice:
+            return choice
+    raise ValueError(f"EVENT_LOOP: got {text!r}; expected one of {', '.join(CHOICES)}")
+
+
 def uvloop_available() -> bool:
     return importlib.util.find_spec("uvloop") is not None
 

@@ -75,3 +75,9 @@ def test_streams_and_timers_behave_the_same_on_either_loop(choice: eventloop.Loo
         return eventloop.running_loop_name(), got
 
     assert eventloop.run(round_trip(), choice) == (choice, b"hello")
+
+
+def test_an_event_loop_named_in_the_environment_is_read_or_refused_clearly() -> None:
+    assert eventloop.parse_choice(" UVloop ") == "uvloop"
+    with pytest.raises(ValueError, match="EVENT_LOOP: got 'trio'; expected one of auto"):
+        eventloop.parse_choice("trio")
