@@ -23,6 +23,7 @@ class DisconnectReason(Enum):
     EOF = "eof"  # the server closed the connection (or reset it) without a sign-off frame
     SIGNED_OFF = "signed off"  # the server sent a channel-4 sign-off
     SIGNED_ON_ELSEWHERE = "signed on elsewhere"  # ch-4 with TLV 0x0009 = 1: another login won
+    RATE_LIMITED = "rate limited"  # the server ended the session for sending too fast
     TIMEOUT = "timeout"  # nothing arrived within keepalive_interval + read_timeout
     PROTOCOL_ERROR = "protocol error"  # the byte stream stopped making sense
     WRITE_ERROR = "write error"  # the socket refused or stopped taking our data
