@@ -147,7 +147,11 @@ def test_env_example_values_are_exactly_the_defaults() -> None:
     for f in dataclasses.fields(Settings):
         if f.name.upper() in REQUIRED:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            assert f.default_factory is not dataclasses.MISSING, f.name
+            default = f.default_factory()
         assert getattr(settings, f.name) == default, f.name.upper()
 
 
@@ -502,7 +506,7 @@ VALID_VALUES = st.fixed_dictionaries(
 
 
 # Each example parses whole configurations; 1,000 are plenty even under the CI profile.
-@hypothesis_settings(max_examples=min(hypothesis_settings.default.max_examples, 1000))
+@hypothesis_settings(max_examples=min(hypothesis_settings().max_examples, 1000))
 @given(values=VALID_VALUES)
 def test_describe_reads_back_as_the_same_settings(values: dict[str, str]) -> None:
     settings = make_settings(**values)
