@@ -24,6 +24,7 @@ async def test_a_typing_users_lines_make_one_query_however_long_they_type(tmp_pa
         await alice.send_typing(TypingState.TYPING)
         await alice.say("one")
         await alice.send_typing(TypingState.TYPING)  # the next line
+        await alice.wait_typing(TypingState.TYPING)  # the bot's: it holds Alice's first line
         await carol.say("hi")
         # Carol's IM went in after Alice's first line, and is answered only once her window is
         # over: Alice's first line would have gone alone by now if typing did not hold it.

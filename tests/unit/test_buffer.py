@@ -109,26 +109,23 @@ def test_typing_the_next_line_holds_the_batch_until_it_is_sent() -> None:
     assert buf.seconds_until_ready() == pytest.approx(0.2)
 
 
-def test_paused_with_text_in_the_box_still_holds_the_batch() -> None:
+@pytest.mark.parametrize(
+    ("then", "wait"),
+    [
+        (TypingState.PAUSED, 9.0),  # text still in the box: held, up to max_wait
+        (TypingState.NONE, 0.2),  # they deleted what they were writing: a grace from now
+    ],
+)
+def test_what_the_client_says_after_typing_decides_the_wait(then: TypingState, wait: float) -> None:
     clock = FakeClock()
     buf = typist_buffer(clock)
     buf.add(msg(1))
     buf.note_typing(TypingState.TYPING)
     clock.now += 1.0
-    buf.note_typing(TypingState.PAUSED)
-    assert buf.composing
-    assert buf.seconds_until_ready() == pytest.approx(9.0)
-
-
-def test_text_deleted_releases_a_grace_after_the_user_stopped() -> None:
-    clock = FakeClock()
-    buf = typist_buffer(clock)
-    buf.add(msg(1))
-    buf.note_typing(TypingState.TYPING)
-    clock.now += 2.0
-    buf.note_typing(TypingState.NONE)  # they deleted what they were writing
-    assert buf.seconds_until_ready() == pytest.approx(0.2)
-    clock.now += 0.2
+    buf.note_typing(then)
+    assert buf.composing is (then is TypingState.PAUSED)
+    assert buf.seconds_until_ready() == pytest.approx(wait)
+    clock.now += wait
     assert buf.seconds_until_ready() == 0.0
 
 
