@@ -39,10 +39,10 @@ async def receive_rate(rig: Loopback, count: int) -> float:
     receiver = OscarClient(FLOOD_RECEIVER, password, "127.0.0.1", rig.oscar.port)
     sender = OscarClient(FLOOD_SENDER, password, "127.0.0.1", rig.oscar.port, throttle=False)
     last_at = 0.0
+    received = 0
 
     async def consume() -> None:
-        nonlocal last_at
-        received = 0
+        nonlocal last_at, received
         async for event in receiver.events():
             if isinstance(event, IncomingIM):
                 received += 1
@@ -60,7 +60,12 @@ async def receive_rate(rig: Loopback, count: int) -> float:
         try:
             for i in range(count):
                 await sender.send_im(FLOOD_RECEIVER, f"flood {i}")
-            await asyncio.wait_for(asyncio.shield(reader), FLOOD_TIMEOUT)
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), FLOOD_TIMEOUT)
+            except TimeoutError as e:
+                raise BenchError(
+                    f"the flooded client got {received:,} of {count:,} IMs in {FLOOD_TIMEOUT:g} s"
+                ) from e
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
