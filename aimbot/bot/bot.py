@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aimbot.api.dify_client import DifyClient
-from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError
+from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError, DifyUnavailable
 from aimbot.bot import messages
 from aimbot.bot.buffer import MessageBuffer, PendingMessage
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
@@ -31,6 +31,23 @@ log = logging.getLogger(__name__)
 
 COMMANDS_CLEAR = frozenset({"clear", "/clear"})
 COMMANDS_HELP = frozenset({"help", "/help"})
+
+
+_MAX_SHRINKS = 5  # then only the note is sent: the parts cap holds whatever the text is like
+
+
+def _cut(text: str, length: int) -> str:
+    """The first `length` characters, ended at a space or line break near the end if any."""
+    head = text[:length]
+    space = max(head.rfind(" "), head.rfind("\n"))
+    return head[:space] if space > length * 0.8 else head
+
+
+def _with_note(markdown: str, note: str | None) -> str:
+    if note is None:
+        return markdown
+    body = markdown.rstrip()
+    return f"{body}\n\n{note}" if body else note
 
 
 class ReplySink(Protocol):
@@ -61,6 +78,8 @@ class BotOptions:
     delete_on_clear: bool = False
     inbox_max_age: float = 3600.0
     restart_notice_window: float = 120.0  # 0 = off
+    max_answer_chars: int = 8000
+    max_reply_parts: int = 10
 
 
 @dataclass(eq=False)
@@ -328,12 +347,12 @@ class AIMBot:
             refresher = asyncio.create_task(self._keep_typing(user), name=f"typing-{user.key}")
         try:
             async with self._dify_slots:
-                text = await self._ask(user.key, query)
+                text, note = await self._ask(user.key, query)
         finally:
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
-        replies = self._render(text)
+        replies = await self._render(text, note)
         # Once the answer exists it must reach the store even if "clear" cancels us now.
         user.commit = asyncio.create_task(
             self._commit(user, [m.inbox_id for m in batch], replies), name=f"commit-{user.key}"
@@ -341,7 +360,8 @@ class AIMBot:
         await asyncio.shield(user.commit)
         user.commit = None
 
-    async def _ask(self, key: str, query: str) -> str:
+    async def _ask(self, key: str, query: str) -> tuple[str, str | None]:
+        """The answer's Markdown and, when it is not the whole answer, the note that says so."""
         conversation_id = await self._store.get_conversation(key)
         dify_user = self._dify_user(key)
         started = time.monotonic()
@@ -359,11 +379,21 @@ class AIMBot:
                 log.warning("Dify failed for %s: %s: %s", key, type(e).__name__, e)
             if self._metrics is not None:
                 self._metrics.friendly_errors.inc()
-            return messages.for_error(e)
+            return messages.for_error(e), None
         self._observe_dify(started, None)
         if answer.conversation_id and answer.conversation_id != conversation_id:
             await self._store.set_conversation(key, answer.conversation_id, self._clock())
-        return strip_reasoning(answer.text) or messages.EMPTY_ANSWER
+        text = strip_reasoning(answer.text)
+        if answer.ending == "complete":
+            return text or messages.EMPTY_ANSWER, None
+        if answer.ending == "cut_short":
+            return text or messages.EMPTY_ANSWER, messages.ANSWER_CUT_SHORT
+        if not text:
+            # Broken off before anything worth showing: one apology, and no second Dify turn.
+            if self._metrics is not None:
+                self._metrics.friendly_errors.inc()
+            return messages.for_error(DifyUnavailable("the answer broke off")), None
+        return text, messages.ANSWER_INTERRUPTED
 
     async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
         items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
@@ -377,14 +407,34 @@ class AIMBot:
 
     async def _say(self, screen_name: str, markdown: str) -> None:
         """Send one of the bot's own notices, through the same ordered, durable path."""
-        for reply in self._render(markdown):
+        for reply in await self._render(markdown):
             item = await self._store.outbox_add(screen_name, reply, self._clock())
             self._sink.deliver([item])
 
-    def _render(self, markdown: str) -> list[Reply]:
+    async def _render(self, markdown: str, note: str | None = None) -> list[Reply]:
+        """The answer as at most MAX_REPLY_PARTS IMs; what does not fit is cut, with a note.
+
+        The text is cut BEFORE it is split: splitting is linear in its input, so a huge answer
+        is never parsed whole, and each split of what is left takes a few ms. Between attempts
+        the loop runs other users' work.
+        """
         limit = self.options.max_reply_bytes or self._sink.max_message_bytes
         fmt = self.options.reply_format
-        parts = split_reply(markdown, fmt, limit, im_text_size)
+        max_parts = self.options.max_reply_parts
+        # More than this cannot fit max_parts parts: at best one byte a character, and Markdown
+        # markers (removed when rendered) are allowed to double the source.
+        cap = min(self.options.max_answer_chars, 2 * max_parts * limit)
+        if len(markdown) > cap:
+            markdown, note = _cut(markdown, cap), note or messages.ANSWER_CUT_SHORT
+        parts = split_reply(_with_note(markdown, note), fmt, limit, im_text_size)
+        for attempt in range(_MAX_SHRINKS + 1):
+            if len(parts) <= max_parts:
+                break
+            await asyncio.sleep(0)
+            keep = int(len(markdown) * max_parts / len(parts) * 0.9)
+            markdown = _cut(markdown, keep) if attempt < _MAX_SHRINKS else ""
+            note = note or messages.ANSWER_CUT_SHORT
+            parts = split_reply(_with_note(markdown, note), fmt, limit, im_text_size)
         if not parts:
             parts = split_reply(messages.EMPTY_ANSWER, fmt, limit, im_text_size)
         return [Reply(part, fmt == "html") for part in parts]

@@ -36,6 +36,8 @@ TOO_LONG = (
     "Your message is too long for me ({length} characters; the limit is {limit}). "
     "Please send a shorter one."
 )
+ANSWER_CUT_SHORT = "(answer cut short)"
+ANSWER_INTERRUPTED = "(answer cut short: my answer service stopped mid-way; ask again for more)"
 
 _FOR_ERROR: list[tuple[type[DifyError], str]] = [
     (DifyRateLimited, "I'm getting a lot of questions right now. Please try again in a minute."),
