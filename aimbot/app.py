@@ -64,6 +64,11 @@ class Application:
         return self._parts.bot
 
     @property
+    def store(self) -> Store:
+        assert self._parts is not None, "start() first"
+        return self._parts.store
+
+    @property
     def health_port(self) -> int | None:
         if self._parts is None or self._parts.health is None:
             return None

@@ -81,6 +81,16 @@ class StoreError(Exception):
     """The state file cannot be opened or used (path, permissions, corruption, locked)."""
 
 
+class StoreWriteError(StoreError):
+    """A write did not reach the file (disk full, I/O error): it, and its turn's others, are gone.
+
+    SQLite answers a full disk or a failing device by rolling back the whole open transaction,
+    so every write of the same group commit is lost with it; the commit ticket of that group
+    (see ``commit_ticket``) fails with this error too. Nothing is left half-written, and the
+    next write starts afresh, so the bot recovers on its own once space returns.
+    """
+
+
 class StoreLocked(StoreError):
     """Another process holds the data directory (a running bot, or a second one by mistake)."""
 
@@ -216,13 +226,13 @@ class Store:
         return str(row[0]) if row else None
 
     async def set_conversation(self, user_key: str, conversation_id: str, now: float) -> None:
-        self._join_batch()
-        self._db.execute(
-            "INSERT INTO conversations(user_key, conversation_id, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(user_key) DO UPDATE SET conversation_id = excluded.conversation_id, "
-            "updated_at = excluded.updated_at",
-            (user_key, conversation_id, now),
-        )
+        with self._write():
+            self._db.execute(
+                "INSERT INTO conversations(user_key, conversation_id, updated_at) "
+                "VALUES (?, ?, ?) ON CONFLICT(user_key) DO UPDATE SET "
+                "conversation_id = excluded.conversation_id, updated_at = excluded.updated_at",
+                (user_key, conversation_id, now),
+            )
 
     async def forget_user(self, user_key: str) -> list[int]:
         """Forget the conversation and drop the user's unanswered IMs ("clear").
@@ -301,8 +311,8 @@ class Store:
 
     async def outbox_add(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
         """Store one reply; returns once committed, so it may be sent."""
-        self._join_batch()
-        item = self._insert_outbox(screen_name, reply, now)
+        with self._write():
+            item = self._insert_outbox(screen_name, reply, now)
         await self._committed()
         return item
 
@@ -354,18 +364,71 @@ class Store:
             [(i,) for i in ids],
         )
 
+    def commit_ticket(self) -> asyncio.Future[None] | None:
+        """What the writes made so far in this turn wait for: resolves when they are committed
+        and fails with StoreWriteError when they are lost. None when nothing is pending.
+
+        For a caller that must not act on a write (e.g. ask Dify about a stored IM) until it is
+        durable, without making the write itself wait for its commit.
+        """
+        return self._batch
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """One atomic operation inside the group transaction: all of it, or none of it."""
-        self._join_batch()
-        self._db.execute("SAVEPOINT op")
+        """One atomic operation inside the group transaction: all of it, or none of it.
+
+        sqlite3 errors leave as StoreWriteError (the cause chained).
+        """
+        try:
+            self._join_batch()
+            self._db.execute("SAVEPOINT op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
         try:
             yield
-        except BaseException:
+        except BaseException as e:
+            self._undo_op(e)
+            if isinstance(e, sqlite3.Error):
+                raise StoreWriteError(
+                    f"could not write to the state database {self.path}: {e}"
+                ) from e
+            raise
+        try:
+            self._db.execute("RELEASE op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
+
+    def _undo_op(self, error: BaseException) -> None:
+        """Roll back one failed operation, or the whole group if SQLite already did."""
+        if not self._db.in_transaction:
+            # SQLITE_FULL / SQLITE_IOERR roll back the whole transaction, not the statement.
+            self._abort_batch(error)
+            return
+        try:
             self._db.execute("ROLLBACK TO op")
             self._db.execute("RELEASE op")
-            raise
-        self._db.execute("RELEASE op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+
+    def _abort_batch(self, error: BaseException) -> None:
+        """The group transaction is lost: everyone holding its ticket is told, the next write
+        starts a new one."""
+        batch, self._batch = self._batch, None
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        log.error(
+            "could not write to the state database %s (%s): this turn's writes were rolled back",
+            self.path,
+            error,
+        )
+        if batch is not None and not batch.done():
+            batch.set_exception(
+                StoreWriteError(f"could not write to the state database {self.path}: {error}")
+            )
+            batch.exception()  # retrieved here: nobody may be waiting, and it is logged
 
     def _join_batch(self) -> None:
         """Open the group transaction if none is, and queue its commit behind this turn."""
@@ -391,9 +454,14 @@ class Store:
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            log.error("could not commit to the state database %s: %s", self.path, e)
+            log.error(
+                "could not commit to the state database %s (%s): this turn's writes were "
+                "rolled back",
+                self.path,
+                e,
+            )
             if not batch.done():
-                batch.set_exception(StoreError(f"could not commit to {self.path}: {e}"))
+                batch.set_exception(StoreWriteError(f"could not commit to {self.path}: {e}"))
                 batch.exception()  # retrieved here: nobody may be waiting, and it is logged
             return
         self.commits += 1

@@ -22,10 +22,11 @@ from aimbot.bot.buffer import MessageBuffer, PendingMessage
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
 from aimbot.ops.metrics import Metrics
+from aimbot.oscar.client import new_cookie
 from aimbot.oscar.events import IncomingIM, TypingState
 from aimbot.oscar.imtext import im_text_size
 from aimbot.oscar.snacs import normalize_screen_name
-from aimbot.store import OutboxItem, Reply, Store
+from aimbot.store import OutboxItem, Reply, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class AIMBot:
         self._idle.set()
         self._seen = 0  # IMs handed to on_message, whatever became of them
         self._seen_changed = asyncio.Condition()
+        self._unstored_ids = 0  # ids of replies sent without an outbox row count down from -1
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -219,11 +221,29 @@ class AIMBot:
             )
             return
         now = self._clock()
-        inbox_id = await self._store.inbox_add(key, im.sender, text, now)
+        try:
+            inbox_id = await self._store.inbox_add(key, im.sender, text, now)
+        except StoreError as e:
+            await self._not_stored(key, im.sender, 1, e)
+            return
+        ticket = self._store.commit_ticket()
         if not self._accepting:
             log.info("shutting down: IM from %s kept in the inbox for the next start", key)
             return
-        self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now))
+        self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now, ticket))
+
+    async def _not_stored(self, key: str, screen_name: str, count: int, error: Exception) -> None:
+        """An IM that the store could not keep is not answered: say so, to the log and the user."""
+        log.error(
+            "could not store %d IM(s) from %s (%s): NOT kept and not sent to Dify; "
+            "asked them to send it again",
+            count,
+            key,
+            error,
+        )
+        for _ in range(count):
+            self._count_dropped("store_failed")
+        await self._say(screen_name, messages.NOT_STORED)
 
     async def resume(self, *, after_crash: bool = False) -> int:
         """Answer what a previous run accepted but did not answer (younger than INBOX_MAX_AGE).
@@ -328,8 +348,12 @@ class AIMBot:
                 try:
                     await self._answer(user, batch)
                 except Exception:
-                    # The batch stays in the inbox, so a restart answers it; keep serving.
-                    log.exception("could not answer %s; their IMs stay in the inbox", user.key)
+                    # Only stored IMs get this far (see _durable): they stay in the inbox, so a
+                    # restart answers them; keep serving.
+                    log.exception(
+                        "could not answer %s; their IMs stay in the inbox for the next start",
+                        user.key,
+                    )
                 finally:
                     user.busy = False
         finally:
@@ -341,6 +365,9 @@ class AIMBot:
             self._update_gauges()
 
     async def _answer(self, user: _User, batch: Sequence[PendingMessage]) -> None:
+        batch = await self._durable(user, batch)
+        if not batch:
+            return
         query = "\n".join(m.text for m in batch)
         refresher = None
         if self.options.typing_notifications:
@@ -359,6 +386,25 @@ class AIMBot:
         )
         await asyncio.shield(user.commit)
         user.commit = None
+
+    async def _durable(
+        self, user: _User, batch: Sequence[PendingMessage]
+    ) -> Sequence[PendingMessage]:
+        """The messages of the batch whose commit succeeded; the user is told about the rest."""
+        kept: list[PendingMessage] = []
+        lost: Exception | None = None
+        count = 0
+        for message in batch:
+            if message.stored is not None:
+                try:
+                    await asyncio.shield(message.stored)
+                except StoreError as e:
+                    lost, count = e, count + 1
+                    continue
+            kept.append(message)
+        if lost is not None:
+            await self._not_stored(user.key, user.screen_name, count, lost)
+        return kept
 
     async def _ask(self, key: str, query: str) -> tuple[str, str | None]:
         """The answer's Markdown and, when it is not the whole answer, the note that says so."""
@@ -396,9 +442,25 @@ class AIMBot:
         return text, messages.ANSWER_INTERRUPTED
 
     async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
-        items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
+        try:
+            items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
+        except StoreError as e:
+            log.error(
+                "could not store the answer for %s (%s): sending it without a durable copy; "
+                "their IMs stay in the inbox, so a restart answers them again",
+                user.key,
+                e,
+            )
+            items = [self._unstored(user.screen_name, reply) for reply in replies]
         self._sink.deliver(items)
         self._typing(user.screen_name, TypingState.NONE)
+
+    def _unstored(self, screen_name: str, reply: Reply) -> OutboxItem:
+        """A reply the store could not keep, sent anyway: a negative id no outbox row has."""
+        self._unstored_ids -= 1
+        return OutboxItem(
+            self._unstored_ids, screen_name, reply.text, reply.is_html, self._clock(), new_cookie()
+        )
 
     async def _keep_typing(self, user: _User) -> None:
         while True:
@@ -408,7 +470,15 @@ class AIMBot:
     async def _say(self, screen_name: str, markdown: str) -> None:
         """Send one of the bot's own notices, through the same ordered, durable path."""
         for reply in await self._render(markdown):
-            item = await self._store.outbox_add(screen_name, reply, self._clock())
+            try:
+                item = await self._store.outbox_add(screen_name, reply, self._clock())
+            except StoreError as e:
+                log.warning(
+                    "could not store a notice for %s (%s); sending it without a durable copy",
+                    normalize_screen_name(screen_name),
+                    e,
+                )
+                item = self._unstored(screen_name, reply)
             self._sink.deliver([item])
 
     async def _render(self, markdown: str, note: str | None = None) -> list[Reply]:
