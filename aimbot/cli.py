@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,6 +192,8 @@ async def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for main.py and `python -m aimbot`; returns the process exit code."""
+    # Everything the bot writes (state, logs) holds users' messages: private to this account.
+    os.umask(0o077)
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["chat"]:
         from aimbot.chat import main as chat_main

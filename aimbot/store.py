@@ -159,6 +159,7 @@ class Store:
         """
         lock_fd = _lock_directory(path.parent)
         try:
+            _private_file(path)
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             _unlock(lock_fd)
@@ -188,6 +189,9 @@ class Store:
             unclean = row is not None and row[0] == "1"
             if owner:
                 db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '1')")
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists():  # SQLite gives it the database file's mode; an old one may differ
+                os.chmod(wal, 0o600)
         except (OSError, sqlite3.Error, StoreError) as e:
             db.close()
             _unlock(lock_fd)
@@ -469,11 +473,41 @@ class Store:
             batch.set_result(None)
 
 
+def _private_file(path: Path) -> None:
+    """Create the file 0600 (SQLite gives its -wal file the same mode), or make it 0600.
+
+    It holds every user's messages: not for other accounts on the machine, whatever the umask.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _private_directory(directory: Path) -> None:
+    """Create the data directory 0700; an existing one is left as the operator made it, with a
+    warning if other accounts may look into it (its files are 0600 either way)."""
+    if directory.is_dir():
+        mode = directory.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "data directory %s is accessible to other accounts (mode %o); "
+                "chmod 700 it (its files are private either way)",
+                directory,
+                mode,
+            )
+        return
+    directory.mkdir(parents=True, mode=0o700)
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask; this is not
+
+
 def _lock_directory(directory: Path) -> int:
     """Take the data directory for this process, or fail with a message an operator can act on."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        _private_directory(directory)
         fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
     except OSError as e:
         raise StoreError(f"cannot open the state database in {directory}: {e}") from e
     try:

@@ -12,6 +12,7 @@ lines for log shippers), because escape codes in a file are noise.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import logging.handlers
@@ -191,10 +192,27 @@ def _formatter_for(log_format: str, *, colour: bool) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Log files are 0600: they quote users' screen names and what the bot did for them.
+
+    Each file it opens (the first and every one after a rotation) is created 0600, and an
+    existing one is made 0600, whatever the process umask.
+    """
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
 def _open_log_file(path: Path, max_bytes: int, backup_count: int) -> logging.Handler:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return logging.handlers.RotatingFileHandler(
+        return _PrivateRotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
         )
     except OSError as e:
