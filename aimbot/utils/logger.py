@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TextIO
@@ -53,7 +53,8 @@ class LoggingSetupError(Exception):
 
 
 def _spellings(secret: str) -> set[str]:
-    """The ways a secret shows up in text: as is, inside a repr, in JSON, and URL-encoded."""
+    """The ways a secret shows up in text: as is, inside a repr, in JSON, URL-encoded, and
+    with its control characters escaped."""
     forms = {
         secret,
         repr(secret)[1:-1],
@@ -61,6 +62,7 @@ def _spellings(secret: str) -> set[str]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         quote(secret, safe=""),
         quote_plus(secret),
+        escape_controls(secret),  # as a log argument shows it
     }
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
@@ -106,6 +108,61 @@ def redact(text: str) -> str:
     return _redactor.redact(text)
 
 
+# Characters that end a line or drive a terminal: C0 and C1 controls, DEL, and the Unicode line
+# and paragraph separators. In logged user data (a screen name, an IM, a server's text) they
+# would let a peer forge log lines or recolour a terminal.
+_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_CONTROLS: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED_CONTROLS.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """The text with every control character written as a visible escape (\\n, \\x1b, …)."""
+    return _CONTROLS.sub(_escape_control, text)
+
+
+class _Escaped:
+    """A log argument whose str() and repr() have their control characters escaped."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return escape_controls(str(self._value))
+
+    def __repr__(self) -> str:
+        return escape_controls(repr(self._value))
+
+
+def _escaped_arg(value: object) -> object:
+    # Numbers stay numbers (for %d, %.2f); everything else may carry a peer's text.
+    if value is None or isinstance(value, int | float):
+        return value
+    return _Escaped(value)
+
+
+def _escape_args(record: logging.LogRecord) -> None:
+    """Escape control characters in the %-arguments: our format strings may hold line breaks,
+    the data filled into them may not (a screen name with a newline must not forge a line)."""
+    args = record.args
+    if isinstance(args, tuple):
+        record.args = tuple(_escaped_arg(arg) for arg in args)
+    elif isinstance(args, Mapping):
+        record.args = {key: _escaped_arg(value) for key, value in args.items()}
+    if not isinstance(record.msg, str):  # log.info(obj): the object's text is data too
+        record.msg = _Escaped(record.msg)
+
+
 def _render_message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
@@ -118,13 +175,15 @@ def _render_message(record: logging.LogRecord) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Scrubs secrets from the message, its arguments, the traceback and the stack of a record.
+    """Scrubs secrets from the message, its arguments, the traceback and the stack of a record,
+    and escapes control characters in the arguments (see _escape_args).
 
     The record is rewritten in place (message rendered, args dropped, traceback turned into
     text) so that no later handler or formatter can render the raw values again.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        _escape_args(record)
         record.msg = _redactor.redact(_render_message(record))
         record.args = None
         if hasattr(record, "message"):  # cached by a formatter that saw the record first
