@@ -53,7 +53,7 @@ from aimbot.api.sse import (
     parse_event_json,
 )
 from aimbot.utils.backoff import Backoff
-from aimbot.utils.secret import Secret
+from aimbot.utils.secret import Secret, mask_url_credentials, url_has_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,10 @@ class DifyOptions:
         problems: list[str] = []
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.append(f"base_url must be an http(s) URL, got {self.base_url!r}")
+            shown = mask_url_credentials(self.base_url)
+            problems.append(f"base_url must be an http(s) URL, got {shown!r}")
+        if url_has_credentials(self.base_url):
+            problems.append("base_url must not carry user:password@ (the key authenticates)")
         if parts.query or parts.fragment:
             problems.append("base_url must not carry a query or fragment")
         if self.response_mode not in ("streaming", "blocking"):

@@ -511,3 +511,31 @@ def test_describe_reads_back_as_the_same_settings(values: dict[str, str]) -> Non
     shown = dict(settings.describe())
     shown.update(AIM_PASSWORD=TEST_PASSWORD, DIFY_API_KEY=TEST_API_KEY)
     assert load_settings(shown, env_file=None) == settings
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:Zq9Xk7@dify.example.com/v1",
+        "https://user:Zq9@Xk7@dify.example.com/v1",  # an "@" inside the password
+        "https://Zq9Xk7@dify.example.com/v1",
+        "ftp://user:Zq9Xk7@dify.example.com/v1",
+    ],
+)
+def test_credentials_in_dify_api_url_are_refused_and_masked(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(DIFY_API_URL=url)
+    assert "Zq9" not in str(info.value) and "Xk7" not in str(info.value)
+    assert "DIFY_API_URL" in str(info.value) and f"{MASK}@dify.example.com" in str(info.value)
+    good = make_settings()
+    with pytest.raises(ConfigError) as direct:
+        dataclasses.replace(good, dify_api_url=url)
+    assert "Zq9" not in str(direct.value) and "Xk7" not in str(direct.value)
+
+
+def test_dify_options_refuse_credentials_without_echoing_them() -> None:
+    from aimbot.api.dify_client import DifyOptions
+
+    with pytest.raises(ValueError, match="user:password") as info:
+        DifyOptions(base_url="https://user:Zq9Xk7@dify.example.com/v1")
+    assert "Zq9Xk7" not in str(info.value)
