@@ -167,7 +167,7 @@ async def serve(settings: Settings) -> int:
     """
     from aimbot.app import Application
     from aimbot.ops.health import HealthServerError
-    from aimbot.store import StoreError, StoreLocked
+    from aimbot.store import StoreCorrupt, StoreError, StoreLocked
 
     log.info(
         "starting as %s on %s:%d; Dify at %s; data in %s",
@@ -181,6 +181,8 @@ async def serve(settings: Settings) -> int:
         return await Application(settings).run()
     except StoreLocked as e:
         log.error('%s (see TROUBLESHOOTING.md, "Multiple instances")', e)
+    except StoreCorrupt as e:
+        log.error('%s (see TROUBLESHOOTING.md, "Corrupt state database")', e)
     except StoreError as e:
         log.error('%s (see TROUBLESHOOTING.md, "Data dir not writable")', e)
     except HealthServerError as e:

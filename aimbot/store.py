@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from aimbot.oscar.client import new_cookie
 
@@ -79,6 +80,19 @@ _MIGRATIONS = {1: "ALTER TABLE outbox ADD COLUMN cookie BLOB"}
 
 class StoreError(Exception):
     """The state file cannot be opened or used (path, permissions, corruption, locked)."""
+
+
+class StoreCorrupt(StoreError):
+    """The file is not a SQLite database, or a damaged one: it needs an operator, not a retry."""
+
+
+# SQLite's names for "this is not (or no longer) a database file".
+_CORRUPTION: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _is_corruption(error: BaseException) -> bool:
+    name = getattr(error, "sqlite_errorname", "")
+    return isinstance(name, str) and (name in _CORRUPTION or name.startswith("SQLITE_CORRUPT_"))
 
 
 class StoreWriteError(StoreError):
@@ -197,6 +211,8 @@ class Store:
             _unlock(lock_fd)
             if isinstance(e, StoreError):
                 raise
+            if _is_corruption(e):
+                raise StoreCorrupt(f"the state database {path} is damaged: {e}") from e
             raise StoreError(f"cannot use the state database {path}: {e}") from e
         log.debug("state database open at %s", path)
         return cls(db, path, lock_fd, owner=owner, stopped_uncleanly=unclean)

@@ -98,8 +98,13 @@ class _Background:
     """Tasks the bot starts but does not await inline; kept so they are never lost."""
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    closed: bool = False  # after AIMBot.close(): nothing new starts that nobody would cancel
 
     def start(self, coro: Coroutine[object, object, None], name: str) -> None:
+        if self.closed:
+            coro.close()
+            log.info("not starting %s: the bot is shutting down", name)
+            return
         task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self._done)
@@ -538,6 +543,9 @@ class AIMBot:
         return finished
 
     async def close(self) -> None:
+        """Cancel all work. IMs handed in afterwards are only stored (see stop_intake)."""
+        self.stop_intake()
+        self._background.closed = True
         workers = [u.worker for u in self._users.values() if u.worker is not None]
         for task in workers:
             task.cancel()
