@@ -100,7 +100,14 @@ class Application:
             bot_ref.append(bot)
             health = None
             if s.health_port:
-                health = HealthServer(s.health_host, s.health_port, self.metrics, self.health)
+                health = HealthServer(
+                    s.health_host,
+                    s.health_port,
+                    self.metrics,
+                    self.health,
+                    connection_timeout=s.health_connection_timeout,
+                    max_connections=s.health_max_connections,
+                )
                 await health.start()
         except BaseException:
             await http.close()

@@ -428,6 +428,8 @@ class Settings:
     log_backup_count: int = field(default=5, metadata=_rule(_Int(1, 100)))
     health_host: str = field(default="127.0.0.1", metadata=_rule(_Text(max_length=253)))
     health_port: int = field(default=8080, metadata=_rule(_Int(1, 65535, zero_means="off")))
+    health_connection_timeout: float = field(default=5.0, metadata=_rule(_Float(0.5, 60)))
+    health_max_connections: int = field(default=64, metadata=_rule(_Int(1, 10_000)))
     shutdown_grace: float = field(default=10.0, metadata=_rule(_Float(0, 300)))
     event_loop: EventLoop = field(
         default="auto", metadata=_rule(_Choice("auto", "asyncio", "uvloop"))
