@@ -9,13 +9,14 @@ one busy user never delays another beyond that bound.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from aimbot.api.dify_client import DifyClient
+from aimbot.api.dify_client import MAX_USER_CHARS, DifyClient
 from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError, DifyUnavailable
 from aimbot.bot import messages
 from aimbot.bot.buffer import MessageBuffer, PendingMessage
@@ -42,6 +43,15 @@ def _cut(text: str, length: int) -> str:
     head = text[:length]
     space = max(head.rfind(" "), head.rfind("\n"))
     return head[:space] if space > length * 0.8 else head
+
+
+def _encodable(text: str) -> bool:
+    """Whether the text is valid Unicode (SQLite and the wire need UTF-8: no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _with_note(markdown: str, note: str | None) -> str:
@@ -185,6 +195,13 @@ class AIMBot:
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def _intake(self, im: IncomingIM) -> None:
+        if not _encodable(im.sender):
+            # Not even UTF-8 (lone surrogates): it can be neither stored nor answered.
+            log.warning("dropping an IM from a screen name that is not valid text: %r", im.sender)
+            self._count_dropped("bad_sender")
+            return
+        if not _encodable(im.text):
+            im = replace(im, text=im.text.encode("utf-8", "replace").decode("utf-8"))
         key = normalize_screen_name(im.sender)
         if key == self._self_key:
             return
@@ -515,7 +532,14 @@ class AIMBot:
         return [Reply(part, fmt == "html") for part in parts]
 
     def _dify_user(self, key: str) -> str:
-        return f"{self.options.dify_user_prefix}{key}"
+        """Dify's end-user id: the prefix and the user key, or a digest of the key when that
+        would not fit Dify's 255 characters (no AIM name is that long; a hostile server's may be).
+        """
+        user = f"{self.options.dify_user_prefix}{key}"
+        if len(user) <= MAX_USER_CHARS:
+            return user
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.options.dify_user_prefix}sha256:{digest}"
 
     def _typing(self, screen_name: str, state: TypingState) -> None:
         if self.options.typing_notifications:
