@@ -1,8 +1,9 @@
 """OscarClient: one signed-on OSCAR session over asyncio streams.
 
 This is the only module of the protocol layer that does I/O. It logs in (BUCP MD5, strong hash
-first, weak hash as fallback), signs on to BOS with the set-up requests pipelined into one round
-trip, and then turns every inbound frame into an event on one ordered queue. Everything that can
+first, weak hash as fallback), signs on to BOS by moving bytes between the socket and the sign-on
+state machine of session.py (one step per server answer, never pipelined), and then turns every
+inbound frame into an event on one ordered queue. Everything that can
 end a session (EOF, a sign-off frame, silence past the keep-alive probe, bytes that make no
 sense, a socket that stops taking data, close()) ends it the same way: one SessionEnded event,
 always the last, so the session layer above has exactly one place to decide about reconnecting.
@@ -40,31 +41,24 @@ from aimbot.oscar.events import (
 )
 from aimbot.oscar.imtext import decode_im_text, encode_im_text, html_to_plain, plain_to_html
 from aimbot.oscar.ratelimit import RateClass, RateTable
+from aimbot.oscar.session import FALLBACK_MAX_MESSAGE_BYTES, Outgoing, SignOn
 from aimbot.oscar.snacs import (
     FAMILY_BUCP,
-    FAMILY_ICBM,
-    FAMILY_OSERVICE,
     SUBGROUP_ERROR,
     BucpChallenge,
     BucpChallengeRequest,
     BucpLoginRequest,
     BucpLoginResponse,
-    ClientOnline,
-    ClientVersions,
     FlapHello,
     IcbmError,
     IcbmHostAck,
     IcbmIncomingIM,
     IcbmParams,
     IcbmParamsReply,
-    IcbmParamsRequest,
-    IcbmParamsSet,
     IcbmSendIM,
     IcbmTyping,
-    RateParamsAck,
     RateParamsChange,
     RateParamsReply,
-    RateParamsRequest,
     SelfInfoRequest,
     SignOff,
     SnacBody,
@@ -91,7 +85,6 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 65536
 # Doc §3 "keep SNACs < 8 KB": the text plus ~100 bytes of ICBM framing must stay below that.
 HARD_MAX_IM_BYTES = 8000
-FALLBACK_MAX_MESSAGE_BYTES = 512
 DEFAULT_BOS_PORT = 5190
 CLOSE_FLUSH_TIMEOUT = 1.0
 REMEMBERED_REQUESTS = 4096
@@ -99,12 +92,6 @@ REMEMBERED_REQUESTS = 4096
 WEAK_HASH_RETRY_CODES = frozenset({0x0001, 0x0004, 0x0005})
 UNROUTABLE_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
-# OService 3 as LP declares: servers then send 35-byte rate records (doc §5, §12.8).
-CLIENT_VERSIONS = ClientVersions(((FAMILY_OSERVICE, 3), (FAMILY_ICBM, 1)))
-CLIENT_ONLINE = ClientOnline(
-    ((FAMILY_OSERVICE, 3, 0x0110, 0x164F), (FAMILY_ICBM, 1, 0x0110, 0x164F))
-)
-OUR_ICBM_PARAMS = IcbmParamsSet()  # channel 0, typing notifications on, 8000-byte messages
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -199,6 +186,7 @@ class OscarClient:
         connect_timeout: float = 10.0,
         throttle: bool = True,
         client_name: str = "aimbot",
+        profile: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -224,6 +212,7 @@ class OscarClient:
         self._connect_timeout = connect_timeout
         self._throttle = throttle
         self._client_name = client_name
+        self._profile = profile
         self._clock = clock
         self._sleep = sleep
 
@@ -240,7 +229,6 @@ class OscarClient:
         self._rates: RateTable | None = None
         self._rate_reply: RateParamsReply | None = None
         self._icbm_params: IcbmParams | None = None
-        self._signon_requests: dict[int, str] = {}
 
     def __repr__(self) -> str:
         return f"<OscarClient {self._screen_name!r} {self._host}:{self._port} {self._state}>"
@@ -408,37 +396,47 @@ class OscarClient:
         return ConnectError(f"{link.peer} signed us off during login")
 
     async def _sign_on(self, login: BucpLoginResponse) -> None:
+        """Move bytes between the BOS socket and the sign-on state machine (session.py)."""
         assert login.bos_address is not None and login.cookie is not None
         host, port = parse_bos_address(login.bos_address, DEFAULT_BOS_PORT)
         if host in UNROUTABLE_HOSTS:
             host = self._host  # a server bound to all interfaces advertises 0.0.0.0
         link = await _Link.open(host, port, self._connect_timeout)
         self._link = link
-        rate_request = self._allocate_request_id()
-        params_request = self._allocate_request_id()
-        self._signon_requests = {rate_request: "rate", params_request: "icbm"}
-        # Pipelined: the cookie and every set-up request in one write, replies awaited together.
-        link.write(
-            [
-                (Channel.SIGNON, FlapHello.with_cookie(login.cookie).encode()),
-                (Channel.DATA, self._snac(CLIENT_VERSIONS)),
-                (Channel.DATA, encode_snac_body(RateParamsRequest(), rate_request)),
-                (Channel.DATA, encode_snac_body(IcbmParamsRequest(), params_request)),
-                (Channel.DATA, self._snac(OUR_ICBM_PARAMS)),
-            ]
-        )
+        machine = SignOn(login.cookie, self._allocate_request_id, profile=self._profile)
+        self._write_out(machine.start())
         deadline = self._deadline()
-        while self._rate_reply is None or self._icbm_params is None:
-            frame = await link.read_frame("the sign-on replies", deadline, self._connect_timeout)
-            ended = self._handle_frame(frame)
-            if ended is not None:
-                raise ConnectError(f"{link.peer} ended the session during sign-on: {ended.detail}")
-        rates = self._rate_reply
-        self._rates = RateTable(rates.classes, rates.groups, self._now_ms())
-        ack = RateParamsAck(tuple(c.class_id for c in rates.classes))
-        self._write_snacs([(ack, self._allocate_request_id())])
-        self._write_snacs([(CLIENT_ONLINE, self._allocate_request_id())])
+        while not machine.done:
+            frame = await link.read_frame(machine.awaiting, deadline, self._connect_timeout)
+            result = machine.receive(frame)
+            if machine.rate_reply is not None and self._rates is None:
+                rates = machine.rate_reply
+                self._rates = RateTable(rates.classes, rates.groups, self._now_ms())
+            if machine.icbm_params is not None:
+                self._icbm_params = machine.icbm_params
+            if result.unhandled is not None:
+                ended = self._handle_frame(result.unhandled)
+                if ended is not None:
+                    raise ConnectError(
+                        f"{link.peer} ended the session during sign-on: {ended.detail}"
+                    )
+            if result.send:
+                self._write_out(result.send)
+        if machine.signoff_payload is not None:
+            ended = self._signoff_event(machine.signoff_payload)
+            raise ConnectError(f"{link.peer} ended the session during sign-on: {ended.detail}")
         await self._drain(link)
+
+    def _write_out(self, out: Sequence[Outgoing]) -> None:
+        """One write for the frames of one sign-on step; SNACs count against their rate class."""
+        link = self._link
+        assert link is not None
+        link.write([(o.channel, o.payload) for o in out])
+        if self._rates is not None:
+            now = self._now_ms()
+            for o in out:
+                if o.snac is not None:
+                    self._rates.record(o.snac[0], o.snac[1], now)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -638,12 +636,6 @@ class OscarClient:
         self._emit(TypingNotification(snac.screen_name, state))
 
     def _on_icbm_error(self, request_id: int, error: IcbmError) -> None:
-        if self._signon_requests.get(request_id) == "icbm":
-            log.info(
-                "server has no ICBM parameters (%s); assuming defaults", describe_error(error.code)
-            )
-            self._icbm_params = IcbmParams(max_message_bytes=FALLBACK_MAX_MESSAGE_BYTES)
-            return
         cookie, recipient = self._requests.pop(request_id, (None, None))
         self._emit(IMError(error.code, cookie, recipient))
 
@@ -653,10 +645,6 @@ class OscarClient:
         self._emit(RateChange(notice.code, notice.rate_class.class_id))
 
     def _on_other_error(self, header: SnacHeader, error: SnacError) -> None:
-        if self._signon_requests.get(header.request_id) == "rate":
-            log.info("server has no rate parameters (%s)", describe_error(error.code))
-            self._rate_reply = RateParamsReply((), ())
-            return
         log.warning(
             "server error for request %d (family 0x%04x): %s",
             header.request_id,

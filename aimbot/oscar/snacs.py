@@ -29,6 +29,7 @@ from aimbot.oscar.wire import (
 )
 
 FAMILY_OSERVICE = 0x0001
+FAMILY_LOCATE = 0x0002
 FAMILY_ICBM = 0x0004
 FAMILY_BUCP = 0x0017
 
@@ -43,6 +44,10 @@ TLV_ERROR_CODE = 0x0008
 TLV_PASSWORD_HASH = 0x0025
 TLV_STRONG_HASH = 0x004C
 TLV_MULTI_CONN = 0x004A
+# Locate 02/04 TLVs: profile MIME type, profile, capabilities
+TLV_PROFILE_MIME = 0x0001
+TLV_PROFILE = 0x0002
+TLV_CAPABILITIES = 0x0005
 # Sign-off TLVs (doc §10)
 TLV_SIGNOFF_CODE = 0x0009
 TLV_SIGNOFF_URL = 0x000B
@@ -696,6 +701,47 @@ class SelfInfoReply:
         return cls(UserInfo.read(reader), reader.rest())
 
 
+# -- LOCATE (family 0x02) --------------------------------------------------------------------------
+
+
+PROFILE_MIME_ASCII = 'text/aolrtf; charset="us-ascii"'
+PROFILE_MIME_UTF8 = 'text/aolrtf; charset="utf-8"'
+
+
+@dataclass(frozen=True, slots=True)
+class LocateSetInfo:
+    """02/04 set user info: the profile (TLV 0x0001 MIME type + 0x0002 text) and the like.
+
+    No answer comes back; a server shows the profile to anyone who asks for our user info.
+    """
+
+    FAMILY: ClassVar[int] = FAMILY_LOCATE
+    SUBGROUP: ClassVar[int] = 0x0004
+
+    tlvs: TlvBlock = field(default_factory=TlvBlock)
+
+    @classmethod
+    def profile_text(cls, profile: str) -> Self:
+        """The profile as us-ascii when it is ASCII, else as UTF-8, labelled accordingly."""
+        if profile.isascii():
+            mime, data = PROFILE_MIME_ASCII, profile.encode("ascii")
+        else:
+            mime, data = PROFILE_MIME_UTF8, profile.encode("utf-8", errors="replace")
+        return cls(TlvBlock.of((TLV_PROFILE_MIME, mime.encode("ascii")), (TLV_PROFILE, data)))
+
+    @property
+    def profile(self) -> str | None:
+        data = self.tlvs.get(TLV_PROFILE)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def encode(self) -> bytes:
+        return self.tlvs.encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Self:
+        return cls(decode_tlvs(body, "set user info"))
+
+
 # -- ICBM (family 0x04) ----------------------------------------------------------------------------
 
 
@@ -977,6 +1023,7 @@ SNAC_TYPES: dict[tuple[int, int], type] = {
         SelfInfoRequest,
         SelfInfoReply,
         NoOp,
+        LocateSetInfo,
         IcbmParamsReply,
         IcbmParamsSet,
         IcbmParamsRequest,
