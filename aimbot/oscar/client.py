@@ -44,6 +44,9 @@ from aimbot.oscar.ratelimit import RateClass, RateTable
 from aimbot.oscar.session import FALLBACK_MAX_MESSAGE_BYTES, Outgoing, SignOn
 from aimbot.oscar.snacs import (
     FAMILY_BUCP,
+    MULTI_CONN_ONE_SESSION,
+    RATE_CODE_CLEARED,
+    RATE_CODE_LIMITED,
     SUBGROUP_ERROR,
     BucpChallenge,
     BucpChallengeRequest,
@@ -91,6 +94,8 @@ REMEMBERED_REQUESTS = 4096
 # Error codes after 17/02 that may mean "this server only takes the other MD5 hash" (doc §4).
 WEAK_HASH_RETRY_CODES = frozenset({0x0001, 0x0004, 0x0005})
 UNROUTABLE_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+# A sign-off this soon after a SNAC took us over a rate limit is the server's rate disconnect.
+RATE_DISCONNECT_WINDOW_MS = 5000
 
 
 Sleep = Callable[[float], Awaitable[object]]
@@ -229,6 +234,7 @@ class OscarClient:
         self._rates: RateTable | None = None
         self._rate_reply: RateParamsReply | None = None
         self._icbm_params: IcbmParams | None = None
+        self._limited_classes: set[int] = set()  # classes the server said we are limited on
 
     def __repr__(self) -> str:
         return f"<OscarClient {self._screen_name!r} {self._host}:{self._port} {self._state}>"
@@ -353,6 +359,7 @@ class OscarClient:
                 password_hash=login_hash(reply.key, self._password.get(), strong=strong),
                 strong_hash=strong,
                 client_name=self._client_name,
+                multi_conn=MULTI_CONN_ONE_SESSION,
             )
             link.write([(Channel.DATA, self._snac(request))])
             result = await self._await_login_snac(link, "the login result")
@@ -499,7 +506,15 @@ class OscarClient:
                     if ended is not None:
                         self._end(ended.reason, ended.detail)
                         return
-                self._end(DisconnectReason.EOF, "the server closed the connection")
+                over = self._over_rate_limit()
+                if over is not None:
+                    self._end(
+                        DisconnectReason.RATE_LIMITED,
+                        f"the server closed the connection right after we went over its rate "
+                        f"limit (class {over})",
+                    )
+                else:
+                    self._end(DisconnectReason.EOF, "the server closed the connection")
                 return
             skipped = link.frames.skipped_bytes
             link.pending.extend(link.frames.feed(data))
@@ -565,6 +580,16 @@ class OscarClient:
         return None
 
     def _signoff_event(self, payload: bytes) -> SessionEnded:
+        over = self._over_rate_limit()
+        if over is not None:
+            # Open OSCAR Server signs a session off past the disconnect level with the very
+            # code it uses for "signed on elsewhere" (0x0001); our own rate bookkeeping is what
+            # tells the two apart.
+            return SessionEnded(
+                DisconnectReason.RATE_LIMITED,
+                f"the server signed us off right after we went over its rate limit "
+                f"(class {over}); this is a rate-limit disconnect, not another login",
+            )
         try:
             signoff = SignOff.decode(payload)
         except ProtocolError as e:
@@ -580,6 +605,14 @@ class OscarClient:
                 f"the server signed us off (code 0x{signoff.error_code:04x})",
             )
         return SessionEnded(DisconnectReason.SIGNED_OFF, "the server signed us off")
+
+    def _over_rate_limit(self) -> int | None:
+        """The rate class we were over the limit of just now, by the server's word or ours."""
+        if self._limited_classes:
+            return min(self._limited_classes)
+        if self._rates is None:
+            return None
+        return self._rates.over_limit_since(self._now_ms() - RATE_DISCONNECT_WINDOW_MS)
 
     def _handle_snac(self, header: SnacHeader, body: bytes) -> None:
         key = (header.family, header.subgroup)
@@ -640,6 +673,11 @@ class OscarClient:
         self._emit(IMError(error.code, cookie, recipient))
 
     def _on_rate_change(self, notice: RateParamsChange) -> None:
+        class_id = notice.rate_class.class_id
+        if notice.code == RATE_CODE_LIMITED:
+            self._limited_classes.add(class_id)
+        elif notice.code == RATE_CODE_CLEARED:
+            self._limited_classes.discard(class_id)
         if self._rates is not None:
             self._rates.adopt(notice.rate_class, self._now_ms())
         self._emit(RateChange(notice.code, notice.rate_class.class_id))

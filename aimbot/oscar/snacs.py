@@ -44,6 +44,12 @@ TLV_ERROR_CODE = 0x0008
 TLV_PASSWORD_HASH = 0x0025
 TLV_STRONG_HASH = 0x004C
 TLV_MULTI_CONN = 0x004A
+# Multi-connection flags of TLV 0x004A (Open OSCAR Server wire/snacs.go): an old client (short
+# sign-off frames), a client that wants several sessions at once, or one session only (a new
+# login signs the older one off).
+MULTI_CONN_OLD_CLIENT = 0x00
+MULTI_CONN_SEVERAL_SESSIONS = 0x01
+MULTI_CONN_ONE_SESSION = 0x03
 # Locate 02/04 TLVs: profile MIME type, profile, capabilities
 TLV_PROFILE_MIME = 0x0001
 TLV_PROFILE = 0x0002
@@ -204,7 +210,7 @@ class BucpLoginRequest:
     distribution: int = 0
     language: str = "en"
     country: str = "us"
-    multi_conn: int | None = 0x01
+    multi_conn: int | None = MULTI_CONN_ONE_SESSION
 
     def encode(self) -> bytes:
         if len(self.password_hash) != 16:
