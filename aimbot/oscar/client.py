@@ -250,6 +250,11 @@ class OscarClient:
         return self._screen_name
 
     @property
+    def profile(self) -> str | None:
+        """The HTML profile this session sets at sign-on (02/04), if any."""
+        return self._profile
+
+    @property
     def ended(self) -> SessionEnded | None:
         """How the session ended, once it has (the same object events() yields last)."""
         return self._final
