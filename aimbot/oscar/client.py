@@ -22,24 +22,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 
 from aimbot.oscar.errors import (
     ConnectError,
+    CookieError,
     LoginError,
     MessageTooLong,
     NotConnected,
     OscarError,
     ProtocolError,
+    ScreenNameError,
+    SendError,
 )
 from aimbot.oscar.events import (
     DisconnectReason,
     Event,
     HostAck,
     IMError,
-    IncomingIM,
     RateChange,
     SessionEnded,
     TypingNotification,
     TypingState,
 )
-from aimbot.oscar.imtext import decode_im_text, encode_im_text, html_to_plain, plain_to_html
+from aimbot.oscar.imtext import encode_im_text, plain_to_html
+from aimbot.oscar.intake import DroppedIM, incoming_im
 from aimbot.oscar.ratelimit import RateClass, RateTable
 from aimbot.oscar.session import FALLBACK_MAX_MESSAGE_BYTES, Outgoing, SignOn
 from aimbot.oscar.snacs import (
@@ -79,7 +82,8 @@ from aimbot.oscar.wire import (
     SnacHeader,
     decode_snac,
     encode_frame,
-    encode_screen_name,
+    printable,
+    screen_name_problem,
 )
 from aimbot.utils.secret import Secret
 
@@ -88,6 +92,10 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 65536
 # Doc §3 "keep SNACs < 8 KB": the text plus ~100 bytes of ICBM framing must stay below that.
 HARD_MAX_IM_BYTES = 8000
+MIN_IM_BYTES = 64  # the smallest advertised IM size we accept (a reply part needs room)
+# Events waiting for the consumer; past this the read loop stops reading the socket until the
+# consumer catches up, so the server's TCP window (not our memory) holds what comes next.
+EVENT_QUEUE_LIMIT = 1000
 DEFAULT_BOS_PORT = 5190
 CLOSE_FLUSH_TIMEOUT = 1.0
 REMEMBERED_REQUESTS = 4096
@@ -159,7 +167,7 @@ class _Link:
                         break
                     self.pending.extend(self.frames.feed(data))
         except TimeoutError as e:
-            raise ConnectError(f"{self.peer} sent no {what} within {budget:g} s") from e
+            raise ConnectError(f"{self.peer} did not send {what} within {budget:g} s") from e
         except OSError as e:
             raise ConnectError(f"connection to {self.peer} failed: {e.strerror or e}") from e
         return self.pending.popleft()
@@ -195,10 +203,9 @@ class OscarClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if not screen_name.strip():
-            raise ValueError("screen name is empty")
-        if len(encode_screen_name(screen_name)) > 0xFF:
-            raise ValueError("screen name is longer than 255 bytes")
+        problem = screen_name_problem(screen_name)
+        if problem is not None:
+            raise ScreenNameError(f"screen name {printable(screen_name)} {problem}")
         if not password:
             raise ValueError(f"password for {screen_name} is empty")
         for name, value in (
@@ -228,12 +235,15 @@ class OscarClient:
         self._final: SessionEnded | None = None
         self._final_delivered = False
         self._ended = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever the consumer takes an event
+        self._paused = asyncio.Event()  # set while the read loop waits for room
         self._send_lock = asyncio.Lock()
         self._next_request = secrets.randbelow(0x7FFFFFFE) + 1
         self._requests: OrderedDict[int, tuple[bytes | None, str]] = OrderedDict()
         self._rates: RateTable | None = None
         self._rate_reply: RateParamsReply | None = None
         self._icbm_params: IcbmParams | None = None
+        self._max_message_bytes = FALLBACK_MAX_MESSAGE_BYTES
         self._limited_classes: set[int] = set()  # classes the server said we are limited on
 
     def __repr__(self) -> str:
@@ -248,6 +258,11 @@ class OscarClient:
     @property
     def screen_name(self) -> str:
         return self._screen_name
+
+    @property
+    def queued_events(self) -> int:
+        """Events read from the server and not yet taken by events() (at most 1000 + the end)."""
+        return self._events.qsize()
 
     @property
     def profile(self) -> str | None:
@@ -267,11 +282,31 @@ class OscarClient:
 
     @property
     def max_message_bytes(self) -> int:
-        """The server's advertised IM size (04/05), or 512 when it advertised none."""
-        params = self._icbm_params
-        if params is None or params.max_message_bytes == 0:
-            return FALLBACK_MAX_MESSAGE_BYTES
-        return params.max_message_bytes
+        """The server's advertised IM size (04/05) within 64..8000, or 512 if it advertised none."""
+        return self._max_message_bytes
+
+    def _adopt_icbm_params(self, params: IcbmParams) -> None:
+        """Take the server's ICBM parameters; an IM size outside 64..8000 is clamped, loudly.
+
+        A size under 64 leaves no room to split a reply; one over 8000 makes IMs that no SNAC
+        can carry. Either is a server bug, and trusting it would stop delivery.
+        """
+        self._icbm_params = params
+        advertised = params.max_message_bytes
+        if advertised == 0:
+            self._max_message_bytes = FALLBACK_MAX_MESSAGE_BYTES
+            return
+        clamped = min(max(advertised, MIN_IM_BYTES), HARD_MAX_IM_BYTES)
+        if clamped != advertised:
+            log.warning(
+                "server advertises a maximum IM size of %d bytes; using %d (the sane range is "
+                "%d to %d)",
+                advertised,
+                clamped,
+                MIN_IM_BYTES,
+                HARD_MAX_IM_BYTES,
+            )
+        self._max_message_bytes = clamped
 
     @property
     def rate_classes(self) -> Mapping[int, RateClass]:
@@ -424,8 +459,8 @@ class OscarClient:
             if machine.rate_reply is not None and self._rates is None:
                 rates = machine.rate_reply
                 self._rates = RateTable(rates.classes, rates.groups, self._now_ms())
-            if machine.icbm_params is not None:
-                self._icbm_params = machine.icbm_params
+            if machine.icbm_params is not None and self._icbm_params is None:
+                self._adopt_icbm_params(machine.icbm_params)
             if result.unhandled is not None:
                 ended = self._handle_frame(result.unhandled)
                 if ended is not None:
@@ -456,6 +491,7 @@ class OscarClient:
         """Events in arrival order; SessionEnded is the last one, then the iterator stops."""
         while not (self._final_delivered and self._events.empty()):
             event = await self._events.get()
+            self._room.set()
             if isinstance(event, SessionEnded):
                 self._final_delivered = True
                 yield event
@@ -463,7 +499,31 @@ class OscarClient:
             yield event
 
     def _emit(self, event: Event) -> None:
+        # Unbounded by design: the read loop waits for room (_wait_for_room) before it handles
+        # a frame, and SessionEnded must always fit.
         self._events.put_nowait(event)
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: hold the read loop while the consumer has EVENT_QUEUE_LIMIT unread."""
+        if self._events.qsize() < EVENT_QUEUE_LIMIT or self._final is not None:
+            return
+        log.info(
+            "%d events of %s wait for the consumer; reading from the server pauses until it "
+            "catches up",
+            self._events.qsize(),
+            self._screen_name,
+        )
+        self._paused.set()
+        try:
+            while self._events.qsize() >= EVENT_QUEUE_LIMIT and self._final is None:
+                self._room.clear()
+                await self._room.wait()
+        finally:
+            self._paused.clear()
+
+    async def wait_paused(self) -> None:
+        """Wait until the read loop is held back by unread events (backpressure is on)."""
+        await self._paused.wait()
 
     def _end(self, reason: DisconnectReason, detail: str) -> None:
         """Finish the session once: close the socket and queue SessionEnded as the last event."""
@@ -491,14 +551,22 @@ class OscarClient:
             log.exception("OSCAR read loop of %s crashed", self._screen_name)
             self._end(DisconnectReason.PROTOCOL_ERROR, f"internal error in the read loop: {e!r}")
 
+    async def _handle_pending(self, link: _Link) -> bool:
+        """Handle the frames read so far, one at a time as the consumer makes room; True once
+        the session has ended."""
+        while link.pending:
+            await self._wait_for_room()
+            if self._final is not None:
+                return True
+            ended = self._handle_frame(link.pending.popleft())
+            if ended is not None:
+                self._end(ended.reason, ended.detail)
+                return True
+        return self._final is not None
+
     async def _pump(self, link: _Link) -> None:
         while True:
-            while link.pending:
-                ended = self._handle_frame(link.pending.popleft())
-                if ended is not None:
-                    self._end(ended.reason, ended.detail)
-                    return
-            if self._final is not None:
+            if await self._handle_pending(link):
                 return
             link.frames.check()  # bad bytes after the frames just handled end the session now
             data = await self._read_or_probe(link)
@@ -506,11 +574,8 @@ class OscarClient:
                 return
             if not data:
                 link.pending.extend(link.frames.feed_eof())
-                while link.pending:
-                    ended = self._handle_frame(link.pending.popleft())
-                    if ended is not None:
-                        self._end(ended.reason, ended.detail)
-                        return
+                if await self._handle_pending(link):
+                    return
                 over = self._over_rate_limit()
                 if over is not None:
                     self._end(
@@ -639,39 +704,32 @@ class OscarClient:
                 reply = self._rate_reply
                 self._rates = RateTable(reply.classes, reply.groups, self._now_ms())
         elif key == (IcbmParamsReply.FAMILY, IcbmParamsReply.SUBGROUP):
-            self._icbm_params = IcbmParamsReply.decode(body)
+            self._adopt_icbm_params(IcbmParamsReply.decode(body))
         elif header.subgroup == SUBGROUP_ERROR:
             self._on_other_error(header, SnacError.decode(body))
         else:
             log.debug("ignoring %s", _snac_name(header))
 
     def _on_incoming_im(self, snac: IcbmIncomingIM) -> None:
-        sender = snac.sender.screen_name
-        if snac.channel != 1:
-            log.info("ignoring a channel-%d message from %s (not text)", snac.channel, sender)
+        result = incoming_im(snac)
+        if isinstance(result, DroppedIM):
+            level = logging.INFO if result.routine else logging.WARNING
+            log.log(level, "dropping an IM from %s: %s", printable(result.sender), result.reason)
             return
-        message = snac.message()
-        if message is None:
-            log.warning("ignoring an IM from %s without message data", sender)
-            return
-        markup = "".join(decode_im_text(t.charset, t.payload) for t in message.texts)
-        self._emit(
-            IncomingIM(
-                sender=sender,
-                text=html_to_plain(markup),
-                html=markup,
-                cookie=snac.cookie,
-                auto_response=snac.auto_response,
-            )
-        )
+        self._emit(result)
 
     def _on_typing(self, snac: IcbmTyping) -> None:
+        sender = snac.screen_name
         try:
             state = TypingState(snac.event)
         except ValueError:
-            log.debug("ignoring typing event %d from %s", snac.event, snac.screen_name)
+            log.debug("ignoring typing event %d from %s", snac.event, printable(sender))
             return
-        self._emit(TypingNotification(snac.screen_name, state))
+        problem = screen_name_problem(sender)
+        if problem is not None:
+            log.debug("ignoring a typing notification from %s: %s", printable(sender), problem)
+            return
+        self._emit(TypingNotification(sender, state))
 
     def _on_icbm_error(self, request_id: int, error: IcbmError) -> None:
         cookie, recipient = self._requests.pop(request_id, (None, None))
@@ -713,8 +771,25 @@ class OscarClient:
         this coroutine returns.
 
         html=False escapes the text and turns newlines into <br>; html=True sends it as given.
-        Raises MessageTooLong above 8000 encoded bytes and NotConnected without a session.
+        Raises only OscarError: ScreenNameError for a recipient nobody can be sent to,
+        CookieError, MessageTooLong above 8000 encoded bytes, NotConnected without a session.
         """
+        try:
+            return await self._send_im(recipient, text, html, auto_response, request_ack, cookie)
+        except OscarError:
+            raise
+        except Exception as e:
+            raise _unforeseen(e, f"sending an IM to {printable(recipient)}") from e
+
+    async def _send_im(
+        self,
+        recipient: str,
+        text: str,
+        html: bool,
+        auto_response: bool,
+        request_ack: bool,
+        cookie: bytes | None,
+    ) -> bytes:
         _check_recipient(recipient)
         self._require_online()
         charset, payload = encode_im_text(text if html else plain_to_html(text))
@@ -723,7 +798,7 @@ class OscarClient:
         if cookie is None:
             cookie = new_cookie()
         elif len(cookie) != 8:
-            raise ValueError(f"an ICBM cookie is 8 bytes, got {len(cookie)}")
+            raise CookieError(f"an ICBM cookie is 8 bytes, got {len(cookie)}")
         snac = IcbmSendIM.text_message(
             cookie,
             recipient,
@@ -736,9 +811,15 @@ class OscarClient:
         return cookie
 
     async def send_typing(self, recipient: str, state: TypingState) -> None:
-        _check_recipient(recipient)
-        self._require_online()
-        await self._send(IcbmTyping(recipient, int(state)), (None, recipient))
+        """Send a typing notification; raises only OscarError (as send_im)."""
+        try:
+            _check_recipient(recipient)
+            self._require_online()
+            await self._send(IcbmTyping(recipient, int(state)), (None, recipient))
+        except OscarError:
+            raise
+        except Exception as e:
+            raise _unforeseen(e, f"sending a typing notification to {printable(recipient)}") from e
 
     async def _send(self, snac: SnacBody, about: tuple[bytes | None, str]) -> None:
         async with self._send_lock:
@@ -838,11 +919,17 @@ def new_cookie() -> bytes:
     return secrets.token_bytes(8)
 
 
+def _unforeseen(error: Exception, doing: str) -> SendError:
+    # A bug, not a network fault: keep the traceback in the log, give the caller an OscarError
+    # so that one reply is dropped instead of a session worker crashing.
+    log.error("%s failed unexpectedly", doing, exc_info=error)
+    return SendError(f"{doing} failed: {error!r}")
+
+
 def _check_recipient(recipient: str) -> None:
-    if not recipient.strip():
-        raise ValueError("recipient screen name is empty")
-    if len(encode_screen_name(recipient)) > 0xFF:
-        raise ValueError("recipient screen name is longer than 255 bytes")
+    problem = screen_name_problem(recipient)
+    if problem is not None:
+        raise ScreenNameError(f"cannot send to {printable(recipient)}: the screen name {problem}")
 
 
 def _snac_name(header: SnacHeader) -> str:

@@ -175,7 +175,7 @@ class BucpChallengeRequest:
 
     @classmethod
     def decode(cls, body: bytes) -> Self:
-        name = decode_tlvs(body, "BUCP challenge request").get_text(TLV_SCREEN_NAME)
+        name = decode_tlvs(body, "BUCP challenge request").get_screen_name(TLV_SCREEN_NAME)
         if name is None:
             raise ProtocolError("BUCP challenge request without a screen name (TLV 0x0001)")
         return cls(name)
@@ -240,7 +240,7 @@ class BucpLoginRequest:
     @classmethod
     def decode(cls, body: bytes) -> Self:
         tlvs = decode_tlvs(body, "BUCP login request")
-        name = tlvs.get_text(TLV_SCREEN_NAME)
+        name = tlvs.get_screen_name(TLV_SCREEN_NAME)
         digest = tlvs.get(TLV_PASSWORD_HASH)
         if name is None:
             raise ProtocolError("BUCP login request without a screen name (TLV 0x0001)")
@@ -300,7 +300,7 @@ class BucpLoginResponse:
     def decode(cls, body: bytes) -> Self:
         tlvs = decode_tlvs(body, "BUCP login response")
         response = cls(
-            screen_name=tlvs.get_text(TLV_SCREEN_NAME),
+            screen_name=tlvs.get_screen_name(TLV_SCREEN_NAME),
             bos_address=tlvs.get_text(TLV_BOS_ADDRESS),
             cookie=tlvs.get(TLV_COOKIE),
             error_code=tlvs.get_int(TLV_ERROR_CODE),
