@@ -215,22 +215,18 @@ class _Text(_Kind):
         return (self.allow_empty or value != "") and len(value) <= self.max_length
 
 
-class _Profile(_Kind):
+class _Profile(_Text):
     """Plain text for the bot's AIM profile, bounded in encoded bytes (servers store bytes)."""
 
-    empty_is_value = True
-
     def __init__(self, *, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
+        super().__init__(max_length=max_bytes, allow_empty=True)
         self.allowed = f"text of at most {max_bytes} bytes (UTF-8), no control characters"
 
-    def parse(self, raw: str) -> str:
-        return raw.strip()
-
     def valid(self, value: Any) -> bool:
-        if not isinstance(value, str) or _CONTROL_CHARS.search(value):
+        # Characters never outnumber bytes, so the inherited check is only the control-char one.
+        if not super().valid(value):
             return False
-        return len(value.encode("utf-8", errors="replace")) <= self.max_bytes
+        return len(value.encode("utf-8", errors="replace")) <= self.max_length
 
 
 class _ScreenName(_Kind):

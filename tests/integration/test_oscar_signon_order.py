@@ -15,7 +15,7 @@ from aimbot.oscar.client import OscarClient
 from aimbot.oscar.errors import ConnectError
 from aimbot.oscar.events import IncomingIM
 from tests.helpers.oscar import HOST, WAIT
-from tests.helpers.strict_oscar import strict_server
+from tests.helpers.strict_oscar import CONVENTIONAL_ORDER, strict_server
 
 
 async def test_the_client_signs_on_to_a_server_that_reads_one_frame_at_a_time() -> None:
@@ -31,16 +31,7 @@ async def test_the_client_signs_on_to_a_server_that_reads_one_frame_at_a_time() 
             assert isinstance(event, IncomingIM) and event.text == "hello bot"
             # Every read of the strict phase held exactly one frame: nothing was pipelined.
             assert server.frames_per_strict_read == [1, 1, 1, 1]
-            assert server.handled == [
-                "cookie",
-                "01/17",
-                "01/06",
-                "04/04",
-                "01/08",
-                "04/02",
-                "02/04",
-                "01/02",
-            ]
+            assert server.handled == CONVENTIONAL_ORDER
             assert server.profile == "type help"
         finally:
             await client.close()
