@@ -52,6 +52,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.ims_ignored = Counter(
+            "ims_ignored",
+            "IMs from senders that are not people, never answered, by reason "
+            "(system_sender, ignored_sender, auto_response)",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.dify_latency = Histogram(
             "dify_request_seconds",
             "Time from sending a query to Dify to having the whole answer",
