@@ -53,6 +53,9 @@ class HandlerOptions:
     outbox_ttl: float = 86400.0
     offline_retry: float = 60.0
     ack_timeout: float = 30.0
+    max_send_attempts: int = 3
+    resend_delay: float = 5.0
+    never_ack_after: int = 3
     maintenance_interval: float = 5.0
 
 
@@ -86,6 +89,9 @@ class AIMHandler:
             ttl=options.outbox_ttl,
             offline_retry=options.offline_retry,
             ack_timeout=options.ack_timeout,
+            max_attempts=options.max_send_attempts,
+            resend_delay=options.resend_delay,
+            never_ack_after=options.never_ack_after,
         )
         self._client: OscarClient | None = None
         self._online = asyncio.Event()
@@ -168,8 +174,15 @@ class AIMHandler:
                 if reason is DisconnectReason.SIGNED_ON_ELSEWHERE:
                     delay = max(delay, SIGNED_ON_ELSEWHERE_MIN_DELAY)
                     log.warning(
-                        "%s signed on somewhere else (another bot instance with the same screen "
-                        "name?); signing on again in %.0f s",
+                        "%s was signed off because another login with the same screen name took "
+                        "over (another bot process or AIM client using it; run one process per "
+                        "screen name); signing on again in %.0f s",
+                        self.options.screen_name,
+                        delay,
+                    )
+                elif reason is DisconnectReason.RATE_LIMITED:
+                    log.warning(
+                        "the server disconnected %s for sending too fast; reconnecting in %.1f s",
                         self.options.screen_name,
                         delay,
                     )
@@ -263,9 +276,12 @@ class AIMHandler:
         if isinstance(event, IncomingIM):
             await self._on_message(event)
         elif isinstance(event, HostAck):
+            never_acked = self.queue.never_acks
             item = self.queue.acked(event.cookie)
             log.debug("ack %s -> reply %s", event.cookie.hex(), item.id if item else None)
             if item is not None:
+                if never_acked:
+                    log.info("the server acks IMs after all; delivery is confirmed by acks again")
                 await self._confirmed([item], delivered=True)
         elif isinstance(event, IMError):
             await self._on_im_error(event)
@@ -291,10 +307,10 @@ class AIMHandler:
                     self.options.outbox_ttl,
                 )
         elif event.code in ERR_RATE:
-            item = self.queue.acked(cookie)
+            item = self.queue.rate_refused(cookie)
             if item is not None:
                 log.warning("server rate-limited reply %d; it will be sent again", item.id)
-                self.queue.push(item)
+                self._count_resent()
         else:
             item = self.queue.rejected(cookie)
             if item is not None:
@@ -304,15 +320,20 @@ class AIMHandler:
                     item.screen_name,
                     event.code,
                 )
-                await self._confirmed([item], delivered=False)
+                await self._confirmed([item], delivered=False, reason="refused")
 
-    async def _confirmed(self, items: list[OutboxItem], *, delivered: bool) -> None:
-        """Forget replies for good: delivered, or refused/expired (already logged)."""
+    async def _confirmed(
+        self, items: list[OutboxItem], *, delivered: bool, reason: str = ""
+    ) -> None:
+        """Forget replies for good: delivered, or given up for `reason` (already logged)."""
         if not items:
             return
         # Bookkeeping first: the items already left the queue, so flush() may return right now.
-        if self._metrics is not None and delivered:
-            self._metrics.ims_out.inc(len(items))
+        if self._metrics is not None:
+            if delivered:
+                self._metrics.ims_out.inc(len(items))
+            else:
+                self._metrics.ims_given_up.labels(reason=reason).inc(len(items))
         self._update_depth()
         await self._store.outbox_done(item.id for item in items)
         self._check_drained()
@@ -320,6 +341,10 @@ class AIMHandler:
     def _check_drained(self) -> None:
         if len(self.queue) == 0:
             self._drained.set()
+
+    def _count_resent(self, amount: int = 1) -> None:
+        if self._metrics is not None and amount:
+            self._metrics.ims_resent.inc(amount)
 
     def _update_depth(self) -> None:
         if self._metrics is not None:
@@ -364,13 +389,45 @@ class AIMHandler:
     async def _maintenance_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.maintenance_interval)
-            silent, expired = self.queue.maintain(self._clock())
-            for item in expired:
-                log.warning(
-                    "dropping reply %d to %s: undeliverable for %.0f s (OUTBOX_TTL)",
-                    item.id,
-                    item.screen_name,
-                    self.options.outbox_ttl,
-                )
-            await self._confirmed(silent, delivered=True)
-            await self._confirmed(expired, delivered=False)
+            await self._upkeep()
+
+    async def _upkeep(self) -> None:
+        upkeep = self.queue.maintain(self._clock())
+        if upkeep.learned_never_acks:
+            log.warning(
+                "the server has acknowledged none of the replies sent in this session (%d "
+                "unanswered after %.0f s each): it does not send host acks, so from now on a "
+                "reply written to it counts as delivered",
+                self.options.never_ack_after,
+                self.options.ack_timeout,
+            )
+        for item in upkeep.resending:
+            log.info(
+                "no ack from the server for reply %d to %r within %.0f s (send %d of %d); "
+                "sending it again",
+                item.id,
+                item.screen_name,
+                self.options.ack_timeout,
+                self.queue.attempts(item),
+                self.options.max_send_attempts,
+            )
+        self._count_resent(len(upkeep.resending))
+        for item in upkeep.given_up:
+            log.warning(
+                "giving up on reply %d to %r: the server acknowledged none of %d sends "
+                "(each waited %.0f s); it was probably dropped for rate",
+                item.id,
+                item.screen_name,
+                self.options.max_send_attempts,
+                self.options.ack_timeout,
+            )
+        for item in upkeep.expired:
+            log.warning(
+                "giving up on reply %d to %r: undeliverable for %.0f s (OUTBOX_TTL)",
+                item.id,
+                item.screen_name,
+                self.options.outbox_ttl,
+            )
+        await self._confirmed(upkeep.delivered, delivered=True)
+        await self._confirmed(upkeep.given_up, delivered=False, reason="no_ack")
+        await self._confirmed(upkeep.expired, delivered=False, reason="expired")

@@ -41,7 +41,22 @@ class Metrics:
         )
         self.ims_out = Counter(
             "ims_sent",
-            "Instant messages (reply parts) sent to AIM users",
+            "Reply parts delivered to AIM users: acknowledged by the server (or written to a "
+            "server that never acknowledges)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.ims_resent = Counter(
+            "ims_resent",
+            "Reply parts sent again because the server neither acknowledged them in time nor "
+            "took them (rate)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.ims_given_up = Counter(
+            "ims_given_up",
+            "Reply parts never delivered, by reason (no_ack, refused, expired, unsendable)",
+            ["reason"],
             namespace=NAMESPACE,
             registry=r,
         )
