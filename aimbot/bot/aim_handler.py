@@ -50,6 +50,9 @@ class HandlerOptions:
     screen_name: str
     reconnect_base: float = 1.0
     reconnect_cap: float = 300.0
+    # A session must stay up this long before the reconnect back-off starts again from the base;
+    # a server that accepts the sign-on and drops at once is backed off like a failed sign-on.
+    stable_after: float = 60.0
     outbox_ttl: float = 86400.0
     offline_retry: float = 60.0
     ack_timeout: float = 30.0
@@ -166,10 +169,12 @@ class AIMHandler:
                 delay = self._backoff.next_delay()
                 log.exception("unexpected error while signing on; retrying in %.1f s", delay)
             else:
-                self._backoff.reset()
+                started = time.monotonic()
                 reason = await self._serve(client)
                 if self._stopping.is_set():
                     break
+                if time.monotonic() - started >= self.options.stable_after:
+                    self._backoff.reset()
                 delay = self._backoff.next_delay()
                 if reason is DisconnectReason.SIGNED_ON_ELSEWHERE:
                     delay = max(delay, SIGNED_ON_ELSEWHERE_MIN_DELAY)
@@ -229,10 +234,14 @@ class AIMHandler:
             self.max_message_bytes,
             len(self.queue),
         )
+        loops: dict[str, Callable[[], Coroutine[object, object, None]]] = {
+            "aim-send": lambda: self._send_loop(client),
+            "aim-typing": lambda: self._typing_loop(client),
+            "aim-upkeep": self._maintenance_loop,
+        }
         workers = [
-            asyncio.create_task(self._guard(self._send_loop(client), client), name="aim-send"),
-            asyncio.create_task(self._guard(self._typing_loop(client), client), name="aim-typing"),
-            asyncio.create_task(self._guard(self._maintenance_loop(), client), name="aim-upkeep"),
+            asyncio.create_task(self._guard(name, loop, client), name=name)
+            for name, loop in loops.items()
         ]
         reason = DisconnectReason.EOF
         try:
@@ -262,15 +271,27 @@ class AIMHandler:
             self._client = None
         return reason
 
-    async def _guard(self, loop: Coroutine[object, object, None], client: OscarClient) -> None:
-        """Run one of the session's loops; if it crashes, end the session so it starts afresh."""
+    async def _guard(
+        self, name: str, loop: Callable[[], Coroutine[object, object, None]], client: OscarClient
+    ) -> None:
+        """Run one of the session's loops; if it ends for any reason, end the session with it.
+
+        A session whose sender (or typing, or upkeep) has stopped must not look alive: the read
+        loop would keep `online` true while replies pile up unsent. Closing it makes run() sign on
+        afresh, with every unconfirmed reply queued again.
+        """
         try:
-            await loop
+            await loop()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("session worker crashed; reconnecting")
-            await client.close()
+            log.exception("session worker %s crashed; ending the session to start afresh", name)
+        else:
+            if client.ended is None:
+                log.warning("session worker %s stopped; ending the session to start afresh", name)
+            else:
+                log.debug("session worker %s stopped with its session", name)
+        await client.close()
 
     async def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingIM):
@@ -363,14 +384,33 @@ class AIMHandler:
                     request_ack=True,
                     cookie=cookie,
                 )
-            except (NotConnected, OscarError, OSError):
+            except (NotConnected, OSError):
                 self.queue.unsent(cookie)
                 return
+            except Exception as e:
+                if not client.online:
+                    self.queue.unsent(cookie)
+                    return
+                # The session is fine, this reply is not (a name the server cannot take, a text
+                # too long for one IM): retrying it can never work, so it must not block others.
+                await self._unsendable(cookie, item, e)
+                continue
             except BaseException:
                 self.queue.unsent(cookie)
                 raise
             self.queue.written(cookie, self._clock())
-            log.debug("sent reply %d to %s as %s", item.id, item.screen_name, cookie.hex())
+            log.debug("sent reply %d to %r as %s", item.id, item.screen_name, cookie.hex())
+
+    async def _unsendable(self, cookie: bytes, item: OutboxItem, error: Exception) -> None:
+        self.queue.unsendable(cookie)
+        log.warning(
+            "dropping reply %d to %r: it cannot be sent (%s: %s)",
+            item.id,
+            item.screen_name,
+            type(error).__name__,
+            error,
+        )
+        await self._confirmed([item], delivered=False, reason="unsendable")
 
     async def _typing_loop(self, client: OscarClient) -> None:
         while True:
@@ -383,8 +423,12 @@ class AIMHandler:
                     continue
                 try:
                     await client.send_typing(screen_name, state)
-                except (NotConnected, OscarError, OSError):
+                except (NotConnected, OSError):
                     return
+                except Exception as e:
+                    if not client.online:
+                        return
+                    log.debug("cannot send typing to %r: %s", screen_name, e)
 
     async def _maintenance_loop(self) -> None:
         while True:
