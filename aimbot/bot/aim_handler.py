@@ -43,6 +43,7 @@ ERR_RECIPIENT_OFFLINE = 0x0004
 ERR_RATE = frozenset({0x0002, 0x0003})
 SIGNED_ON_ELSEWHERE_MIN_DELAY = 60.0
 DEFAULT_MAX_MESSAGE_BYTES = 512
+SEND_TIME_SMOOTHING = 0.2  # weight of the newest send in the moving average of send time
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,12 @@ class AIMHandler:
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self.sessions = 0
         self.last_disconnect: str | None = None
+        self._send_seconds = 0.0  # moving average of one send, pacing included
+        if metrics is not None:
+            metrics.reply_queue_length.set_function(lambda: self.queue.queued)
+            metrics.reply_queue_users.set_function(lambda: self.queue.waiting_users)
+            metrics.reply_queue_oldest.set_function(self.oldest_queued_age)
+            metrics.reply_queue_wait.set_function(self.expected_wait)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -120,6 +127,15 @@ class AIMHandler:
 
     async def wait_offline(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self._offline.wait(), timeout)
+
+    def oldest_queued_age(self) -> float:
+        """Seconds the oldest reply waiting to be sent has waited (0 with an empty queue)."""
+        oldest = self.queue.oldest_queued()
+        return 0.0 if oldest is None else max(self._clock() - oldest, 0.0)
+
+    def expected_wait(self) -> float:
+        """Roughly how long a reply queued now waits: one round of the users ahead of it."""
+        return self.queue.waiting_users * self._send_seconds
 
     async def load_outbox(self) -> int:
         """Queue the replies a previous run could not deliver."""
@@ -295,6 +311,14 @@ class AIMHandler:
 
     async def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingIM):
+            # Whoever writes is online: what was held for them goes out first, in order.
+            held = self.queue.release(normalize_screen_name(event.sender))
+            if held:
+                log.info(
+                    "%r is back: %d held replies go out now, before anything newer",
+                    event.sender,
+                    len(held),
+                )
             await self._on_message(event)
         elif isinstance(event, HostAck):
             never_acked = self.queue.never_acks
@@ -374,6 +398,7 @@ class AIMHandler:
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
             item = await self.queue.get()
+            started = time.monotonic()
             cookie = item.cookie  # the same for every attempt: a resend is the same message
             self.queue.sending(cookie, item)
             try:
@@ -399,6 +424,8 @@ class AIMHandler:
                 self.queue.unsent(cookie)
                 raise
             self.queue.written(cookie, self._clock())
+            took = time.monotonic() - started
+            self._send_seconds += (took - self._send_seconds) * SEND_TIME_SMOOTHING
             log.debug("sent reply %d to %r as %s", item.id, item.screen_name, cookie.hex())
 
     async def _unsendable(self, cookie: bytes, item: OutboxItem, error: Exception) -> None:

@@ -8,16 +8,20 @@ under the same cookie (a client shows a repeat once), with growing pauses, at mo
 after `never_ack_after` such silences is taken to be one that never acks; from then on a written
 reply counts as delivered, until an ack proves otherwise. A reply whose session drops before it
 is confirmed goes back into the queue, so a dropped connection never loses one.
-Replies are sent lowest outbox id first, i.e. in the order the answers were produced, across users.
+Replies are scheduled round-robin across users, each user's in the order their answers were
+produced (bot/fairqueue.py). A reply parked because its user was offline goes back to the front
+of that user's line as soon as the user writes again (`release`), so it arrives before the answer
+to the new IM; the periodic retry remains for users who come back without writing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from dataclasses import dataclass, field
 
+from aimbot.bot.fairqueue import FairQueue
+from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.store import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -75,38 +79,43 @@ class DeliveryQueue:
         self._attempts: dict[int, int] = {}  # outbox id -> sends so far (kept across requeues)
         self._session_acks = 0
         self._session_silences = 0
-        self._heap: list[tuple[int, OutboxItem]] = []
-        self._queued_ids: set[int] = set()
+        self._queue = FairQueue(lambda item: normalize_screen_name(item.screen_name))
         self._in_flight: dict[bytes, _InFlight] = {}
         self._parked: dict[int, _Parked] = {}
         self._available = asyncio.Event()
 
     def __len__(self) -> int:
         """Replies not yet confirmed: queued, in flight or parked."""
-        return len(self._heap) + len(self._in_flight) + len(self._parked)
+        return len(self._queue) + len(self._in_flight) + len(self._parked)
 
     @property
     def queued(self) -> int:
-        return len(self._heap)
+        return len(self._queue)
+
+    @property
+    def waiting_users(self) -> int:
+        """Users with a reply queued: one round of the scheduler."""
+        return self._queue.users
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
+    def oldest_queued(self) -> float | None:
+        """created_at of the oldest reply waiting to be sent, if any."""
+        return min((item.created_at for item in self._queue.heads()), default=None)
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
     def push(self, item: OutboxItem) -> None:
-        if item.id in self._queued_ids:
-            return
-        self._queued_ids.add(item.id)
-        heapq.heappush(self._heap, (item.id, item))
-        self._available.set()
+        if self._queue.push(item):
+            self._available.set()
 
     def pop(self) -> OutboxItem | None:
-        if not self._heap:
-            self._available.clear()
-            return None
-        _, item = heapq.heappop(self._heap)
-        self._queued_ids.discard(item.id)
-        if not self._heap:
+        item = self._queue.pop()
+        if not len(self._queue):
             self._available.clear()
         return item
 
@@ -187,6 +196,18 @@ class DeliveryQueue:
         self._parked[entry.item.id] = _Parked(entry.item, now + self.offline_retry)
         return entry.item
 
+    def release(self, user_key: str) -> list[OutboxItem]:
+        """The user is back (they wrote): their held replies go out now, ahead of newer ones."""
+        held = [
+            p.item
+            for p in self._parked.values()
+            if not p.resend and normalize_screen_name(p.item.screen_name) == user_key
+        ]
+        for item in held:
+            del self._parked[item.id]
+            self.push(item)
+        return held
+
     def session_lost(self) -> int:
         """Unconfirmed sends go back in the queue, to be sent again after reconnect."""
         count = len(self._in_flight)
@@ -249,15 +270,11 @@ class DeliveryQueue:
             elif now >= parked.retry_at:
                 del self._parked[item_id]
                 self.push(parked.item)
-        stale = [item for _, item in self._heap if now - item.created_at >= self.ttl]
+        stale = self._queue.remove_if(lambda item: now - item.created_at >= self.ttl)
         if stale:
-            stale_ids = {item.id for item in stale}
-            self._heap = [(i, item) for i, item in self._heap if i not in stale_ids]
-            heapq.heapify(self._heap)
-            self._queued_ids -= stale_ids
-            for item_id in stale_ids:
-                self._attempts.pop(item_id, None)
+            for item in stale:
+                self._attempts.pop(item.id, None)
             expired.extend(stale)
-            if not self._heap:
+            if not len(self._queue):
                 self._available.clear()
         return upkeep

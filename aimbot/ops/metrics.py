@@ -131,6 +131,30 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.reply_queue_length = Gauge(
+            "reply_queue_length",
+            "Reply parts waiting for their turn to be sent (not in flight, not held)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reply_queue_users = Gauge(
+            "reply_queue_users",
+            "Users with a reply waiting; replies go round-robin, one per user per round",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reply_queue_oldest = Gauge(
+            "reply_queue_oldest_seconds",
+            "Age of the oldest reply part waiting to be sent (0 when none waits)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reply_queue_wait = Gauge(
+            "reply_queue_expected_wait_seconds",
+            "Expected wait of a reply queued now: waiting users x average time per send",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.build_info = Gauge(
             "build_info",
             "Always 1; the label carries the running aimbot version",
