@@ -64,6 +64,7 @@ def bot_options(settings: Settings) -> BotOptions:
         max_reply_bytes=settings.max_reply_bytes,
         allowed_users=settings.allowed_users,
         blocked_users=settings.blocked_users,
+        ignored_senders=settings.ignored_senders,
         user_rate_limit=settings.user_rate_limit,
         max_input_chars=settings.max_input_chars,
         typing_notifications=settings.typing_notifications,

@@ -409,6 +409,7 @@ class Settings:
     reply_format: ReplyFormat = field(default="html", metadata=_rule(_Choice("html", "plain")))
     allowed_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     blocked_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
+    ignored_senders: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     user_rate_limit: int = field(default=20, metadata=_rule(_Int(1, 10_000, zero_means="off")))
     max_input_chars: int = field(default=2000, metadata=_rule(_Int(1, 100_000)))
     typing_notifications: bool = field(default=True, metadata=_rule(_Bool()))
