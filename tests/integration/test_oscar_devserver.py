@@ -70,10 +70,12 @@ async def test_utf8_under_charset_0_in_html_reaches_the_client_as_text() -> None
 async def test_unknown_snac_gets_an_invalid_snac_error_with_our_request_id() -> None:
     async with running_server() as server:
         peer = await RawPeer.sign_on(server.port, "alice", PASSWORDS["alice"])
-        peer.send(Channel.DATA, encode_snac(0x0013, 0x0004, 4242, b""))
-        header, body = await peer.snac(lambda h: h.subgroup == 0x0001)
-        assert (header.family, header.request_id) == (0x0013, 4242)
-        assert body[:2] == b"\x00\x01"
+        for family, subgroup in ((0x0013, 0x0099), (0x0055, 0x0003)):
+            peer.send(Channel.DATA, encode_snac(family, subgroup, 4242, b""))
+            header, body = await peer.snac(lambda h: h.subgroup == 0x0001)
+            assert (header.family, header.request_id) == (family, 4242)
+            assert body[:2] == b"\x00\x01"
+        assert server.is_online("alice")  # an error, never a disconnect
         await peer.close()
 
 
