@@ -130,8 +130,14 @@ class PurpleSession:
                     self.inbox.remove(item)
                     return item
 
-    async def request(self, family: int, subgroup: int, body: bytes = b"") -> list[Received]:
-        """Send one request, then the 01/0E barrier; the answers that carry the request's id."""
+    async def request(
+        self, family: int, subgroup: int, body: bytes = b"", *, queued: SnacType | None = None
+    ) -> list[Received]:
+        """Send one request, then the 01/0E barrier; the answers that carry the request's id.
+
+        `queued` names an answer a server may send through its per-session queue instead of
+        in line (OOS does so for 13/0E): it is awaited even when it comes after the barrier.
+        """
         request_id = self.send(family, subgroup, body)
         barrier = self.send(0x0001, 0x000E)
         answers: list[Received] = []
@@ -140,10 +146,16 @@ class PurpleSession:
                 item = await self.next_snac()
                 if item.header.request_id == barrier:
                     self.inbox.remove(item)
-                    return answers
+                    break
                 if item.header.request_id == request_id:
                     self.inbox.remove(item)
                     answers.append(item)
+            while queued is not None and queued not in [snac_type(a.header) for a in answers]:
+                item = await self.next_snac()
+                if item.header.request_id == request_id:
+                    self.inbox.remove(item)
+                    answers.append(item)
+        return answers
 
     async def close(self) -> None:
         self.writer.close()
