@@ -82,32 +82,37 @@ class OosServer:
             if status != 204:
                 raise RuntimeError(f"OOS PATCH is_bot {screen_name!r}: HTTP {status} {text!r}")
 
-    async def sessions(self) -> object:
-        status, text = await _http(self.api_port, "GET", "/session")
-        if status != 200:
-            raise RuntimeError(f"OOS GET /session: HTTP {status}")
-        return json.loads(text)
-
     def log_text(self) -> str:
         return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
 
 
-async def _wait_listening(port: int, process: asyncio.subprocess.Process) -> None:
-    """Connect until the listener answers; the server needs about 0.3 s to bind."""
-    async with asyncio.timeout(START_TIMEOUT):
-        while True:
-            if process.returncode is not None:
-                raise RuntimeError(f"OOS exited with {process.returncode} before listening")
-            try:
-                _, writer = await asyncio.open_connection(HOST, port)
-            except OSError:
-                # Not bound yet: the only way to learn it is to try again shortly.
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+async def _pump_log(stream: asyncio.StreamReader, log_path: Path, started: asyncio.Event) -> None:
+    """Copy the server's output to its log file; `started` is set once both its OSCAR listener
+    and its management API say they are starting (the event tests wait on, not a timer)."""
+    seen: set[str] = set()
+    with log_path.open("ab") as log_file:
+        while line := await stream.readline():
+            log_file.write(line)
+            log_file.flush()
+            if b'msg="starting server"' in line:
+                seen.update(svc for svc in ("OSCAR", "API") if f"svc={svc} ".encode() in line)
+                if seen == {"OSCAR", "API"}:
+                    started.set()
+
+
+async def _connectable(port: int) -> None:
+    """The server logs before it binds; a refused connect right after is retried briefly."""
+    for _ in range(100):
+        try:
+            _, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            await asyncio.sleep(0.02)  # a bind in progress: retry, bounded (100 x 20 ms)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise RuntimeError(f"OOS logged that it started but 127.0.0.1:{port} refuses connections")
 
 
 @contextlib.asynccontextmanager
@@ -135,27 +140,41 @@ async def running_oos(*, log_level: str = "info") -> AsyncIterator[OosServer]:
         config = work / "settings.env"
         config.write_text("".join(f"export {k}={v!r}\n" for k, v in settings.items()))
         log_path = work / "oos.log"
-        with log_path.open("wb") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                str(binary),
-                "-config",
-                str(config),
-                cwd=work,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-            )
+        process = await asyncio.create_subprocess_exec(
+            str(binary),
+            "-config",
+            str(config),
+            cwd=work,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        started = asyncio.Event()
+        pump = asyncio.create_task(_pump_log(process.stdout, log_path, started), name="oos-log")
+        exited = asyncio.create_task(process.wait(), name="oos-exit")
         try:
-            await _wait_listening(oscar_port, process)
-            await _wait_listening(api_port, process)
+            async with asyncio.timeout(START_TIMEOUT):
+                ready = asyncio.create_task(started.wait(), name="oos-started")
+                try:
+                    await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    ready.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ready
+                if not started.is_set():
+                    raise RuntimeError(f"OOS exited with {process.returncode} before listening")
+                await _connectable(oscar_port)
+                await _connectable(api_port)
             yield OosServer(oscar_port, api_port, process, log_path)
         finally:
             if process.returncode is None:
                 process.terminate()
-                try:
-                    async with asyncio.timeout(START_TIMEOUT):
-                        await process.wait()
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    await exited
+            except TimeoutError:
+                process.kill()
+                await exited
+            await pump
