@@ -39,11 +39,13 @@ from aimbot.oscar.snacs_services import (
     FeedbagStartCluster,
     FeedbagStatus,
     FeedbagUpdate,
+    LocateDirInfoReply,
     LocateRightsReply,
     LocateSetInfo,
     LocateUserInfoQuery,
     LocateUserInfoQuery2,
     LocateUserInfoReply,
+    OfflineMessagesDone,
     PdRightsReply,
     StatsReportAck,
 )
@@ -226,6 +228,20 @@ def _edit(conn: OscarConnection, rid: int, items: tuple[FeedbagItem, ...], mode:
         conn.server.announce_buddies(conn, added)
 
 
+def dir_info(conn: OscarConnection, rid: int, body: bytes) -> None:
+    """02/0B: directory info of a screen name; we keep none, OOS then answers "found", empty."""
+    conn.send_snac(LocateDirInfoReply(), rid)
+
+
+def offline_messages(conn: OscarConnection, rid: int, body: bytes) -> None:
+    """04/10 (libpurple sends it after 01/02): no stored messages here, so done at once."""
+    conn.send_snac(OfflineMessagesDone(), rid)
+
+
+def privacy_flags(conn: OscarConnection, rid: int, body: bytes) -> None:
+    """01/14: OOS logs the flags and answers nothing."""
+
+
 def stats_report(conn: OscarConnection, rid: int, body: bytes) -> None:
     """0B/03: a client's usage report; OOS acknowledges it with an empty 0B/04."""
     conn.send_snac(StatsReportAck(), rid)
@@ -248,4 +264,7 @@ SERVICE_HANDLERS: dict[tuple[int, int], Callable[[OscarConnection, int, bytes], 
     (FeedbagStartCluster.FAMILY, FeedbagStartCluster.SUBGROUP): feedbag_cluster,
     (FeedbagEndCluster.FAMILY, FeedbagEndCluster.SUBGROUP): feedbag_cluster,
     (FAMILY_STATS, 0x0003): stats_report,
+    (FAMILY_LOCATE, 0x000B): dir_info,
+    (OfflineMessagesDone.FAMILY, 0x0010): offline_messages,
+    (0x0001, 0x0014): privacy_flags,
 }

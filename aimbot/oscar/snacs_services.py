@@ -272,6 +272,43 @@ class LocateUserInfoReply:
         return cls(UserInfo.read(reader), reader.tlv_rest())
 
 
+@dataclass(frozen=True, slots=True)
+class LocateDirInfoReply:
+    """02/0C: u16 status (1 = found) and a counted TLV block of directory fields."""
+
+    FAMILY: ClassVar[int] = FAMILY_LOCATE
+    SUBGROUP: ClassVar[int] = 0x000C
+
+    status: int = 0x0001
+    tlvs: TlvBlock = field(default_factory=TlvBlock)
+
+    def encode(self) -> bytes:
+        return pack_u16(self.status, "directory status") + self.tlvs.encode_counted()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Self:
+        reader = Reader(body, "directory info")
+        return cls(reader.u16("directory status"), reader.tlv_counted("directory fields"))
+
+
+# -- ICBM extras (family 0x04) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineMessagesDone:
+    """04/17: the answer to 04/10 "send my offline messages" once all (here: none) are sent."""
+
+    FAMILY: ClassVar[int] = 0x0004
+    SUBGROUP: ClassVar[int] = 0x0017
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, body: bytes) -> Self:
+        return cls()
+
+
 # -- buddy (family 0x03) ---------------------------------------------------------------------------
 
 
@@ -531,6 +568,8 @@ SERVICE_SNAC_TYPES: dict[tuple[int, int], type] = {
         LocateUserInfoQuery,
         LocateUserInfoQuery2,
         LocateUserInfoReply,
+        LocateDirInfoReply,
+        OfflineMessagesDone,
         BuddyArrived,
         BuddyDeparted,
         FeedbagQuery,

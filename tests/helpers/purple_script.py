@@ -5,7 +5,8 @@ connection callbacks and the family_*.c request builders): nothing after the coo
 01/17 and wait for 01/18; 01/06 and wait for 01/07; then the rate ack, 01/0E, the feedbag
 rights and list (13/02, 13/05), the locate, buddy, ICBM and BOS rights (02/02, 03/02, 04/04,
 09/02); on those answers 02/04 (profile, capabilities), 04/02 (ICBM parameters), 01/1E (status),
-01/11 (idle), 13/07 (activate the list) and 01/02 (client ready) last.
+01/11 (idle), 13/07 (activate the list) and 01/02 (client ready), then 04/10 (offline messages).
+Not replayed: 01/04 requests for the alert and chat services, which the devserver does not run.
 
 Each request is followed by a 01/0E "barrier": a server handles one connection's SNACs in
 order, so once the barrier's 01/0F arrives every answer to the request has arrived too, and a
@@ -271,6 +272,8 @@ async def purple_sign_on(
         for f in families
     )
     trace.add((0x0001, 0x0002), await session.request(0x0001, 0x0002, ready))
+    # Right after 01/02 libpurple asks for messages stored while it was offline.
+    trace.add((0x0004, 0x0010), await session.request(0x0004, 0x0010))
     return session, trace
 
 
