@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
 from aimbot.oscar.errors import ProtocolError
-from aimbot.oscar.snacs import FAMILY_OSERVICE, UserInfo
+from aimbot.oscar.snacs import FAMILY_OSERVICE, UserInfo, _EmptyBody
 from aimbot.oscar.wire import (
     Reader,
     TlvBlock,
@@ -152,18 +152,11 @@ class StatsReportInterval:
 
 
 @dataclass(frozen=True, slots=True)
-class StatsReportAck:
+class StatsReportAck(_EmptyBody):
     """0B/04: the server took the client's usage report (0B/03); empty."""
 
     FAMILY: ClassVar[int] = FAMILY_STATS
     SUBGROUP: ClassVar[int] = 0x0004
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 # -- rights replies (x/03 to the x/02 queries of locate, buddy, PD and feedbag) --------------------
@@ -295,18 +288,11 @@ class LocateDirInfoReply:
 
 
 @dataclass(frozen=True, slots=True)
-class OfflineMessagesDone:
+class OfflineMessagesDone(_EmptyBody):
     """04/17: the answer to 04/10 "send my offline messages" once all (here: none) are sent."""
 
     FAMILY: ClassVar[int] = 0x0004
     SUBGROUP: ClassVar[int] = 0x0017
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 # -- buddy (family 0x03) ---------------------------------------------------------------------------
@@ -381,18 +367,11 @@ def _read_items(reader: Reader) -> tuple[FeedbagItem, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class FeedbagQuery:
+class FeedbagQuery(_EmptyBody):
     """13/04: the whole list, unconditionally."""
 
     FAMILY: ClassVar[int] = FAMILY_FEEDBAG
     SUBGROUP: ClassVar[int] = 0x0004
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,18 +426,11 @@ class FeedbagReply:
 
 
 @dataclass(frozen=True, slots=True)
-class FeedbagActivate:
+class FeedbagActivate(_EmptyBody):
     """13/07: the client has its list and starts using it (no answer)."""
 
     FAMILY: ClassVar[int] = FAMILY_FEEDBAG
     SUBGROUP: ClassVar[int] = 0x0007
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,18 +502,11 @@ class FeedbagNotModified:
 
 
 @dataclass(frozen=True, slots=True)
-class FeedbagStartCluster:
+class FeedbagStartCluster(_EmptyBody):
     """13/11: a batch of edits begins (optional TLVs; no answer)."""
 
     FAMILY: ClassVar[int] = FAMILY_FEEDBAG
     SUBGROUP: ClassVar[int] = 0x0011
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, body: bytes) -> Self:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ request that gets no answer is seen to get none without waiting out a timer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 from aimbot.oscar.snacs import (
@@ -32,16 +31,15 @@ from aimbot.oscar.snacs_services import FeedbagItem
 from aimbot.oscar.wire import (
     Channel,
     Frame,
-    FrameBuffer,
     SnacHeader,
     TlvBlock,
     decode_snac,
-    encode_frame,
     encode_snac,
     pack_str8,
     pack_u16,
     pack_u32,
 )
+from tests.helpers.oscar import RawPeer
 
 WAIT = 5.0
 SnacType = tuple[int, int]
@@ -69,21 +67,14 @@ class Received:
 class PurpleSession:
     """One BOS connection driven by hand; every SNAC received is kept in `inbox`."""
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    peer: RawPeer
     screen_name: str
-    frames: FrameBuffer = field(default_factory=FrameBuffer)
-    pending: list[Frame] = field(default_factory=list)
     inbox: list[Received] = field(default_factory=list)
-    sequence: int = 1
     next_request: int = 0x100
     signed_off: Frame | None = None
 
-    # -- bytes -------------------------------------------------------------------------------------
-
     def send_frame(self, channel: int, payload: bytes) -> None:
-        self.writer.write(encode_frame(channel, self.sequence, payload))
-        self.sequence += 1
+        self.peer.send(channel, payload)
 
     def send(self, family: int, subgroup: int, body: bytes = b"") -> int:
         request_id = self.next_request
@@ -92,15 +83,7 @@ class PurpleSession:
         return request_id
 
     async def _frame(self) -> Frame | None:
-        while not self.pending:
-            data = await self.reader.read(65536)
-            if not data:
-                self.pending.extend(self.frames.feed_eof())
-                if not self.pending:
-                    return None
-                break
-            self.pending.extend(self.frames.feed(data))
-        return self.pending.pop(0)
+        return await self.peer.frame()
 
     async def next_snac(self, timeout: float = WAIT) -> Received:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
@@ -159,9 +142,7 @@ class PurpleSession:
         return answers
 
     async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
+        await self.peer.close()
 
     async def closed(self, timeout: float = WAIT) -> Frame | None:  # noqa: ASYNC109
         """Read until EOF; the channel-4 frame seen on the way (None if there was none)."""
@@ -175,17 +156,17 @@ class PurpleSession:
         return self.signed_off
 
 
-async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _open(host: str, port: int, screen_name: str) -> PurpleSession:
     async with asyncio.timeout(WAIT):
-        return await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port)
+    return PurpleSession(RawPeer(reader, writer), screen_name)
 
 
 async def bucp_login(
     host: str, port: int, screen_name: str, password: str, *, multi_conn: int | None = None
 ) -> BucpLoginResponse:
     """MD5 login on the auth connection; the BOS address and cookie (or the error)."""
-    reader, writer = await _open(host, port)
-    auth = PurpleSession(reader, writer, screen_name)
+    auth = await _open(host, port, screen_name)
     try:
         auth.send_frame(Channel.SIGNON, FlapHello().encode())
         auth.send(0x0017, 0x0006, BucpChallengeRequest(screen_name).encode())
@@ -236,8 +217,7 @@ async def purple_sign_on(
     login = await bucp_login(host, port, screen_name, password, multi_conn=multi_conn)
     assert login.bos_address is not None and login.cookie is not None, login
     bos_host, bos_port = parse_bos_address(login.bos_address)
-    reader, writer = await _open(bos_host, bos_port)
-    session = PurpleSession(reader, writer, screen_name)
+    session = await _open(bos_host, bos_port, screen_name)
     trace = SignOnTrace()
     session.send_frame(Channel.SIGNON, FlapHello.with_cookie(login.cookie).encode())
     online = await session.wait_for((0x0001, 0x0003))
