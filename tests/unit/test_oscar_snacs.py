@@ -51,6 +51,7 @@ from aimbot.oscar.snacs import (
     normalize_screen_name,
     parse_bos_address,
 )
+from aimbot.oscar.snacs_services import SERVICE_SNAC_TYPES
 from aimbot.oscar.wire import Reader, Tlv, TlvBlock, decode_snac, decode_tlvs
 from tests.helpers.oscar import tlvs_from_bytes
 
@@ -476,6 +477,7 @@ DECODERS: list[Callable[[bytes], object]] = [cls.decode for cls in SNAC_TYPES.va
     decode_snac,
     lambda body: Reader(body).tlv_counted(),
     lambda body: Reader(body).tlv_length_prefixed(),
+    *(cls.decode for cls in SERVICE_SNAC_TYPES.values()),
 ]
 
 
