@@ -534,6 +534,7 @@ class OscarClient:
         level = logging.INFO if reason is DisconnectReason.CLOSED else logging.WARNING
         log.log(level, "session of %s ended (%s): %s", self._screen_name, reason.value, detail)
         self._ended.set()
+        self._room.set()  # a read loop held back by backpressure sees the end at once
         if self._link is not None:
             self._link.close()
         self._emit(self._final)

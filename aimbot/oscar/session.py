@@ -15,8 +15,9 @@ all of them; the SNACs that have no answer go together at the end, 01/02 last of
 ack follows the ICBM request instead of preceding it (libpurple's order) for that reason: were
 they written together, such a server would answer the ack and drop the request.
 
-Liberal in what it accepts: an error instead of 01/18, 01/07 or 04/05 moves on with defaults
-(servers without rate classes or ICBM parameters exist), and anything unsolicited (01/13 MOTD,
+Liberal in what it accepts: an error (or an unreadable body) instead of 01/18, 01/07 or 04/05
+moves on with defaults (servers without rate classes or ICBM parameters exist); only a malformed
+01/03, SNAC header or error body is a ProtocolError. Anything unsolicited (01/13 MOTD,
 01/0F self info, 01/15 well-known URLs, 01/0A rate notices) is handed back to the caller
 untouched. Timing is the caller's job: `awaiting` names the answer a timeout would be about.
 """
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from aimbot.oscar.errors import ProtocolError
 from aimbot.oscar.snacs import (
     FAMILY_ICBM,
     FAMILY_LOCATE,
@@ -150,21 +152,29 @@ class SignOn:
             self.host_families = HostOnline.decode(body).families
             return self._advance(Step.HOST_VERSIONS, [self._client_versions()])
         if header.subgroup == SUBGROUP_ERROR and self._answers(header):
-            return self._on_error(header, SnacError.decode(body))
+            return self._on_error(SnacError.decode(body))
         if self.step is Step.HOST_VERSIONS and key == (HostVersions.FAMILY, HostVersions.SUBGROUP):
-            HostVersions.decode(body)
+            # The versions the server echoes change nothing we do; their content is not checked.
             return self._advance(Step.RATE_PARAMS, [RateParamsRequest()])
         if self.step is Step.RATE_PARAMS and key == (
             RateParamsReply.FAMILY,
             RateParamsReply.SUBGROUP,
         ):
-            self.rate_reply = RateParamsReply.decode(body)
+            try:
+                self.rate_reply = RateParamsReply.decode(body)
+            except ProtocolError as e:
+                log.warning("cannot read the server's rate parameters (%s); not pacing sends", e)
+                self.rate_reply = RateParamsReply((), ())
             return self._advance(Step.ICBM_PARAMS, [IcbmParamsRequest()])
         if self.step is Step.ICBM_PARAMS and key == (
             IcbmParamsReply.FAMILY,
             IcbmParamsReply.SUBGROUP,
         ):
-            self.icbm_params = IcbmParamsReply.decode(body)
+            try:
+                self.icbm_params = IcbmParamsReply.decode(body)
+            except ProtocolError as e:
+                log.warning("cannot read the server's ICBM parameters (%s); assuming defaults", e)
+                self.icbm_params = IcbmParams(max_message_bytes=FALLBACK_MAX_MESSAGE_BYTES)
             return self._finish()
         return Received(unhandled=frame)
 
@@ -173,7 +183,7 @@ class SignOn:
     def _answers(self, header: SnacHeader) -> bool:
         return self._waiting_for is not None and header.request_id == self._waiting_for
 
-    def _on_error(self, header: SnacHeader, error: SnacError) -> Received:
+    def _on_error(self, error: SnacError) -> Received:
         reason = describe_error(error.code)
         if self.step is Step.HOST_VERSIONS:
             log.info("server refused our family versions (%s); going on", reason)

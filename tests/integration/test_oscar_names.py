@@ -10,7 +10,7 @@ import pytest
 
 from aimbot.oscar import client as client_module
 from aimbot.oscar.client import OscarClient
-from aimbot.oscar.events import IncomingIM
+from aimbot.oscar.events import DisconnectReason, IncomingIM, SessionEnded
 from tests.helpers.oscar import HOST, WAIT, session_pool
 from tests.helpers.strict_oscar import strict_server
 
@@ -107,3 +107,24 @@ async def test_a_slow_consumer_holds_the_reader_back_and_loses_nothing(
             assert received == [f"message {i}" for i in range(40)]
         finally:
             await bob.close()
+
+
+async def test_a_session_held_back_by_backpressure_still_ends_cleanly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "EVENT_QUEUE_LIMIT", 3)
+    async with session_pool(enforce_rate_limits=False) as pool:
+        alice = await pool.sign_on("alice", throttle=False)
+        bob = pool.client("bobsmith")
+        await bob.connect()
+        for i in range(10):
+            await alice.client.send_im("bobsmith", f"message {i}")
+        await asyncio.wait_for(bob.wait_paused(), WAIT)
+        await asyncio.wait_for(bob.close(), WAIT)
+        events = [event async for event in bob.events()]
+        assert [e.text for e in events if isinstance(e, IncomingIM)] == [
+            "message 0",
+            "message 1",
+            "message 2",
+        ]
+        assert events[-1] == SessionEnded(DisconnectReason.CLOSED, "closed by us")

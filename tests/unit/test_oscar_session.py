@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aimbot.oscar.errors import ProtocolError
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, DEFAULT_RATE_GROUPS
@@ -255,3 +257,45 @@ def test_a_server_that_handles_one_frame_per_read_gets_every_request() -> None:
     assert server.dropped == 0
     assert server.reads == [1, 1, 1, 1, 4]
     assert server.handled == CONVENTIONAL_ORDER
+
+
+def test_unreadable_rate_and_icbm_answers_move_on_with_defaults() -> None:
+    m = machine()
+    m.start()
+    sent = m.receive(frame(HostOnline(FAMILIES))).send
+    sent = m.receive(
+        Frame(Channel.DATA, 0, encode_snac(1, 0x18, request_id_of(sent[0]), b"\x00"))
+    ).send
+    assert names(sent) == ["01/06"]  # an odd-length 01/18 is still the answer
+    sent = m.receive(
+        Frame(Channel.DATA, 0, encode_snac(1, 7, request_id_of(sent[0]), b"\x00\x05"))
+    ).send
+    assert names(sent) == ["04/04"] and m.rate_reply == RateParamsReply((), ())
+    sent = m.receive(
+        Frame(Channel.DATA, 0, encode_snac(4, 5, request_id_of(sent[0]), b"\x00"))
+    ).send
+    assert names(sent) == ["01/08", "04/02", "02/04", "01/02"]
+    assert m.icbm_params is not None
+    assert m.icbm_params.max_message_bytes == FALLBACK_MAX_MESSAGE_BYTES
+
+
+@given(st.lists(st.binary(max_size=60), max_size=12), st.binary(max_size=40))
+def test_any_frames_advance_the_machine_or_raise_protocol_error_only(
+    bodies: list[bytes], families: bytes
+) -> None:
+    m = machine()
+    m.start()
+    answers = [frame(HostOnline(tuple(families[i] for i in range(len(families)))))]
+    for body in bodies:
+        family, subgroup = (body[0] % 5, body[1] % 0x19) if len(body) >= 2 else (1, 1)
+        answers.append(
+            Frame(Channel.DATA, 0, encode_snac(family, subgroup, 1 + len(answers), body))
+        )
+    for answer in answers:
+        try:
+            result = m.receive(answer)
+        except ProtocolError:
+            continue
+        assert all(o.channel == Channel.DATA for o in result.send)
+        if m.done:
+            assert names(result.send)[-1] == "01/02" or m.step is Step.SIGNED_OFF
