@@ -22,7 +22,7 @@ from aimbot.bot import messages
 from aimbot.bot.buffer import MessageBuffer, PendingMessage
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.senders import IgnoredSenders
-from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
+from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning, with_note
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.client import new_cookie
 from aimbot.oscar.events import IncomingIM, TypingState
@@ -56,10 +56,7 @@ def _encodable(text: str) -> bool:
 
 
 def _with_note(markdown: str, note: str | None) -> str:
-    if note is None:
-        return markdown
-    body = markdown.rstrip()
-    return f"{body}\n\n{note}" if body else note
+    return markdown if note is None else with_note(markdown, note)
 
 
 class ReplySink(Protocol):
