@@ -156,7 +156,9 @@ class AIMBot:
         self._idle.set()
         self._seen = 0  # IMs handed to on_message, whatever became of them
         self._seen_changed = asyncio.Condition()
-        self._unstored_ids = 0  # ids of replies sent without an outbox row count down from -1
+        # Ids of replies sent without an outbox row: negative (no row has one) and ascending, so
+        # the parts of one answer keep their order in the delivery queue.
+        self._unstored_ids = -(2**62)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -484,7 +486,7 @@ class AIMBot:
 
     def _unstored(self, screen_name: str, reply: Reply) -> OutboxItem:
         """A reply the store could not keep, sent anyway: a negative id no outbox row has."""
-        self._unstored_ids -= 1
+        self._unstored_ids += 1
         return OutboxItem(
             self._unstored_ids, screen_name, reply.text, reply.is_html, self._clock(), new_cookie()
         )
