@@ -112,7 +112,7 @@ def test_any_im_is_answered_or_dropped_and_nothing_crashes(
 
 # Small caps for the rendering property, so that each example costs a few ms (the CI profile runs
 # 10,000): every answer below is longer than SMALL_CHARS, so every one must end with the note.
-SMALL_CHARS, SMALL_PARTS = 1500, 3
+SMALL_CHARS, SMALL_PARTS = 700, 2
 
 
 def _past_the_cap(seed: str) -> str:
