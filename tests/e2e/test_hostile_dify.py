@@ -9,6 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import aiohttp
+import pytest
+
+from aimbot.api.dify_client import MAX_JSON_BODY_BYTES, DifyClient, DifyOptions
+from aimbot.api.errors import DifyProtocolError
 from aimbot.bot import messages
 from tests.helpers.e2e import rig
 from tests.helpers.hostile_dify import TASK_ID, HostileDify, hostile_dify
@@ -79,3 +84,17 @@ async def test_a_stream_broken_after_only_blank_text_gets_one_friendly_error(
     async with hostile_dify(chunk_chars=50, chunk_text=" ", break_after=300) as dify:
         reply = await one_question(tmp_path, dify, "ida")
         assert reply == messages.for_error(messages.DifyUnavailable("x"))
+
+
+async def test_a_50_mb_blocking_answer_is_refused_after_a_bounded_read() -> None:
+    async with hostile_dify(answer_bytes=50 * MIB) as dify, aiohttp.ClientSession() as session:
+        client = DifyClient(
+            session,
+            "app-hostile-0123456789",
+            DifyOptions(base_url=dify.url, response_mode="blocking"),
+        )
+        with pytest.raises(DifyProtocolError, match="larger than"):
+            await client.chat("aim:kim", "hi", None)
+        assert dify.finished == 0
+        assert dify.written < MAX_JSON_BODY_BYTES + 16 * MIB, dify.written
+        assert dify.chat_turns == 1  # a protocol error is not asked again
