@@ -21,6 +21,7 @@ from aimbot.api.dify_client import DifyClient
 from aimbot.bot.aim_handler import AIMHandler
 from aimbot.bot.bot import AIMBot
 from aimbot.config.settings import Settings
+from aimbot.ops.dify_key import DifyKeyWatch
 from aimbot.ops.health import HealthServer, HealthStatus, bot_health
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM
@@ -52,6 +53,8 @@ class Application:
         self.stop_requested = asyncio.Event()
         self._parts: _Parts | None = None
         self._handler_task: asyncio.Task[None] | None = None
+        self.dify_key = DifyKeyWatch()
+        self._key_task: asyncio.Task[None] | None = None
 
     @property
     def handler(self) -> AIMHandler:
@@ -75,7 +78,9 @@ class Application:
         # Per-request timeouts come from DifyClient; the session itself must not cut streams.
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
-            dify = DifyClient(http, s.dify_api_key.get(), dify_options(s))
+            dify = DifyClient(
+                http, s.dify_api_key.get(), dify_options(s), observer=self.dify_key.observe
+            )
             bot_ref: list[AIMBot] = []
 
             async def on_message(im: IncomingIM) -> None:
@@ -109,6 +114,7 @@ class Application:
         if waiting or pending:
             log.info("resuming: %d replies to deliver, %d IMs to answer", waiting, pending)
         self._handler_task = asyncio.create_task(handler.run(), name="aim-handler")
+        self._key_task = asyncio.create_task(self.dify_key.run(dify.parameters), name="dify-key")
 
     def health(self) -> HealthStatus:
         parts = self._parts
@@ -120,6 +126,8 @@ class Application:
             dify_circuit_closed=circuit == "closed",
             last_disconnect=parts.handler.last_disconnect,
             circuit_state=circuit,
+            login_refused=parts.handler.login_refused,
+            dify_key_rejected=self.dify_key.rejected,
         )
 
     async def run(self) -> int:
@@ -165,6 +173,10 @@ class Application:
         if parts is None:
             return
         deadline = time.monotonic() + self.settings.shutdown_grace
+        key_task, self._key_task = self._key_task, None
+        if key_task is not None:
+            key_task.cancel()
+            await asyncio.gather(key_task, return_exceptions=True)
         try:
             finished = await parts.bot.drain(self.settings.shutdown_grace)
             if not finished:

@@ -183,7 +183,7 @@ async def check_aim_login(settings: Settings) -> CheckResult:
         await asyncio.wait_for(client.connect(), limit)
         size = client.max_message_bytes
     except LoginError as e:
-        code = f" (server code 0x{e.code:04x})" if e.code is not None else ""
+        code = f" (code 0x{e.code:04x})" if e.code is not None else ""
         hint = "; wait before retrying" if e.retryable else "; check AIM_USERNAME and AIM_PASSWORD"
         return failed(TITLE_AIM_LOGIN, f"{name}: {e.reason}{code}{hint}", Section.LOGIN)
     except TimeoutError:

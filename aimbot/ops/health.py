@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 CHECK_SIGNED_ON: Final = "aim_signed_on"
 CHECK_DIFY_CIRCUIT: Final = "dify_circuit_closed"
+CHECK_AIM_LOGIN: Final = "aim_login_accepted"
+CHECK_DIFY_KEY: Final = "dify_key_accepted"
 
 
 class HealthServerError(Exception):
@@ -52,18 +54,33 @@ def bot_health(
     dify_circuit_closed: bool,
     last_disconnect: str | None = None,
     circuit_state: str = "open",
+    login_refused: str | None = None,
+    dify_key_rejected: str | None = None,
 ) -> HealthStatus:
-    """The bot's health as the issue defines it: signed on, and Dify's circuit closed.
+    """The bot's health: signed on, its login accepted, Dify's key accepted, Dify's circuit closed.
 
-    The optional details go into the reasons, so that a 503 says what happened, not just what.
+    The two "accepted" checks name failures that retrying will not fix (a wrong password or a
+    suspended account; a wrong or revoked Dify key): the bot keeps retrying, but an operator has
+    to act, so they get a reason of their own. The optional details go into the reasons, so that
+    a 503 says what happened, not just what.
     """
     offline = "not signed on to the AIM server"
     if last_disconnect:
         offline += f" (last disconnect: {last_disconnect})"
     return HealthStatus.from_checks(
-        {CHECK_SIGNED_ON: signed_on, CHECK_DIFY_CIRCUIT: dify_circuit_closed},
+        {
+            CHECK_SIGNED_ON: signed_on,
+            CHECK_AIM_LOGIN: login_refused is None,
+            CHECK_DIFY_KEY: dify_key_rejected is None,
+            CHECK_DIFY_CIRCUIT: dify_circuit_closed,
+        },
         {
             CHECK_SIGNED_ON: offline,
+            CHECK_AIM_LOGIN: (
+                f"the AIM server refuses the bot's login ({login_refused}); "
+                "check AIM_USERNAME / AIM_PASSWORD and the account"
+            ),
+            CHECK_DIFY_KEY: f"Dify rejects DIFY_API_KEY ({dify_key_rejected})",
             CHECK_DIFY_CIRCUIT: (
                 f"Dify circuit breaker is {circuit_state}: recent Dify queries failed"
             ),
