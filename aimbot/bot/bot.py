@@ -22,6 +22,7 @@ from aimbot.bot.buffer import MessageBuffer, PendingMessage
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
 from aimbot.ops.metrics import Metrics
+from aimbot.ops.traffic import Answered, conversation_prefix, log_answered
 from aimbot.oscar.events import IncomingIM, TypingState
 from aimbot.oscar.imtext import im_text_size
 from aimbot.oscar.snacs import normalize_screen_name
@@ -61,6 +62,7 @@ class BotOptions:
     delete_on_clear: bool = False
     inbox_max_age: float = 3600.0
     restart_notice_window: float = 120.0  # 0 = off
+    log_message_text: bool = False  # the traffic log shows texts (DEBUG only)
 
 
 @dataclass(eq=False)
@@ -326,13 +328,15 @@ class AIMBot:
         refresher = None
         if self.options.typing_notifications:
             refresher = asyncio.create_task(self._keep_typing(user), name=f"typing-{user.key}")
+        asked = time.monotonic()
         try:
             async with self._dify_slots:
-                text = await self._ask(user.key, query)
+                text, outcome = await self._ask(user.key, query)
         finally:
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
+        dify_seconds = time.monotonic() - asked  # includes waiting for a DIFY_MAX_CONCURRENCY slot
         replies = self._render(text)
         # Once the answer exists it must reach the store even if "clear" cancels us now.
         user.commit = asyncio.create_task(
@@ -340,8 +344,25 @@ class AIMBot:
         )
         await asyncio.shield(user.commit)
         user.commit = None
+        log_answered(
+            Answered(
+                user=user.screen_name,
+                ims=len(batch),
+                chars_in=len(query),
+                chars_out=len(text),
+                parts=len(replies),
+                dify_seconds=dify_seconds,
+                total_seconds=max(0.0, self._clock() - batch[0].received_at),
+                conversation=conversation_prefix(await self._store.get_conversation(user.key)),
+                outcome=outcome,
+            ),
+            text_in=query,
+            text_out=text,
+            log_text=self.options.log_message_text,
+        )
 
-    async def _ask(self, key: str, query: str) -> str:
+    async def _ask(self, key: str, query: str) -> tuple[str, str]:
+        """The answer's text and "ok", or an apology and the Dify error's kind."""
         conversation_id = await self._store.get_conversation(key)
         dify_user = self._dify_user(key)
         started = time.monotonic()
@@ -359,11 +380,11 @@ class AIMBot:
                 log.warning("Dify failed for %s: %s: %s", key, type(e).__name__, e)
             if self._metrics is not None:
                 self._metrics.friendly_errors.inc()
-            return messages.for_error(e)
+            return messages.for_error(e), e.kind
         self._observe_dify(started, None)
         if answer.conversation_id and answer.conversation_id != conversation_id:
             await self._store.set_conversation(key, answer.conversation_id, self._clock())
-        return strip_reasoning(answer.text) or messages.EMPTY_ANSWER
+        return strip_reasoning(answer.text) or messages.EMPTY_ANSWER, "ok"
 
     async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
         items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
