@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
+from aimbot import __version__
 from aimbot.api.dify_client import DifyClient
 from aimbot.bot.aim_handler import AIMHandler
 from aimbot.bot.bot import AIMBot
 from aimbot.config.settings import Settings
+from aimbot.ops import admin
 from aimbot.ops.dify_key import DifyKeyWatch
-from aimbot.ops.health import HealthServer, HealthStatus, bot_health
+from aimbot.ops.health import HealthServer, HealthStatus, bot_health, health_body
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM
 from aimbot.store import Store
@@ -54,6 +58,7 @@ class Application:
         self._parts: _Parts | None = None
         self._handler_task: asyncio.Task[None] | None = None
         self.dify_key = DifyKeyWatch()
+        self._started = time.monotonic()
         self._key_task: asyncio.Task[None] | None = None
 
     @property
@@ -97,9 +102,14 @@ class Application:
             bot_ref.append(bot)
             health = None
             if s.health_port:
-                health = HealthServer(s.health_host, s.health_port, self.metrics, self.health)
+                token = admin.write_token(s.data_dir)
+                api = admin.AdminApi(store, token, self.admin_status, time.time)
+                health = HealthServer(
+                    s.health_host, s.health_port, self.metrics, self.health, api.routes()
+                )
                 await health.start()
         except BaseException:
+            admin.remove_token(s.data_dir)
             await http.close()
             await store.close()
             raise
@@ -129,6 +139,30 @@ class Application:
             login_refused=parts.handler.login_refused,
             dify_key_rejected=self.dify_key.rejected,
         )
+
+    async def admin_status(self) -> dict[str, Any]:
+        """What `python main.py status` shows for a running bot."""
+        parts = self._parts
+        if parts is None:
+            return {"running": False}
+        code, health = health_body(self.health())
+        return {
+            "running": True,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.monotonic() - self._started, 1),
+            "screen_name": self.settings.aim_username,
+            "signed_on": parts.handler.online,
+            "sessions": parts.handler.sessions,
+            "last_disconnect": parts.handler.last_disconnect,
+            "healthy": code == 200,
+            "health": health,
+            "dify_circuit": parts.dify.circuit_state,
+            "active_users": parts.bot.active_users,
+            "queue_depth": parts.bot.queue_depth,
+            "outbox_depth": len(parts.handler.queue),
+            "store": await admin.store_summary(parts.store),
+        }
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or stop_requested), then shut down; returns the exit code."""
@@ -201,6 +235,7 @@ class Application:
         finally:
             if parts.health is not None:
                 await parts.health.stop()
+                admin.remove_token(self.settings.data_dir)
             await parts.http.close()
             await parts.store.close()
             log.info("stopped")

@@ -9,7 +9,7 @@ stale, and a failing callback is itself reported as unhealthy instead of breakin
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -106,7 +106,9 @@ class HealthServer:
         port: int,
         metrics: Metrics,
         status: Callable[[], HealthStatus],
+        routes: Sequence[web.RouteDef] = (),
     ) -> None:
+        self._routes = list(routes)  # more endpoints on the same port (the operator commands)
         self._host = host
         self._requested_port = port
         self._bound_port: int | None = None
@@ -128,6 +130,7 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics_page)
+        app.add_routes(self._routes)
         return app
 
     async def start(self) -> None:
