@@ -99,7 +99,7 @@ def describe_session_end(reason: DisconnectReason, detail: str) -> str:
 
 
 def describe_login_error(error: LoginError) -> str:
-    code = f" (server code 0x{error.code:04x})" if error.code is not None else ""
+    code = f" (code 0x{error.code:04x})" if error.code is not None else ""
     advice = " — try again in a few minutes" if error.retryable else ""
     return f"{error.reason}{code}{advice}"
 

@@ -76,4 +76,5 @@ def bot_options(settings: Settings) -> BotOptions:
         restart_notice_window=settings.restart_notice_window,
         max_answer_chars=settings.max_answer_chars,
         max_reply_parts=settings.max_reply_parts,
+        log_message_text=settings.log_message_text,
     )
