@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,8 @@ class Application:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.stop_requested = asyncio.Event()
+        # A second SIGTERM/SIGINT: skip what is left of the grace (work stays in the inbox).
+        self.stop_now = asyncio.Event()
         self._parts: _Parts | None = None
         self._handler_task: asyncio.Task[None] | None = None
         self.dify_key = DifyKeyWatch()
@@ -70,6 +73,11 @@ class Application:
     def bot(self) -> AIMBot:
         assert self._parts is not None, "start() first"
         return self._parts.bot
+
+    @property
+    def store(self) -> Store:
+        assert self._parts is not None, "start() first"
+        return self._parts.store
 
     @property
     def health_port(self) -> int | None:
@@ -105,7 +113,13 @@ class Application:
                 token = admin.write_token(s.data_dir)
                 api = admin.AdminApi(store, token, self.admin_status, time.time)
                 health = HealthServer(
-                    s.health_host, s.health_port, self.metrics, self.health, api.routes()
+                    s.health_host,
+                    s.health_port,
+                    self.metrics,
+                    self.health,
+                    api.routes(),
+                    connection_timeout=s.health_connection_timeout,
+                    max_connections=s.health_max_connections,
                 )
                 await health.start()
         except BaseException:
@@ -193,7 +207,12 @@ class Application:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stop_requested.is_set():
-            log.warning("%s again: shutting down now", sig.name)
+            log.warning(
+                "%s again: shutting down now; unfinished IMs and replies stay stored for the "
+                "next start",
+                sig.name,
+            )
+            self.stop_now.set()
         else:
             log.info(
                 "%s received: finishing work in progress (up to %.0f s)",
@@ -201,6 +220,21 @@ class Application:
                 self.settings.shutdown_grace,
             )
         self.stop_requested.set()
+
+    async def _unless_stopped_now(self, step: Coroutine[object, object, bool]) -> bool:
+        """Run one shutdown step; a second signal cancels it (False, as if it ran out of time)."""
+        task = asyncio.ensure_future(step)
+        cut = asyncio.ensure_future(self.stop_now.wait())
+        try:
+            await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            await asyncio.gather(cut, return_exceptions=True)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
 
     async def shutdown(self) -> None:
         parts, self._parts = self._parts, None
@@ -212,14 +246,15 @@ class Application:
             key_task.cancel()
             await asyncio.gather(key_task, return_exceptions=True)
         try:
-            finished = await parts.bot.drain(self.settings.shutdown_grace)
+            finished = await self._unless_stopped_now(parts.bot.drain(self.settings.shutdown_grace))
             if not finished:
-                log.warning("shutdown grace ran out; unfinished IMs stay in the inbox")
+                await parts.bot.close()
+                log.warning("shutdown grace ran out or was cut; unfinished IMs stay in the inbox")
             remaining = max(0.0, deadline - time.monotonic())
             if (
                 parts.handler.online
                 and len(parts.handler.queue)
-                and not await parts.handler.flush(remaining)
+                and not await self._unless_stopped_now(parts.handler.flush(remaining))
             ):
                 log.warning(
                     "%d replies not confirmed before exit; kept for the next start",
@@ -229,7 +264,8 @@ class Application:
             if self._handler_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     try:
-                        await asyncio.wait_for(self._handler_task, timeout=2.0)
+                        wait = 0.0 if self.stop_now.is_set() else 2.0
+                        await asyncio.wait_for(self._handler_task, timeout=wait)
                     except TimeoutError:
                         log.warning("AIM session did not end in time; cancelled")
         finally:

@@ -91,3 +91,15 @@ def test_docs_benchmarks_documents_every_benchmark_command_with_figures() -> Non
     assert "Latest figures" in section and "commit" in section
     summary = sections(README)["Benchmarks"].strip()
     assert len(summary.splitlines()) <= 6 and "docs/benchmarks.md" in summary
+
+
+def test_every_troubleshooting_reference_in_the_code_names_an_existing_section() -> None:
+    """'see TROUBLESHOOTING.md, "X"' in any message must lead to a real heading (issue 13)."""
+    headings = list(TROUBLE_SECTIONS)
+    found = 0
+    for path in (ROOT / "aimbot").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for name in re.findall(r'TROUBLESHOOTING\.md, (?:section )?\\?"([^"\\]+)\\?"', text):
+            found += 1
+            assert any(h.startswith(name) for h in headings), f"{path.name}: {name!r}"
+    assert found >= 5
