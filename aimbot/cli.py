@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, TextIO
+from urllib.parse import urlsplit
 
 from aimbot import __version__
 from aimbot.config.settings import ConfigError, Settings, load_settings
@@ -172,6 +173,19 @@ def report_config_error(error: ConfigError | LoggingSetupError, err: TextIO) -> 
     return EXIT_CONFIG
 
 
+def config_advice(settings: Settings) -> list[str]:
+    """Valid but most likely wrong settings: said at --check-config and at start, not fatal
+    (a proxy may serve the API under another path)."""
+    advice = []
+    path = urlsplit(settings.dify_api_url).path.rstrip("/")
+    if not path.endswith("/v1"):
+        advice.append(
+            f"DIFY_API_URL {settings.dify_api_url} does not end in /v1; the Dify API lives "
+            "under /v1 (e.g. https://api.dify.ai/v1 or https://your-host/v1)"
+        )
+    return advice
+
+
 def check_config(env_file: Path, out: TextIO, err: TextIO) -> int:
     """`--check-config`: the doctor's first line, plus the effective settings (secrets masked)."""
     try:
@@ -184,6 +198,8 @@ def check_config(env_file: Path, out: TextIO, err: TextIO) -> int:
     for name, value in settings.describe():
         print(f"  {name}={value}", file=out)
     out.flush()
+    for line in config_advice(settings):
+        print(f"aimbot: warning: {line}", file=err, flush=True)
     return EXIT_OK
 
 
@@ -208,6 +224,8 @@ async def serve(settings: Settings) -> int:
     from aimbot.ops.health import HealthServerError
     from aimbot.store import StoreCorrupt, StoreError, StoreLocked
 
+    for advice in config_advice(settings):
+        log.warning("%s", advice)
     log.info(
         "starting as %s on %s:%d; Dify at %s; data in %s",
         settings.aim_username,

@@ -585,6 +585,9 @@ def _private_directory(directory: Path) -> None:
 
 def _lock_directory(directory: Path) -> int:
     """Take the data directory for this process, or fail with a message an operator can act on."""
+    blocker = _file_in_the_way(directory)
+    if blocker is not None:
+        raise StoreError(f"DATA_DIR {directory}: {blocker} is a file, not a directory")
     try:
         _private_directory(directory)
         fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)
@@ -600,6 +603,15 @@ def _lock_directory(directory: Path) -> int:
             "each bot needs its own data directory"
         ) from e
     return fd
+
+
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The data directory itself or the nearest ancestor, when it exists but is not a directory
+    (mkdir would only say "File exists" or "Not a directory")."""
+    for path in (directory, *directory.parents):
+        if path.exists() or path.is_symlink():
+            return None if path.is_dir() else path
+    return None
 
 
 def _unlock(fd: int | None) -> None:

@@ -82,9 +82,9 @@ class BotOptions:
     delete_on_clear: bool = False
     inbox_max_age: float = 3600.0
     restart_notice_window: float = 120.0  # 0 = off
+    log_message_text: bool = False  # the traffic log shows texts (DEBUG only)
     max_answer_chars: int = 8000
     max_reply_parts: int = 10
-    log_message_text: bool = False  # the traffic log shows texts (DEBUG only)
 
 
 @dataclass(eq=False)
@@ -441,7 +441,7 @@ class AIMBot:
 
     async def _ask(self, key: str, query: str) -> tuple[str, str | None, str]:
         """The answer's Markdown; when it is not the whole answer, the note that says so; and
-        the outcome for the traffic log ("ok", "cut_short", "interrupted" or the error's kind)."""
+        the outcome for the traffic log ("ok", "cut_short", … or the Dify error's kind)."""
         conversation_id = await self._store.get_conversation(key)
         dify_user = self._dify_user(key)
         started = time.monotonic()

@@ -82,8 +82,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 65536
-MAX_AUTH_FRAMES = 10  # RAS: auth must finish in <= 10 frames (doc §4)
-SERVER_SEQUENCE_START = 100  # RAS starts at 100 (doc §1)
+MAX_AUTH_FRAMES = 10  # RAS: auth must finish in <= 10 frames (docs/oscar-protocol.md §4)
+SERVER_SEQUENCE_START = 100  # RAS starts at 100 (docs/oscar-protocol.md §1)
 # OOS's BOS families, in its order: alert, BART, buddy, feedbag, ICBM, ICQ, locate, OService,
 # PD, user lookup, invite, popup, stats. We answer the ones an AIM client signs on with; any
 # other SNAC gets "invalid SNAC" back, as from OOS.
@@ -210,7 +210,7 @@ class OscarConnection:
         self._writer.transport.abort()
 
     def close_gracefully(self) -> None:
-        """Server shutdown: an empty channel-4 frame, then close (doc §10)."""
+        """Server shutdown: an empty channel-4 frame, then close (docs/oscar-protocol.md §10)."""
         if not self._closing:
             self.write_raw(encode_frame(Channel.SIGNOFF, self._sequence.next(), b""))
         self._close_transport()
@@ -393,7 +393,8 @@ class OscarConnection:
         handler(self, rid, body)
 
     def _within_rate(self, header: SnacHeader) -> bool:
-        """Count the SNAC against its class; False if it must be dropped (doc §6)."""
+        """Count the SNAC against its class; False if it must be dropped (docs/oscar-protocol.md
+        §6)."""
         if self._rates is None or not self._rates_enforced():
             return True
         class_id, status = self._rates.record(header.family, header.subgroup, self.server.now_ms())

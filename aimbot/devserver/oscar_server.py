@@ -115,7 +115,8 @@ class OscarServer:
         max_outbound_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`accepted_hashes` ⊆ {"strong", "weak"} emulates servers that take only one (doc §4);
+        """`accepted_hashes` ⊆ {"strong", "weak"} emulates servers that take only one
+        (docs/oscar-protocol.md §4);
         `clock` drives the rate model, so tests can replay exact timings without sleeping."""
         unknown = set(accepted_hashes) - {"strong", "weak"}
         if unknown or not accepted_hashes:
@@ -276,7 +277,7 @@ class OscarServer:
         return cookie
 
     def redeem_cookie(self, cookie: bytes) -> tuple[Account, int] | None:
-        """One use per cookie, within cookie_ttl of issue (RAS: 60 s, doc §4)."""
+        """One use per cookie, within cookie_ttl of issue (RAS: 60 s, docs/oscar-protocol.md §4)."""
         grant = self._cookies.pop(cookie, None)
         if grant is None or time.monotonic() - grant.issued_at > self.cookie_ttl:
             return None
@@ -380,7 +381,8 @@ class OscarServer:
             self.stats.offline_errors[sender_key] += 1
             sender.send_snac(IcbmError(ERR_NOT_LOGGED_ON), request_id)
             return
-        # All of the sender's TLVs go through untouched except the ack request (doc §7); every
+        # All of the sender's TLVs go through untouched except the ack request
+        # (docs/oscar-protocol.md §7); every
         # session of the recipient gets the IM.
         incoming = IcbmIncomingIM(
             snac.cookie, snac.channel, sender.user_info(), snac.tlvs.without(TLV_WANT_ACK)
@@ -392,7 +394,8 @@ class OscarServer:
             sender.send_snac(IcbmHostAck(snac.cookie, snac.channel, snac.recipient), request_id)
 
     def relay_typing(self, sender: OscarConnection, snac: IcbmTyping, request_id: int) -> None:
-        """Relayed with the sender's name and request id; never an error (doc §8). Like OOS,
+        """Relayed with the sender's name and request id; never an error (docs/oscar-protocol.md
+        §8). Like OOS,
         only to the recipient's active sessions (not away, not idle)."""
         if sender.account is None:
             return

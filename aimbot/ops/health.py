@@ -167,13 +167,13 @@ class HealthServer:
         connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        self._routes = list(routes)  # more endpoints on the same port (the operator commands)
         if not connection_timeout > 0:
             raise ValueError(f"connection_timeout must be > 0, got {connection_timeout}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         self._connection_timeout = connection_timeout
         self._max_connections = max_connections
-        self._routes = list(routes)  # more endpoints on the same port (the operator commands)
         self._host = host
         self._requested_port = port
         self._bound_port: int | None = None

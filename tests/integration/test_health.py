@@ -268,6 +268,32 @@ async def test_container_healthcheck_follows_healthz() -> None:
     assert await run_check(DOCKERFILE_CHECK, "0") == 0  # endpoint switched off: nothing to ask
 
 
+def test_a_refused_login_and_a_rejected_key_each_name_their_reason() -> None:
+    code, body = health_body(
+        bot_health(
+            signed_on=False,
+            dify_circuit_closed=True,
+            last_disconnect="sign-on failed: login refused: incorrect password (code 0x0005)",
+            login_refused="login refused: incorrect password (code 0x0005)",
+            dify_key_rejected="401 unauthorized",
+        )
+    )
+    assert code == 503
+    assert body["checks"] == {
+        CHECK_SIGNED_ON: False,
+        CHECK_AIM_LOGIN: False,
+        CHECK_DIFY_KEY: False,
+        CHECK_DIFY_CIRCUIT: True,
+    }
+    assert body["reasons"] == [
+        "not signed on to the AIM server (last disconnect: sign-on failed: login refused: "
+        "incorrect password (code 0x0005))",
+        "the AIM server refuses the bot's login (login refused: incorrect password "
+        "(code 0x0005)); check AIM_USERNAME / AIM_PASSWORD and the account",
+        "Dify rejects DIFY_API_KEY (401 unauthorized)",
+    ]
+
+
 # --- issue 13 item 8: a flood of stalled connections cannot pin the bot's descriptors ---------
 
 
@@ -332,29 +358,3 @@ async def test_a_kept_alive_client_is_served_many_requests_on_one_connection(
         assert server.open_connections <= 4
     finally:
         await server.stop()
-
-
-def test_a_refused_login_and_a_rejected_key_each_name_their_reason() -> None:
-    code, body = health_body(
-        bot_health(
-            signed_on=False,
-            dify_circuit_closed=True,
-            last_disconnect="sign-on failed: login refused: incorrect password (code 0x0005)",
-            login_refused="login refused: incorrect password (code 0x0005)",
-            dify_key_rejected="401 unauthorized",
-        )
-    )
-    assert code == 503
-    assert body["checks"] == {
-        CHECK_SIGNED_ON: False,
-        CHECK_AIM_LOGIN: False,
-        CHECK_DIFY_KEY: False,
-        CHECK_DIFY_CIRCUIT: True,
-    }
-    assert body["reasons"] == [
-        "not signed on to the AIM server (last disconnect: sign-on failed: login refused: "
-        "incorrect password (code 0x0005))",
-        "the AIM server refuses the bot's login (login refused: incorrect password "
-        "(code 0x0005)); check AIM_USERNAME / AIM_PASSWORD and the account",
-        "Dify rejects DIFY_API_KEY (401 unauthorized)",
-    ]
