@@ -14,8 +14,9 @@ disconnect level the same sign-off as for a new login; the advertised max IM siz
 enforced. Unknown SNACs get error 0x0001 and the session goes on.
 
 Deliberate differences from OOS:
-- rate notices go out at once on each status change; OOS looks once a second and reports only
-  the status it sees then;
+- rate notices go out at once when a SNAC changes a class's status (OOS reports only what it
+  sees at its once-a-second look); the recovery to "cleared" without further SNACs is found by
+  the same once-a-second look as on OOS;
 - `enforce_rate_limits=False` (no OOS equivalent: a server without limits for benchmarks and
   tests) advertises classes without thresholds, so that a pacing client does not slow down;
 - feedbag edits are validated and bounded per account (OOS answers 0 to every item);
