@@ -11,6 +11,7 @@ from aimbot.bot.aim_handler import HandlerOptions
 from aimbot.bot.bot import BotOptions
 from aimbot.config.settings import Settings
 from aimbot.oscar.client import OscarClient
+from aimbot.oscar.imtext import plain_to_html
 
 
 def oscar_client(settings: Settings) -> OscarClient:
@@ -24,6 +25,7 @@ def oscar_client(settings: Settings) -> OscarClient:
         read_timeout=settings.aim_read_timeout,
         connect_timeout=settings.aim_connect_timeout,
         throttle=settings.aim_throttle,
+        profile=plain_to_html(settings.aim_profile) if settings.aim_profile else None,
     )
 
 
@@ -62,6 +64,7 @@ def bot_options(settings: Settings) -> BotOptions:
         max_reply_bytes=settings.max_reply_bytes,
         allowed_users=settings.allowed_users,
         blocked_users=settings.blocked_users,
+        ignored_senders=settings.ignored_senders,
         user_rate_limit=settings.user_rate_limit,
         max_input_chars=settings.max_input_chars,
         typing_notifications=settings.typing_notifications,

@@ -20,6 +20,7 @@ from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError
 from aimbot.bot import messages
 from aimbot.bot.buffer import MessageBuffer, PendingMessage
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
+from aimbot.bot.senders import IgnoredSenders
 from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM, TypingState
@@ -52,6 +53,7 @@ class BotOptions:
     max_reply_bytes: int = 0  # 0 = the server's advertised limit
     allowed_users: frozenset[str] = frozenset()
     blocked_users: frozenset[str] = frozenset()
+    ignored_senders: frozenset[str] = frozenset()
     user_rate_limit: int = 20
     max_input_chars: int = 2000
     typing_notifications: bool = True
@@ -109,6 +111,7 @@ class AIMBot:
         self._clock = clock
         self._self_key = normalize_screen_name(options.screen_name)
         self._access = AccessPolicy(options.allowed_users, options.blocked_users)
+        self._ignored = IgnoredSenders(options.ignored_senders)
         self._rate = UserRateLimiter(options.user_rate_limit)
         self._dify_slots = asyncio.Semaphore(options.dify_max_concurrency)
         self._users: dict[str, _User] = {}
@@ -162,9 +165,14 @@ class AIMBot:
         key = normalize_screen_name(im.sender)
         if key == self._self_key:
             return
-        if im.auto_response:
-            log.debug("ignoring an auto-response (away message) from %s", im.sender)
-            self._count_dropped("auto_response")
+        ignored = self._ignored.reason(key, auto_response=im.auto_response)
+        if ignored is not None:
+            # Not a person (a server notice, another bot, an away message): never stored,
+            # never sent to Dify, never answered.
+            self._ignored.note(key, im.sender, im.text, ignored)
+            self._count_dropped(ignored)
+            if self._metrics is not None:
+                self._metrics.ims_ignored.labels(reason=ignored).inc()
             return
         if not self._access.permits(key):
             log.debug("ignoring %s (not allowed by ALLOWED_USERS/BLOCKED_USERS)", im.sender)

@@ -59,6 +59,8 @@ PLACEHOLDERS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
+DEFAULT_AIM_PROFILE: Final = "I am an AI assistant bot. Send me a message; type help for commands."
+MAX_AIM_PROFILE_BYTES: Final = 1024
 # Normalised screen names: AIM names (letters, digits), ICQ numbers, and the e-mail style names
 # some servers allow. Normalising = lower case with spaces removed (docs/oscar-protocol.md §11).
 _NORMALISED_SCREEN_NAME: Final = re.compile(r"[a-z0-9][a-z0-9@._+-]{0,96}")
@@ -213,6 +215,20 @@ class _Text(_Kind):
         return (self.allow_empty or value != "") and len(value) <= self.max_length
 
 
+class _Profile(_Text):
+    """Plain text for the bot's AIM profile, bounded in encoded bytes (servers store bytes)."""
+
+    def __init__(self, *, max_bytes: int) -> None:
+        super().__init__(max_length=max_bytes, allow_empty=True)
+        self.allowed = f"text of at most {max_bytes} bytes (UTF-8), no control characters"
+
+    def valid(self, value: Any) -> bool:
+        # Characters never outnumber bytes, so the inherited check is only the control-char one.
+        if not super().valid(value):
+            return False
+        return len(value.encode("utf-8", errors="replace")) <= self.max_length
+
+
 class _ScreenName(_Kind):
     allowed = "a screen name: letters, digits and spaces (or an ICQ number, or name@domain)"
 
@@ -357,6 +373,9 @@ class Settings:
     aim_reconnect_base: float = field(default=1.0, metadata=_rule(_Float(0.1, 60)))
     aim_reconnect_cap: float = field(default=300.0, metadata=_rule(_Float(0.1, _HOUR)))
     aim_throttle: bool = field(default=True, metadata=_rule(_Bool()))
+    aim_profile: str = field(
+        default=DEFAULT_AIM_PROFILE, metadata=_rule(_Profile(max_bytes=MAX_AIM_PROFILE_BYTES))
+    )
     max_reply_bytes: int = field(
         default=0, metadata=_rule(_Int(64, 8000, zero_means="the server's limit"))
     )
@@ -390,6 +409,7 @@ class Settings:
     reply_format: ReplyFormat = field(default="html", metadata=_rule(_Choice("html", "plain")))
     allowed_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     blocked_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
+    ignored_senders: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     user_rate_limit: int = field(default=20, metadata=_rule(_Int(1, 10_000, zero_means="off")))
     max_input_chars: int = field(default=2000, metadata=_rule(_Int(1, 100_000)))
     typing_notifications: bool = field(default=True, metadata=_rule(_Bool()))

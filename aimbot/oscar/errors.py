@@ -24,6 +24,18 @@ class NotConnected(OscarError):
     """A send was attempted while no session is signed on."""
 
 
+class ScreenNameError(OscarError):
+    """A screen name nobody can be sent to: empty, blank, too long, or with control characters."""
+
+
+class CookieError(OscarError):
+    """An ICBM cookie that is not 8 bytes."""
+
+
+class SendError(OscarError):
+    """A send failed for a reason the protocol layer did not foresee (a bug; see the log)."""
+
+
 class MessageTooLong(OscarError):
     """An IM whose encoded text cannot fit in one SNAC; the caller must split it first."""
 

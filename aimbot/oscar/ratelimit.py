@@ -95,13 +95,14 @@ def throttle_target(rate_class: RateClass, margin: int = DEFAULT_MARGIN) -> int:
 class RateMeter:
     """One class's running level, as the server tracks it for one session."""
 
-    __slots__ = ("last_ms", "level", "limited", "rate_class")
+    __slots__ = ("last_ms", "level", "limited", "over_limit_ms", "rate_class")
 
     def __init__(self, rate_class: RateClass, now_ms: int, level: int | None = None) -> None:
         self.rate_class = rate_class
         self.level = rate_class.current_level if level is None else level
         self.last_ms = now_ms
         self.limited = False
+        self.over_limit_ms: int | None = None  # when a SNAC last left us limited or worse
 
     def peek(self, now_ms: int) -> tuple[int, RateStatus]:
         level = next_level(self.rate_class, self.level, now_ms - self.last_ms)
@@ -113,6 +114,8 @@ class RateMeter:
         self.level = level
         self.last_ms = now_ms
         self.limited = status is RateStatus.LIMITED
+        if status in (RateStatus.LIMITED, RateStatus.DISCONNECT):
+            self.over_limit_ms = now_ms
         return status
 
     def delay_ms(self, now_ms: int, margin: int = DEFAULT_MARGIN) -> int:
@@ -181,6 +184,18 @@ class RateTable:
                 self._default = rate_class.class_id
         else:
             meter.adopt(rate_class, now_ms)
+
+    def over_limit_since(self, since_ms: int) -> int | None:
+        """A class that a SNAC sent at or after `since_ms` took past its limit level, if any.
+
+        Servers end a session that goes past a class's disconnect level, and some (Open OSCAR
+        Server) say so with the same sign-off code as "signed on elsewhere"; this is how the
+        client tells the two apart.
+        """
+        for class_id, meter in self._meters.items():
+            if meter.over_limit_ms is not None and meter.over_limit_ms >= since_ms:
+                return class_id
+        return None
 
     def snapshot(self, class_id: int) -> RateClass:
         """The class record with its current level, as a server reports it in 01/07 or 01/0A."""

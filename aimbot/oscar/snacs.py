@@ -29,6 +29,7 @@ from aimbot.oscar.wire import (
 )
 
 FAMILY_OSERVICE = 0x0001
+FAMILY_LOCATE = 0x0002
 FAMILY_ICBM = 0x0004
 FAMILY_BUCP = 0x0017
 
@@ -43,6 +44,16 @@ TLV_ERROR_CODE = 0x0008
 TLV_PASSWORD_HASH = 0x0025
 TLV_STRONG_HASH = 0x004C
 TLV_MULTI_CONN = 0x004A
+# Multi-connection flags of TLV 0x004A (Open OSCAR Server wire/snacs.go): an old client (short
+# sign-off frames), a client that wants several sessions at once, or one session only (a new
+# login signs the older one off).
+MULTI_CONN_OLD_CLIENT = 0x00
+MULTI_CONN_SEVERAL_SESSIONS = 0x01
+MULTI_CONN_ONE_SESSION = 0x03
+# Locate 02/04 TLVs: profile MIME type, profile, capabilities
+TLV_PROFILE_MIME = 0x0001
+TLV_PROFILE = 0x0002
+TLV_CAPABILITIES = 0x0005
 # Sign-off TLVs (doc §10)
 TLV_SIGNOFF_CODE = 0x0009
 TLV_SIGNOFF_URL = 0x000B
@@ -164,7 +175,7 @@ class BucpChallengeRequest:
 
     @classmethod
     def decode(cls, body: bytes) -> Self:
-        name = decode_tlvs(body, "BUCP challenge request").get_text(TLV_SCREEN_NAME)
+        name = decode_tlvs(body, "BUCP challenge request").get_screen_name(TLV_SCREEN_NAME)
         if name is None:
             raise ProtocolError("BUCP challenge request without a screen name (TLV 0x0001)")
         return cls(name)
@@ -199,7 +210,7 @@ class BucpLoginRequest:
     distribution: int = 0
     language: str = "en"
     country: str = "us"
-    multi_conn: int | None = 0x01
+    multi_conn: int | None = MULTI_CONN_ONE_SESSION
 
     def encode(self) -> bytes:
         if len(self.password_hash) != 16:
@@ -229,7 +240,7 @@ class BucpLoginRequest:
     @classmethod
     def decode(cls, body: bytes) -> Self:
         tlvs = decode_tlvs(body, "BUCP login request")
-        name = tlvs.get_text(TLV_SCREEN_NAME)
+        name = tlvs.get_screen_name(TLV_SCREEN_NAME)
         digest = tlvs.get(TLV_PASSWORD_HASH)
         if name is None:
             raise ProtocolError("BUCP login request without a screen name (TLV 0x0001)")
@@ -289,7 +300,7 @@ class BucpLoginResponse:
     def decode(cls, body: bytes) -> Self:
         tlvs = decode_tlvs(body, "BUCP login response")
         response = cls(
-            screen_name=tlvs.get_text(TLV_SCREEN_NAME),
+            screen_name=tlvs.get_screen_name(TLV_SCREEN_NAME),
             bos_address=tlvs.get_text(TLV_BOS_ADDRESS),
             cookie=tlvs.get(TLV_COOKIE),
             error_code=tlvs.get_int(TLV_ERROR_CODE),
@@ -696,6 +707,47 @@ class SelfInfoReply:
         return cls(UserInfo.read(reader), reader.rest())
 
 
+# -- LOCATE (family 0x02) --------------------------------------------------------------------------
+
+
+PROFILE_MIME_ASCII = 'text/aolrtf; charset="us-ascii"'
+PROFILE_MIME_UTF8 = 'text/aolrtf; charset="utf-8"'
+
+
+@dataclass(frozen=True, slots=True)
+class LocateSetInfo:
+    """02/04 set user info: the profile (TLV 0x0001 MIME type + 0x0002 text) and the like.
+
+    No answer comes back; a server shows the profile to anyone who asks for our user info.
+    """
+
+    FAMILY: ClassVar[int] = FAMILY_LOCATE
+    SUBGROUP: ClassVar[int] = 0x0004
+
+    tlvs: TlvBlock = field(default_factory=TlvBlock)
+
+    @classmethod
+    def profile_text(cls, profile: str) -> Self:
+        """The profile as us-ascii when it is ASCII, else as UTF-8, labelled accordingly."""
+        if profile.isascii():
+            mime, data = PROFILE_MIME_ASCII, profile.encode("ascii")
+        else:
+            mime, data = PROFILE_MIME_UTF8, profile.encode("utf-8", errors="replace")
+        return cls(TlvBlock.of((TLV_PROFILE_MIME, mime.encode("ascii")), (TLV_PROFILE, data)))
+
+    @property
+    def profile(self) -> str | None:
+        data = self.tlvs.get(TLV_PROFILE)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def encode(self) -> bytes:
+        return self.tlvs.encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Self:
+        return cls(decode_tlvs(body, "set user info"))
+
+
 # -- ICBM (family 0x04) ----------------------------------------------------------------------------
 
 
@@ -977,6 +1029,7 @@ SNAC_TYPES: dict[tuple[int, int], type] = {
         SelfInfoRequest,
         SelfInfoReply,
         NoOp,
+        LocateSetInfo,
         IcbmParamsReply,
         IcbmParamsSet,
         IcbmParamsRequest,

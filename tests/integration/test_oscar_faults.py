@@ -194,10 +194,27 @@ async def test_sending_past_the_disconnect_level_ends_the_session() -> None:
         for i in range(14):
             await alice.client.send_im("bobsmith", f"flood {i}")
         ended = await alice.log.ended()
-        # Open OSCAR Server ends it like a session replaced by a new login (code 0x0001).
-        assert ended.reason in (DisconnectReason.SIGNED_ON_ELSEWHERE, DisconnectReason.RATE_LIMITED)
+        assert ended.reason is DisconnectReason.RATE_LIMITED
+        assert "rate limit (class 3)" in ended.detail
         assert pool.server.stats.rate_disconnects["alice"] == 1
         await pool.server.wait_offline("alice", WAIT)
+
+
+async def test_the_signed_on_elsewhere_code_after_going_over_the_limit_means_rate_limited() -> None:
+    # Open OSCAR Server ends a session past the disconnect level with sign-off code 0x0001, the
+    # code of "signed on elsewhere"; the client's rate bookkeeping tells the two apart.
+    clock = FakeClock()
+    async with session_pool(clock=clock) as pool:
+        alice = await pool.sign_on("alice", throttle=False)
+        await pool.sign_on("bobsmith")
+        for i in range(9):
+            await alice.client.send_im("bobsmith", f"burst {i}")
+        assert (await alice.log.next(RateChange)).code == 2
+        assert (await alice.log.next(RateChange)).code == 3
+        pool.server.sign_off("alice", code=1)
+        ended = await alice.log.ended()
+        assert ended.reason is DisconnectReason.RATE_LIMITED
+        assert "not another login" in ended.detail
 
 
 async def test_throttled_client_never_trips_the_enforced_limit() -> None:

@@ -33,6 +33,7 @@ from aimbot.oscar.snacs import (
     IcbmParamsSet,
     IcbmSendIM,
     IcbmTyping,
+    LocateSetInfo,
     MessageData,
     NoOp,
     RateParamsAck,
@@ -92,7 +93,8 @@ def test_login_request_marks_the_strong_hash_and_multi_conn() -> None:
     assert tlvs.get(0x0025) == digest
     assert tlvs.get(0x004C) == b""
     assert tlvs.get(0x0003) == b"aimbot"
-    assert tlvs.get(0x004A) == b"\x01"  # u8 as RAS reads it
+    # u8 as RAS reads it; 0x03 = one session: a second login signs this one off
+    assert tlvs.get(0x004A) == b"\x03"
     weak = BucpLoginRequest("alice", digest, strong_hash=False, multi_conn=None)
     weak_tlvs = Reader(weak.encode()).tlv_rest()
     assert not weak_tlvs.has(0x004C) and not weak_tlvs.has(0x004A)
@@ -333,8 +335,20 @@ def test_host_ack_and_typing_layouts() -> None:
 
 
 def test_every_snac_class_has_its_own_family_and_subgroup() -> None:
-    # 24 classes are registered; a duplicate (family, subgroup) would silently shrink the table.
-    assert len(SNAC_TYPES) == 24
+    # 25 classes are registered; a duplicate (family, subgroup) would silently shrink the table.
+    assert len(SNAC_TYPES) == 25
+
+
+def test_profile_is_labelled_with_its_charset() -> None:
+    ascii_info = LocateSetInfo.profile_text("I am a bot; type help")
+    tlvs = Reader(ascii_info.encode()).tlv_rest()
+    assert tlvs.get(0x0001) == b'text/aolrtf; charset="us-ascii"'
+    assert tlvs.get(0x0002) == b"I am a bot; type help"
+    wide = LocateSetInfo.profile_text("café ✓")
+    wide_tlvs = Reader(wide.encode()).tlv_rest()
+    assert wide_tlvs.get(0x0001) == b'text/aolrtf; charset="utf-8"'
+    assert wide_tlvs.get(0x0002) == "café ✓".encode()
+    assert LocateSetInfo.decode(wide.encode()).profile == "café ✓"
 
 
 # -- properties ------------------------------------------------------------------------------------
@@ -343,7 +357,8 @@ u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
-names = text.filter(lambda s: len(s.encode()) <= 255)
+# Any bytes a server may send as a name: the codec keeps them exactly (Latin-1, see wire.py).
+names = st.binary(max_size=40).map(lambda raw: raw.decode("latin-1"))
 small = st.binary(max_size=24)
 tlvs = st.binary(max_size=60).map(lambda blob: tlvs_from_bytes(blob, 4))
 cookies = st.binary(min_size=8, max_size=8)
@@ -431,6 +446,7 @@ snac_values = st.one_of(
     st.builds(IcbmIncomingIM, cookies, u16, users, tlvs),
     st.builds(IcbmHostAck, cookies, u16, names),
     st.builds(IcbmTyping, names, u16, u16, cookies),
+    st.builds(LocateSetInfo, tlvs),
 )
 
 

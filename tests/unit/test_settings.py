@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from aimbot import wiring
 from aimbot.config import ENV_NAMES, MASK, ConfigError, Secret, Settings, load_settings
 from aimbot.config.settings import PLACEHOLDERS
 from tests.helpers.ops import (
@@ -53,6 +54,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "aim_reconnect_base": 1.0,
         "aim_reconnect_cap": 300.0,
         "aim_throttle": True,
+        "aim_profile": "I am an AI assistant bot. Send me a message; type help for commands.",
         "max_reply_bytes": 0,
         "outbox_ttl": 86400.0,
         "dify_api_url": "https://api.dify.ai/v1",
@@ -75,6 +77,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "reply_format": "html",
         "allowed_users": frozenset(),
         "blocked_users": frozenset(),
+        "ignored_senders": frozenset(),
         "user_rate_limit": 20,
         "max_input_chars": 2000,
         "typing_notifications": True,
@@ -257,6 +260,11 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("AIM_RECONNECT_BASE", ["0.1", "60"], ["0.05", "61"]),
     ("AIM_RECONNECT_CAP", ["1", "3600"], ["0.5", "3601"]),
     ("AIM_THROTTLE", ["false", "on"], ["sometimes"]),
+    (
+        "AIM_PROFILE",
+        ["", "Ask me anything — type help", "é" * 512],
+        ["x" * 1025, "é" * 513, "two\nlines"],
+    ),
     ("MAX_REPLY_BYTES", ["0", "64", "8000"], ["1", "63", "8001", "-1"]),
     ("OUTBOX_TTL", ["60", "2592000"], ["59", "2592001"]),
     (
@@ -283,6 +291,7 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("REPLY_FORMAT", ["html", "plain", "HTML"], ["markdown"]),
     ("ALLOWED_USERS", ["bob", "Bob Smith, alice ,", "a@b.c,12345"], ["bob,!!!", "b\x00b"]),
     ("BLOCKED_USERS", ["spammer"], ["sp ammer, <script>"]),
+    ("IGNORED_SENDERS", ["OtherBot, relay"], ["not!a name"]),
     ("USER_RATE_LIMIT", ["0", "1", "10000"], ["-1", "10001"]),
     ("MAX_INPUT_CHARS", ["1", "100000"], ["0", "100001"]),
     ("TYPING_NOTIFICATIONS", ["no", "YES"], ["nope"]),
@@ -507,3 +516,10 @@ def test_describe_reads_back_as_the_same_settings(values: dict[str, str]) -> Non
     shown = dict(settings.describe())
     shown.update(AIM_PASSWORD=TEST_PASSWORD, DIFY_API_KEY=TEST_API_KEY)
     assert load_settings(shown, env_file=None) == settings
+
+
+def test_the_profile_reaches_the_oscar_client_as_escaped_html() -> None:
+    client = wiring.oscar_client(make_settings(AIM_PROFILE="Ask me <anything> & type help"))
+    assert client.profile == "Ask me &lt;anything&gt; &amp; type help"
+    assert wiring.oscar_client(make_settings(AIM_PROFILE="")).profile is None
+    assert "type help" in (wiring.oscar_client(make_settings()).profile or "")
