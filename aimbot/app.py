@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 
 import aiohttp
@@ -50,6 +51,8 @@ class Application:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.stop_requested = asyncio.Event()
+        # A second SIGTERM/SIGINT: skip what is left of the grace (work stays in the inbox).
+        self.stop_now = asyncio.Event()
         self._parts: _Parts | None = None
         self._handler_task: asyncio.Task[None] | None = None
 
@@ -62,6 +65,11 @@ class Application:
     def bot(self) -> AIMBot:
         assert self._parts is not None, "start() first"
         return self._parts.bot
+
+    @property
+    def store(self) -> Store:
+        assert self._parts is not None, "start() first"
+        return self._parts.store
 
     @property
     def health_port(self) -> int | None:
@@ -92,7 +100,14 @@ class Application:
             bot_ref.append(bot)
             health = None
             if s.health_port:
-                health = HealthServer(s.health_host, s.health_port, self.metrics, self.health)
+                health = HealthServer(
+                    s.health_host,
+                    s.health_port,
+                    self.metrics,
+                    self.health,
+                    connection_timeout=s.health_connection_timeout,
+                    max_connections=s.health_max_connections,
+                )
                 await health.start()
         except BaseException:
             await http.close()
@@ -151,7 +166,12 @@ class Application:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stop_requested.is_set():
-            log.warning("%s again: shutting down now", sig.name)
+            log.warning(
+                "%s again: shutting down now; unfinished IMs and replies stay stored for the "
+                "next start",
+                sig.name,
+            )
+            self.stop_now.set()
         else:
             log.info(
                 "%s received: finishing work in progress (up to %.0f s)",
@@ -160,20 +180,36 @@ class Application:
             )
         self.stop_requested.set()
 
+    async def _unless_stopped_now(self, step: Coroutine[object, object, bool]) -> bool:
+        """Run one shutdown step; a second signal cancels it (False, as if it ran out of time)."""
+        task = asyncio.ensure_future(step)
+        cut = asyncio.ensure_future(self.stop_now.wait())
+        try:
+            await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            await asyncio.gather(cut, return_exceptions=True)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+
     async def shutdown(self) -> None:
         parts, self._parts = self._parts, None
         if parts is None:
             return
         deadline = time.monotonic() + self.settings.shutdown_grace
         try:
-            finished = await parts.bot.drain(self.settings.shutdown_grace)
+            finished = await self._unless_stopped_now(parts.bot.drain(self.settings.shutdown_grace))
             if not finished:
-                log.warning("shutdown grace ran out; unfinished IMs stay in the inbox")
+                await parts.bot.close()
+                log.warning("shutdown grace ran out or was cut; unfinished IMs stay in the inbox")
             remaining = max(0.0, deadline - time.monotonic())
             if (
                 parts.handler.online
                 and len(parts.handler.queue)
-                and not await parts.handler.flush(remaining)
+                and not await self._unless_stopped_now(parts.handler.flush(remaining))
             ):
                 log.warning(
                     "%d replies not confirmed before exit; kept for the next start",
@@ -183,7 +219,8 @@ class Application:
             if self._handler_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     try:
-                        await asyncio.wait_for(self._handler_task, timeout=2.0)
+                        wait = 0.0 if self.stop_now.is_set() else 2.0
+                        await asyncio.wait_for(self._handler_task, timeout=wait)
                     except TimeoutError:
                         log.warning("AIM session did not end in time; cancelled")
         finally:

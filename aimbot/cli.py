@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,7 +167,7 @@ async def serve(settings: Settings) -> int:
     """
     from aimbot.app import Application
     from aimbot.ops.health import HealthServerError
-    from aimbot.store import StoreError, StoreLocked
+    from aimbot.store import StoreCorrupt, StoreError, StoreLocked
 
     log.info(
         "starting as %s on %s:%d; Dify at %s; data in %s",
@@ -180,6 +181,8 @@ async def serve(settings: Settings) -> int:
         return await Application(settings).run()
     except StoreLocked as e:
         log.error('%s (see TROUBLESHOOTING.md, "Multiple instances")', e)
+    except StoreCorrupt as e:
+        log.error('%s (see TROUBLESHOOTING.md, "Corrupt state database")', e)
     except StoreError as e:
         log.error('%s (see TROUBLESHOOTING.md, "Data dir not writable")', e)
     except HealthServerError as e:
@@ -191,6 +194,8 @@ async def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for main.py and `python -m aimbot`; returns the process exit code."""
+    # Everything the bot writes (state, logs) holds users' messages: private to this account.
+    os.umask(0o077)
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["chat"]:
         from aimbot.chat import main as chat_main

@@ -30,7 +30,7 @@ from aimbot.api.dify_client import DifyClient
 from aimbot.api.errors import DifyAuthError, DifyBadRequest, DifyError, DifyTimeout
 from aimbot.config.settings import ConfigError, Settings, load_settings
 from aimbot.oscar.errors import ConnectError, LoginError, OscarError
-from aimbot.store import Store, StoreError, StoreLocked
+from aimbot.store import Store, StoreCorrupt, StoreError, StoreLocked
 from aimbot.utils.logger import LoggingSetupError, setup_logging
 from aimbot.wiring import dify_options, oscar_client
 
@@ -48,6 +48,7 @@ class Section(Enum):
     LOGIN = "Bad password or login rate-limited"
     DIFY = "Dify API failures"
     DATA_DIR = "Data dir not writable"
+    CORRUPT = "Corrupt state database"
 
 
 class Status(Enum):
@@ -267,6 +268,8 @@ async def check_data_dir(settings: Settings) -> CheckResult:
     except StoreLocked:
         # The running bot holds it, so it is usable; opening it here would not prove more.
         return passed(TITLE_DATA_DIR, f"{settings.data_dir} is in use by a running aimbot")
+    except StoreCorrupt as e:
+        return failed(TITLE_DATA_DIR, _first_line(e), Section.CORRUPT)
     except StoreError as e:
         return failed(TITLE_DATA_DIR, _first_line(e), Section.DATA_DIR)
     try:

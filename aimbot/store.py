@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from aimbot.oscar.client import new_cookie
 
@@ -79,6 +80,29 @@ _MIGRATIONS = {1: "ALTER TABLE outbox ADD COLUMN cookie BLOB"}
 
 class StoreError(Exception):
     """The state file cannot be opened or used (path, permissions, corruption, locked)."""
+
+
+class StoreCorrupt(StoreError):
+    """The file is not a SQLite database, or a damaged one: it needs an operator, not a retry."""
+
+
+# SQLite's names for "this is not (or no longer) a database file".
+_CORRUPTION: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _is_corruption(error: BaseException) -> bool:
+    name = getattr(error, "sqlite_errorname", "")
+    return isinstance(name, str) and (name in _CORRUPTION or name.startswith("SQLITE_CORRUPT_"))
+
+
+class StoreWriteError(StoreError):
+    """A write did not reach the file (disk full, I/O error): it, and its turn's others, are gone.
+
+    SQLite answers a full disk or a failing device by rolling back the whole open transaction,
+    so every write of the same group commit is lost with it; the commit ticket of that group
+    (see ``commit_ticket``) fails with this error too. Nothing is left half-written, and the
+    next write starts afresh, so the bot recovers on its own once space returns.
+    """
 
 
 class StoreLocked(StoreError):
@@ -149,6 +173,7 @@ class Store:
         """
         lock_fd = _lock_directory(path.parent)
         try:
+            _private_file(path)
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             _unlock(lock_fd)
@@ -178,11 +203,16 @@ class Store:
             unclean = row is not None and row[0] == "1"
             if owner:
                 db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '1')")
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists():  # SQLite gives it the database file's mode; an old one may differ
+                os.chmod(wal, 0o600)
         except (OSError, sqlite3.Error, StoreError) as e:
             db.close()
             _unlock(lock_fd)
             if isinstance(e, StoreError):
                 raise
+            if _is_corruption(e):
+                raise StoreCorrupt(f"the state database {path} is damaged: {e}") from e
             raise StoreError(f"cannot use the state database {path}: {e}") from e
         log.debug("state database open at %s", path)
         return cls(db, path, lock_fd, owner=owner, stopped_uncleanly=unclean)
@@ -216,13 +246,13 @@ class Store:
         return str(row[0]) if row else None
 
     async def set_conversation(self, user_key: str, conversation_id: str, now: float) -> None:
-        self._join_batch()
-        self._db.execute(
-            "INSERT INTO conversations(user_key, conversation_id, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(user_key) DO UPDATE SET conversation_id = excluded.conversation_id, "
-            "updated_at = excluded.updated_at",
-            (user_key, conversation_id, now),
-        )
+        with self._write():
+            self._db.execute(
+                "INSERT INTO conversations(user_key, conversation_id, updated_at) "
+                "VALUES (?, ?, ?) ON CONFLICT(user_key) DO UPDATE SET "
+                "conversation_id = excluded.conversation_id, updated_at = excluded.updated_at",
+                (user_key, conversation_id, now),
+            )
 
     async def forget_user(self, user_key: str) -> list[int]:
         """Forget the conversation and drop the user's unanswered IMs ("clear").
@@ -301,8 +331,8 @@ class Store:
 
     async def outbox_add(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
         """Store one reply; returns once committed, so it may be sent."""
-        self._join_batch()
-        item = self._insert_outbox(screen_name, reply, now)
+        with self._write():
+            item = self._insert_outbox(screen_name, reply, now)
         await self._committed()
         return item
 
@@ -354,18 +384,71 @@ class Store:
             [(i,) for i in ids],
         )
 
+    def commit_ticket(self) -> asyncio.Future[None] | None:
+        """What the writes made so far in this turn wait for: resolves when they are committed
+        and fails with StoreWriteError when they are lost. None when nothing is pending.
+
+        For a caller that must not act on a write (e.g. ask Dify about a stored IM) until it is
+        durable, without making the write itself wait for its commit.
+        """
+        return self._batch
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """One atomic operation inside the group transaction: all of it, or none of it."""
-        self._join_batch()
-        self._db.execute("SAVEPOINT op")
+        """One atomic operation inside the group transaction: all of it, or none of it.
+
+        sqlite3 errors leave as StoreWriteError (the cause chained).
+        """
+        try:
+            self._join_batch()
+            self._db.execute("SAVEPOINT op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
         try:
             yield
-        except BaseException:
+        except BaseException as e:
+            self._undo_op(e)
+            if isinstance(e, sqlite3.Error):
+                raise StoreWriteError(
+                    f"could not write to the state database {self.path}: {e}"
+                ) from e
+            raise
+        try:
+            self._db.execute("RELEASE op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
+
+    def _undo_op(self, error: BaseException) -> None:
+        """Roll back one failed operation, or the whole group if SQLite already did."""
+        if not self._db.in_transaction:
+            # SQLITE_FULL / SQLITE_IOERR roll back the whole transaction, not the statement.
+            self._abort_batch(error)
+            return
+        try:
             self._db.execute("ROLLBACK TO op")
             self._db.execute("RELEASE op")
-            raise
-        self._db.execute("RELEASE op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+
+    def _abort_batch(self, error: BaseException) -> None:
+        """The group transaction is lost: everyone holding its ticket is told, the next write
+        starts a new one."""
+        batch, self._batch = self._batch, None
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        log.error(
+            "could not write to the state database %s (%s): this turn's writes were rolled back",
+            self.path,
+            error,
+        )
+        if batch is not None and not batch.done():
+            batch.set_exception(
+                StoreWriteError(f"could not write to the state database {self.path}: {error}")
+            )
+            batch.exception()  # retrieved here: nobody may be waiting, and it is logged
 
     def _join_batch(self) -> None:
         """Open the group transaction if none is, and queue its commit behind this turn."""
@@ -391,9 +474,14 @@ class Store:
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            log.error("could not commit to the state database %s: %s", self.path, e)
+            log.error(
+                "could not commit to the state database %s (%s): this turn's writes were "
+                "rolled back",
+                self.path,
+                e,
+            )
             if not batch.done():
-                batch.set_exception(StoreError(f"could not commit to {self.path}: {e}"))
+                batch.set_exception(StoreWriteError(f"could not commit to {self.path}: {e}"))
                 batch.exception()  # retrieved here: nobody may be waiting, and it is logged
             return
         self.commits += 1
@@ -401,11 +489,41 @@ class Store:
             batch.set_result(None)
 
 
+def _private_file(path: Path) -> None:
+    """Create the file 0600 (SQLite gives its -wal file the same mode), or make it 0600.
+
+    It holds every user's messages: not for other accounts on the machine, whatever the umask.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _private_directory(directory: Path) -> None:
+    """Create the data directory 0700; an existing one is left as the operator made it, with a
+    warning if other accounts may look into it (its files are 0600 either way)."""
+    if directory.is_dir():
+        mode = directory.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "data directory %s is accessible to other accounts (mode %o); "
+                "chmod 700 it (its files are private either way)",
+                directory,
+                mode,
+            )
+        return
+    directory.mkdir(parents=True, mode=0o700)
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask; this is not
+
+
 def _lock_directory(directory: Path) -> int:
     """Take the data directory for this process, or fail with a message an operator can act on."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        _private_directory(directory)
         fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
     except OSError as e:
         raise StoreError(f"cannot open the state database in {directory}: {e}") from e
     try:

@@ -43,6 +43,7 @@ def dify_options(settings: Settings) -> DifyOptions:
         retry_max_time=settings.dify_retry_max_time,
         breaker_threshold=settings.dify_breaker_threshold,
         breaker_cooldown=settings.dify_breaker_cooldown,
+        max_answer_chars=settings.max_answer_chars,
     )
 
 
@@ -73,4 +74,6 @@ def bot_options(settings: Settings) -> BotOptions:
         delete_on_clear=settings.dify_delete_on_clear,
         inbox_max_age=settings.inbox_max_age,
         restart_notice_window=settings.restart_notice_window,
+        max_answer_chars=settings.max_answer_chars,
+        max_reply_parts=settings.max_reply_parts,
     )

@@ -32,6 +32,7 @@ from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.utils.eventloop import uvloop_available
 from aimbot.utils.secret import MASK as MASK
 from aimbot.utils.secret import Secret as Secret
+from aimbot.utils.secret import mask_url_credentials, url_has_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,10 @@ class _Kind:
 
     def show(self, value: Any) -> str:
         return str(value)
+
+    def show_raw(self, raw: Any) -> str:
+        """How a value that failed its checks is quoted in an error (never a secret's text)."""
+        return MASK if self.secret else repr(_truncate(raw) if isinstance(raw, str) else raw)
 
 
 def _show_number(value: float) -> str:
@@ -257,14 +262,22 @@ class _SecretText(_Kind):
 
 
 class _Url(_Kind):
-    allowed = "an http:// or https:// URL with a host, e.g. https://api.dify.ai/v1"
+    allowed = (
+        "an http:// or https:// URL with a host and no user:password@, e.g. https://api.dify.ai/v1"
+    )
 
     def parse(self, raw: str) -> str:
+        if url_has_credentials(raw.strip()):
+            # Dify is authenticated by DIFY_API_KEY in the Authorization header, which cannot
+            # be combined with credentials in the URL; and they would be printed with it.
+            raise _Unparsable("credentials in the URL cannot be used (the key is DIFY_API_KEY)")
         # A trailing slash would give "//chat-messages" once the client appends its paths.
         return raw.strip().rstrip("/")
 
     def valid(self, value: Any) -> bool:
         if not isinstance(value, str) or _CONTROL_CHARS.search(value) or " " in value:
+            return False
+        if url_has_credentials(value):
             return False
         try:
             parts = urlsplit(value)
@@ -272,6 +285,12 @@ class _Url(_Kind):
         except ValueError:
             return False
         return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+    def show(self, value: Any) -> str:
+        return mask_url_credentials(str(value))
+
+    def show_raw(self, raw: Any) -> str:
+        return repr(_truncate(mask_url_credentials(raw))) if isinstance(raw, str) else repr(raw)
 
 
 class _JsonObject(_Kind):
@@ -414,6 +433,8 @@ class Settings:
     max_input_chars: int = field(default=2000, metadata=_rule(_Int(1, 100_000)))
     typing_notifications: bool = field(default=True, metadata=_rule(_Bool()))
     restart_notice_window: float = field(default=120.0, metadata=_rule(_Float(0, _DAY)))
+    max_answer_chars: int = field(default=8000, metadata=_rule(_Int(100, 1_000_000)))
+    max_reply_parts: int = field(default=10, metadata=_rule(_Int(1, 100)))
     # State
     data_dir: Path = field(default=Path("data"), metadata=_rule(_PathKind(optional=False)))
     inbox_max_age: float = field(default=_HOUR, metadata=_rule(_Float(0, 7 * _DAY)))
@@ -427,6 +448,8 @@ class Settings:
     log_backup_count: int = field(default=5, metadata=_rule(_Int(1, 100)))
     health_host: str = field(default="127.0.0.1", metadata=_rule(_Text(max_length=253)))
     health_port: int = field(default=8080, metadata=_rule(_Int(1, 65535, zero_means="off")))
+    health_connection_timeout: float = field(default=5.0, metadata=_rule(_Float(0.5, 60)))
+    health_max_connections: int = field(default=64, metadata=_rule(_Int(1, 10_000)))
     shutdown_grace: float = field(default=10.0, metadata=_rule(_Float(0, 300)))
     event_loop: EventLoop = field(
         default="auto", metadata=_rule(_Choice("auto", "asyncio", "uvloop"))
@@ -503,7 +526,7 @@ def _show_safely(name: str, value: Any) -> str:
     if kind.secret:
         return MASK
     try:
-        shown = kind.show(value) if kind.valid(value) else repr(value)
+        shown = kind.show(value) if kind.valid(value) else kind.show_raw(value)
     except Exception:  # a wrongly typed value must still produce a readable problem
         shown = f"<{type(value).__name__}>"
     return _truncate(shown)
@@ -619,7 +642,7 @@ def load_settings(
             if _is_required(name):
                 problems.append(f"{env_name}: required but not set; expected {kind.allowed}")
             continue
-        given = MASK if kind.secret else repr(_truncate(raw))
+        given = kind.show_raw(raw)
         if env_name in PLACEHOLDERS and raw.strip() == PLACEHOLDERS[env_name]:
             problems.append(
                 f"{env_name}{origin}: still the example placeholder; set the real value"
