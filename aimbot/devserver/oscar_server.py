@@ -46,7 +46,12 @@ from aimbot.devserver.oscar_connection import (
     OscarConnection,
     departure_info,
 )
-from aimbot.devserver.system_notices import MULTI_LOGIN_NOTICE, SERVER_REQUEST_ID, system_message
+from aimbot.devserver.system_notices import (
+    MULTI_LOGIN_NOTICE,
+    SERVER_REQUEST_ID,
+    STATUS_INVISIBLE,
+    system_message,
+)
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, DEFAULT_RATE_GROUPS, RateClass, RateGroup
 from aimbot.oscar.snacs import (
     ERR_NOT_LOGGED_ON,
@@ -332,13 +337,16 @@ class OscarServer:
                 conn.send_snac(BuddyArrived(present[0].user_info()), SERVER_REQUEST_ID)
 
     def presence_changed(self, conn: OscarConnection) -> None:
-        """Away, idle or capabilities changed: watchers get a fresh 03/0B (OOS)."""
+        """Away, idle, status or capabilities changed: watchers get a fresh 03/0B, or a 03/0C
+        when the user went invisible (OOS)."""
         if not conn.online:
             return
-        info = conn.user_info()
+        notice: BuddyArrived = BuddyArrived(conn.user_info())
+        if conn.status_bits & STATUS_INVISIBLE:
+            notice = BuddyDeparted(departure_info(conn))
         for watcher in self.feedbags.watchers_of(conn.key or ""):
             for target in self._online_sessions(watcher):
-                target.send_snac(BuddyArrived(info), SERVER_REQUEST_ID)
+                target.send_snac(notice, SERVER_REQUEST_ID)
 
     def user_info_of(self, screen_name: str) -> OscarConnection | None:
         """The session whose profile and away message 02/05 shows (the first signed on)."""
