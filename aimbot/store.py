@@ -136,6 +136,18 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class UserRow:
+    """One user as the operator commands list them (times are epoch seconds)."""
+
+    user_key: str
+    screen_name: str | None
+    conversation_id: str | None
+    conversation_updated_at: float | None
+    last_seen: float | None
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """One IM to deliver: the rendered text and whether it is AIM HTML."""
 
@@ -366,6 +378,59 @@ class Store:
             for table in ("conversations", "inbox", "outbox")
         }
 
+    # -- operator queries (aimbot/admin.py) ---------------------------------------------------
+
+    async def users(self, limit: int) -> list[UserRow]:
+        """Everyone the state file knows (a conversation, unanswered IMs, or a recent IM),
+        most recently active first, at most `limit` of them."""
+        rows = self._db.execute(
+            "SELECT k.user_key, COALESCE(s.screen_name, "
+            "(SELECT screen_name FROM inbox i WHERE i.user_key = k.user_key LIMIT 1)), "
+            "c.conversation_id, c.updated_at, s.last_seen, "
+            "(SELECT COUNT(*) FROM inbox i WHERE i.user_key = k.user_key) "
+            "FROM (SELECT user_key FROM conversations UNION SELECT user_key FROM inbox "
+            "UNION SELECT user_key FROM seen) k "
+            "LEFT JOIN conversations c ON c.user_key = k.user_key "
+            "LEFT JOIN seen s ON s.user_key = k.user_key "
+            "ORDER BY MAX(COALESCE(c.updated_at, 0), COALESCE(s.last_seen, 0)) DESC, k.user_key "
+            "LIMIT ?",
+            (max(0, limit),),
+        ).fetchall()
+        return [
+            UserRow(
+                user_key=str(r[0]),
+                screen_name=None if r[1] is None else str(r[1]),
+                conversation_id=None if r[2] is None else str(r[2]),
+                conversation_updated_at=None if r[3] is None else float(r[3]),
+                last_seen=None if r[4] is None else float(r[4]),
+                pending=int(r[5]),
+            )
+            for r in rows
+        ]
+
+    async def forget_conversation(self, user_key: str) -> str | None:
+        """Forget one user's conversation id (the next IM starts a new one); returns the old id.
+
+        Unlike forget_user ("clear"), unanswered IMs stay: an operator's reset loses nothing.
+        """
+        with self._write():
+            row = self._db.execute(
+                "SELECT conversation_id FROM conversations WHERE user_key = ?", (user_key,)
+            ).fetchone()
+            self._db.execute("DELETE FROM conversations WHERE user_key = ?", (user_key,))
+        await self._committed()
+        return None if row is None else str(row[0])
+
+    async def purge_conversations(self, before: float) -> int:
+        """Forget conversations untouched since `before` (epoch seconds); returns how many."""
+        with self._write():
+            count = self._db.execute(
+                "DELETE FROM conversations WHERE updated_at < ?", (before,)
+            ).rowcount
+            self._db.execute("DELETE FROM seen WHERE last_seen < ?", (before,))
+        await self._committed()
+        return max(count, 0)
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _insert_outbox(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
@@ -520,6 +585,9 @@ def _private_directory(directory: Path) -> None:
 
 def _lock_directory(directory: Path) -> int:
     """Take the data directory for this process, or fail with a message an operator can act on."""
+    blocker = _file_in_the_way(directory)
+    if blocker is not None:
+        raise StoreError(f"DATA_DIR {directory}: {blocker} is a file, not a directory")
     try:
         _private_directory(directory)
         fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)
@@ -535,6 +603,15 @@ def _lock_directory(directory: Path) -> int:
             "each bot needs its own data directory"
         ) from e
     return fd
+
+
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The data directory itself or the nearest ancestor, when it exists but is not a directory
+    (mkdir would only say "File exists" or "Not a directory")."""
+    for path in (directory, *directory.parents):
+        if path.exists() or path.is_symlink():
+            return None if path.is_dir() else path
+    return None
 
 
 def _unlock(fd: int | None) -> None:

@@ -74,6 +74,7 @@ def bot_options(settings: Settings) -> BotOptions:
         delete_on_clear=settings.dify_delete_on_clear,
         inbox_max_age=settings.inbox_max_age,
         restart_notice_window=settings.restart_notice_window,
+        log_message_text=settings.log_message_text,
         max_answer_chars=settings.max_answer_chars,
         max_reply_parts=settings.max_reply_parts,
     )

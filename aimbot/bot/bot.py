@@ -24,6 +24,7 @@ from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.senders import IgnoredSenders
 from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning, with_note
 from aimbot.ops.metrics import Metrics
+from aimbot.ops.traffic import Answered, conversation_prefix, log_answered
 from aimbot.oscar.client import new_cookie
 from aimbot.oscar.events import IncomingIM, TypingState
 from aimbot.oscar.imtext import im_text_size
@@ -88,6 +89,7 @@ class BotOptions:
     delete_on_clear: bool = False
     inbox_max_age: float = 3600.0
     restart_notice_window: float = 120.0  # 0 = off
+    log_message_text: bool = False  # the traffic log shows texts (DEBUG only)
     max_answer_chars: int = 8000
     max_reply_parts: int = 10
 
@@ -401,13 +403,15 @@ class AIMBot:
         refresher = None
         if self.options.typing_notifications:
             refresher = asyncio.create_task(self._keep_typing(user), name=f"typing-{user.key}")
+        asked = time.monotonic()
         try:
             async with self._dify_slots:
-                text, note = await self._ask(user.key, query)
+                text, note, outcome = await self._ask(user.key, query)
         finally:
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
+        dify_seconds = time.monotonic() - asked  # includes waiting for a DIFY_MAX_CONCURRENCY slot
         replies = await self._render(text, note)
         # Once the answer exists it must reach the store even if "clear" cancels us now.
         user.commit = asyncio.create_task(
@@ -415,6 +419,22 @@ class AIMBot:
         )
         await asyncio.shield(user.commit)
         user.commit = None
+        log_answered(
+            Answered(
+                user=user.screen_name,
+                ims=len(batch),
+                chars_in=len(query),
+                chars_out=len(text),
+                parts=len(replies),
+                dify_seconds=dify_seconds,
+                total_seconds=max(0.0, self._clock() - batch[0].received_at),
+                conversation=conversation_prefix(await self._store.get_conversation(user.key)),
+                outcome=outcome,
+            ),
+            text_in=query,
+            text_out=text,
+            log_text=self.options.log_message_text,
+        )
 
     async def _durable(
         self, user: _User, batch: Sequence[PendingMessage]
@@ -435,8 +455,9 @@ class AIMBot:
             await self._not_stored(user.key, user.screen_name, count, lost)
         return kept
 
-    async def _ask(self, key: str, query: str) -> tuple[str, str | None]:
-        """The answer's Markdown and, when it is not the whole answer, the note that says so."""
+    async def _ask(self, key: str, query: str) -> tuple[str, str | None, str]:
+        """The answer's Markdown; when it is not the whole answer, the note that says so; and
+        the outcome for the traffic log ("ok", "cut_short", … or the Dify error's kind)."""
         conversation_id = await self._store.get_conversation(key)
         dify_user = self._dify_user(key)
         started = time.monotonic()
@@ -454,21 +475,21 @@ class AIMBot:
                 log.warning("Dify failed for %s: %s: %s", key, type(e).__name__, e)
             if self._metrics is not None:
                 self._metrics.friendly_errors.inc()
-            return messages.for_error(e), None
+            return messages.for_error(e), None, e.kind
         self._observe_dify(started, None)
         if answer.conversation_id and answer.conversation_id != conversation_id:
             await self._store.set_conversation(key, answer.conversation_id, self._clock())
         text = strip_reasoning(answer.text)
         if answer.ending == "complete":
-            return text or messages.EMPTY_ANSWER, None
+            return text or messages.EMPTY_ANSWER, None, "ok"
         if answer.ending == "cut_short":
-            return text or messages.EMPTY_ANSWER, messages.ANSWER_CUT_SHORT
+            return text or messages.EMPTY_ANSWER, messages.ANSWER_CUT_SHORT, "cut_short"
         if not text:
             # Broken off before anything worth showing: one apology, and no second Dify turn.
             if self._metrics is not None:
                 self._metrics.friendly_errors.inc()
-            return messages.for_error(DifyUnavailable("the answer broke off")), None
-        return text, messages.ANSWER_INTERRUPTED
+            return messages.for_error(DifyUnavailable("the answer broke off")), None, "broken_off"
+        return text, messages.ANSWER_INTERRUPTED, "interrupted"
 
     async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
         try:

@@ -446,6 +446,7 @@ class Settings:
     log_format: LogFormat = field(default="text", metadata=_rule(_Choice("text", "json")))
     log_max_bytes: int = field(default=10 * _MIB, metadata=_rule(_Int(1024, 1024 * _MIB)))
     log_backup_count: int = field(default=5, metadata=_rule(_Int(1, 100)))
+    log_message_text: bool = field(default=False, metadata=_rule(_Bool()))
     health_host: str = field(default="127.0.0.1", metadata=_rule(_Text(max_length=253)))
     health_port: int = field(default=8080, metadata=_rule(_Int(1, 65535, zero_means="off")))
     health_connection_timeout: float = field(default=5.0, metadata=_rule(_Float(0.5, 60)))

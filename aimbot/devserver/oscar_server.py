@@ -14,8 +14,9 @@ disconnect level the same sign-off as for a new login; the advertised max IM siz
 enforced. Unknown SNACs get error 0x0001 and the session goes on.
 
 Deliberate differences from OOS:
-- rate notices go out at once on each status change; OOS looks once a second and reports only
-  the status it sees then;
+- rate notices go out at once when a SNAC changes a class's status (OOS reports only what it
+  sees at its once-a-second look); the recovery to "cleared" without further SNACs is found by
+  the same once-a-second look as on OOS;
 - `enforce_rate_limits=False` (no OOS equivalent: a server without limits for benchmarks and
   tests) advertises classes without thresholds, so that a pacing client does not slow down;
 - feedbag edits are validated and bounded per account (OOS answers 0 to every item);
@@ -45,7 +46,12 @@ from aimbot.devserver.oscar_connection import (
     OscarConnection,
     departure_info,
 )
-from aimbot.devserver.system_notices import MULTI_LOGIN_NOTICE, SERVER_REQUEST_ID, system_message
+from aimbot.devserver.system_notices import (
+    MULTI_LOGIN_NOTICE,
+    SERVER_REQUEST_ID,
+    STATUS_INVISIBLE,
+    system_message,
+)
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, DEFAULT_RATE_GROUPS, RateClass, RateGroup
 from aimbot.oscar.snacs import (
     ERR_NOT_LOGGED_ON,
@@ -115,7 +121,8 @@ class OscarServer:
         max_outbound_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`accepted_hashes` ⊆ {"strong", "weak"} emulates servers that take only one (doc §4);
+        """`accepted_hashes` ⊆ {"strong", "weak"} emulates servers that take only one
+        (docs/oscar-protocol.md §4);
         `clock` drives the rate model, so tests can replay exact timings without sleeping."""
         unknown = set(accepted_hashes) - {"strong", "weak"}
         if unknown or not accepted_hashes:
@@ -276,7 +283,7 @@ class OscarServer:
         return cookie
 
     def redeem_cookie(self, cookie: bytes) -> tuple[Account, int] | None:
-        """One use per cookie, within cookie_ttl of issue (RAS: 60 s, doc §4)."""
+        """One use per cookie, within cookie_ttl of issue (RAS: 60 s, docs/oscar-protocol.md §4)."""
         grant = self._cookies.pop(cookie, None)
         if grant is None or time.monotonic() - grant.issued_at > self.cookie_ttl:
             return None
@@ -331,13 +338,16 @@ class OscarServer:
                 conn.send_snac(BuddyArrived(present[0].user_info()), SERVER_REQUEST_ID)
 
     def presence_changed(self, conn: OscarConnection) -> None:
-        """Away, idle or capabilities changed: watchers get a fresh 03/0B (OOS)."""
+        """Away, idle, status or capabilities changed: watchers get a fresh 03/0B, or a 03/0C
+        when the user went invisible (OOS)."""
         if not conn.online:
             return
-        info = conn.user_info()
+        notice: BuddyArrived = BuddyArrived(conn.user_info())
+        if conn.status_bits & STATUS_INVISIBLE:
+            notice = BuddyDeparted(departure_info(conn))
         for watcher in self.feedbags.watchers_of(conn.key or ""):
             for target in self._online_sessions(watcher):
-                target.send_snac(BuddyArrived(info), SERVER_REQUEST_ID)
+                target.send_snac(notice, SERVER_REQUEST_ID)
 
     def user_info_of(self, screen_name: str) -> OscarConnection | None:
         """The session whose profile and away message 02/05 shows (the first signed on)."""
@@ -380,7 +390,8 @@ class OscarServer:
             self.stats.offline_errors[sender_key] += 1
             sender.send_snac(IcbmError(ERR_NOT_LOGGED_ON), request_id)
             return
-        # All of the sender's TLVs go through untouched except the ack request (doc §7); every
+        # All of the sender's TLVs go through untouched except the ack request
+        # (docs/oscar-protocol.md §7); every
         # session of the recipient gets the IM.
         incoming = IcbmIncomingIM(
             snac.cookie, snac.channel, sender.user_info(), snac.tlvs.without(TLV_WANT_ACK)
@@ -392,7 +403,8 @@ class OscarServer:
             sender.send_snac(IcbmHostAck(snac.cookie, snac.channel, snac.recipient), request_id)
 
     def relay_typing(self, sender: OscarConnection, snac: IcbmTyping, request_id: int) -> None:
-        """Relayed with the sender's name and request id; never an error (doc §8). Like OOS,
+        """Relayed with the sender's name and request id; never an error (docs/oscar-protocol.md
+        §8). Like OOS,
         only to the recipient's active sessions (not away, not idle)."""
         if sender.account is None:
             return

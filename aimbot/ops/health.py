@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -28,6 +28,8 @@ DEFAULT_MAX_CONNECTIONS: Final = 64
 
 CHECK_SIGNED_ON: Final = "aim_signed_on"
 CHECK_DIFY_CIRCUIT: Final = "dify_circuit_closed"
+CHECK_AIM_LOGIN: Final = "aim_login_accepted"
+CHECK_DIFY_KEY: Final = "dify_key_accepted"
 
 
 class HealthServerError(Exception):
@@ -58,18 +60,33 @@ def bot_health(
     dify_circuit_closed: bool,
     last_disconnect: str | None = None,
     circuit_state: str = "open",
+    login_refused: str | None = None,
+    dify_key_rejected: str | None = None,
 ) -> HealthStatus:
-    """The bot's health as the issue defines it: signed on, and Dify's circuit closed.
+    """The bot's health: signed on, its login accepted, Dify's key accepted, Dify's circuit closed.
 
-    The optional details go into the reasons, so that a 503 says what happened, not just what.
+    The two "accepted" checks name failures that retrying will not fix (a wrong password or a
+    suspended account; a wrong or revoked Dify key): the bot keeps retrying, but an operator has
+    to act, so they get a reason of their own. The optional details go into the reasons, so that
+    a 503 says what happened, not just what.
     """
     offline = "not signed on to the AIM server"
     if last_disconnect:
         offline += f" (last disconnect: {last_disconnect})"
     return HealthStatus.from_checks(
-        {CHECK_SIGNED_ON: signed_on, CHECK_DIFY_CIRCUIT: dify_circuit_closed},
+        {
+            CHECK_SIGNED_ON: signed_on,
+            CHECK_AIM_LOGIN: login_refused is None,
+            CHECK_DIFY_KEY: dify_key_rejected is None,
+            CHECK_DIFY_CIRCUIT: dify_circuit_closed,
+        },
         {
             CHECK_SIGNED_ON: offline,
+            CHECK_AIM_LOGIN: (
+                f"the AIM server refuses the bot's login ({login_refused}); "
+                "check AIM_USERNAME / AIM_PASSWORD and the account"
+            ),
+            CHECK_DIFY_KEY: f"Dify rejects DIFY_API_KEY ({dify_key_rejected})",
             CHECK_DIFY_CIRCUIT: (
                 f"Dify circuit breaker is {circuit_state}: recent Dify queries failed"
             ),
@@ -145,10 +162,12 @@ class HealthServer:
         port: int,
         metrics: Metrics,
         status: Callable[[], HealthStatus],
+        routes: Sequence[web.RouteDef] = (),
         *,
         connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        self._routes = list(routes)  # more endpoints on the same port (the operator commands)
         if not connection_timeout > 0:
             raise ValueError(f"connection_timeout must be > 0, got {connection_timeout}")
         if max_connections < 1:
@@ -183,6 +202,7 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics_page)
+        app.add_routes(self._routes)
         return app
 
     async def start(self) -> None:

@@ -99,7 +99,8 @@ EVENT_QUEUE_LIMIT = 1000
 DEFAULT_BOS_PORT = 5190
 CLOSE_FLUSH_TIMEOUT = 1.0
 REMEMBERED_REQUESTS = 4096
-# Error codes after 17/02 that may mean "this server only takes the other MD5 hash" (doc §4).
+# Error codes after 17/02 that may mean "this server only takes the other MD5 hash"
+# (docs/oscar-protocol.md §4).
 WEAK_HASH_RETRY_CODES = frozenset({0x0001, 0x0004, 0x0005})
 UNROUTABLE_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 # A sign-off this soon after a SNAC took us over a rate limit is the server's rate disconnect.
@@ -433,7 +434,7 @@ class OscarClient:
                 )
 
     def _signoff_during_login(self, link: _Link, frame: Frame) -> OscarError:
-        # Channel-1 style servers put the 17/03 TLVs into a ch-4 frame (doc §4).
+        # Channel-1 style servers put the 17/03 TLVs into a ch-4 frame (docs/oscar-protocol.md §4).
         try:
             response = BucpLoginResponse.decode(frame.payload)
         except ProtocolError:
@@ -884,7 +885,8 @@ class OscarClient:
         return encode_snac_body(body, self._allocate_request_id())
 
     def _allocate_request_id(self) -> int:
-        # Unique ids in 1..0x7FFFFFFF; servers use 0 and 0x80000000+ for their own SNACs (doc §3).
+        # Unique ids in 1..0x7FFFFFFF; servers use 0 and 0x80000000+ for their own SNACs
+        # (docs/oscar-protocol.md §3).
         value = self._next_request
         self._next_request = value + 1 if value < 0x7FFFFFFF else 1
         return value

@@ -45,7 +45,8 @@ class MessageTooLong(OscarError):
         self.limit = limit
 
 
-# BUCP 17/03 TLV 0x0008 codes (doc §4): plain-English reason and whether retrying can help.
+# BUCP 17/03 TLV 0x0008 codes (docs/oscar-protocol.md §4): plain-English reason and whether
+# retrying can help.
 # Bad credentials and suspensions are permanent until an operator acts; rate limits and server
 # trouble go away by themselves, so the session layer retries those with back-off.
 _LOGIN_CODES: dict[int, tuple[str, bool]] = {

@@ -1,4 +1,5 @@
-"""The OSCAR rate model (doc §6), shared by the client's throttle and the devserver's enforcement.
+"""The OSCAR rate model (docs/oscar-protocol.md §6), shared by the client's throttle and the
+devserver's enforcement.
 
 Both ends run the same integer moving average, so a client that paces itself with this model
 never trips a server that enforces it, and the devserver's behaviour in tests is exactly the
@@ -11,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
-# LP keeps the level this far above the alert line before it sends (doc §6 "throttle").
+# LP keeps the level this far above the alert line before it sends (docs/oscar-protocol.md §6
+# "throttle").
 DEFAULT_MARGIN = 100
 
 
@@ -54,7 +56,8 @@ def next_level(rate_class: RateClass, current: int, elapsed_ms: int) -> int:
 
 
 def classify(rate_class: RateClass, level: int, was_limited: bool) -> RateStatus:
-    """Status for a level; leaving "limited" needs the clear level, not just the limit (doc §6)."""
+    """Status for a level; leaving "limited" needs the clear level, not just the limit
+    (docs/oscar-protocol.md §6)."""
     if level < rate_class.disconnect_level:
         return RateStatus.DISCONNECT
     if was_limited:
@@ -109,7 +112,8 @@ class RateMeter:
         return level, classify(self.rate_class, level, self.limited)
 
     def record(self, now_ms: int) -> RateStatus:
-        """Count one SNAC now; dropped SNACs count too (doc §6), so call this for every one."""
+        """Count one SNAC now; dropped SNACs count too (docs/oscar-protocol.md §6), so call this
+        for every one."""
         level, status = self.peek(now_ms)
         self.level = level
         self.last_ms = now_ms
@@ -209,7 +213,7 @@ def _ras_class(
     return RateClass(class_id, window, clear, alert, limit, disc, top, top)
 
 
-# Open OSCAR Server's table (doc §6); every level starts at max.
+# Open OSCAR Server's table (docs/oscar-protocol.md §6); every level starts at max.
 DEFAULT_RATE_CLASSES: tuple[RateClass, ...] = (
     _ras_class(1, 80, 2500, 2000, 1500, 800, 6000),
     _ras_class(2, 80, 3000, 2000, 1500, 1000, 6000),

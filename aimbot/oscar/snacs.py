@@ -1,7 +1,9 @@
-"""The SNAC bodies a bot needs, as frozen dataclasses with encode()/decode() (doc §4-§10).
+"""The SNAC bodies a bot needs, as frozen dataclasses with encode()/decode()
+(docs/oscar-protocol.md §4-§10).
 
 Every class knows its (family, subgroup) so the client and the devserver dispatch on the pair,
-never on request ids (doc §12.11). decode() accepts what real servers send (extra trailing bytes,
+never on request ids (docs/oscar-protocol.md §12.11). decode() accepts what real servers send
+(extra trailing bytes,
 integers of any TLV width, either rate-record size) and raises ProtocolError, and only that, for
 anything it cannot make sense of.
 """
@@ -35,7 +37,7 @@ FAMILY_BUCP = 0x0017
 
 SUBGROUP_ERROR = 0x0001
 
-# Login TLVs (doc §4)
+# Login TLVs (docs/oscar-protocol.md §4)
 TLV_SCREEN_NAME = 0x0001
 TLV_ERROR_URL = 0x0004
 TLV_BOS_ADDRESS = 0x0005
@@ -54,11 +56,11 @@ MULTI_CONN_ONE_SESSION = 0x03
 TLV_PROFILE_MIME = 0x0001
 TLV_PROFILE = 0x0002
 TLV_CAPABILITIES = 0x0005
-# Sign-off TLVs (doc §10)
+# Sign-off TLVs (docs/oscar-protocol.md §10)
 TLV_SIGNOFF_CODE = 0x0009
 TLV_SIGNOFF_URL = 0x000B
 SIGNOFF_SIGNED_ON_ELSEWHERE = 0x0001
-# ICBM TLVs (doc §7)
+# ICBM TLVs (docs/oscar-protocol.md §7)
 TLV_MESSAGE_DATA = 0x0002
 TLV_WANT_ACK = 0x0003
 TLV_AUTO_RESPONSE = 0x0004
@@ -69,14 +71,14 @@ FRAGMENT_FEATURES = 0x05
 FRAGMENT_TEXT = 0x01
 DEFAULT_FEATURES = b"\x01\x01\x01\x02"
 
-# SNAC error codes (doc §3)
+# SNAC error codes (docs/oscar-protocol.md §3)
 ERR_INVALID_SNAC = 0x0001
 ERR_RATE_TO_HOST = 0x0002
 ERR_RATE_TO_CLIENT = 0x0003
 ERR_NOT_LOGGED_ON = 0x0004
 ERR_SERVICE_UNAVAILABLE = 0x0005
 
-# ICBM parameter flags (doc §5)
+# ICBM parameter flags (docs/oscar-protocol.md §5)
 ICBM_FLAG_CHANNEL_MSGS = 0x0001
 ICBM_FLAG_MISSED_CALLS = 0x0002
 ICBM_FLAG_TYPING = 0x0008
@@ -109,7 +111,8 @@ def describe_error(code: int) -> str:
 
 
 def normalize_screen_name(screen_name: str) -> str:
-    """Identity of a screen name: spaces dropped, lowercase (doc §11, "Bob Smith" = "bobsmith")."""
+    """Identity of a screen name: spaces dropped, lowercase (docs/oscar-protocol.md §11, "Bob
+    Smith" = "bobsmith")."""
     return screen_name.replace(" ", "").lower()
 
 
@@ -156,7 +159,8 @@ def _pack_u16_list(values: tuple[int, ...], what: str) -> bytes:
 
 
 def login_hash(key: bytes, password: str, *, strong: bool) -> bytes:
-    """BUCP MD5 (doc §4): weak = md5(key+pw+SUFFIX), strong = md5(key+md5(pw)+SUFFIX)."""
+    """BUCP MD5 (docs/oscar-protocol.md §4): weak = md5(key+pw+SUFFIX), strong =
+    md5(key+md5(pw)+SUFFIX)."""
     secret = password.encode("utf-8")
     if strong:
         secret = hashlib.md5(secret).digest()
@@ -312,7 +316,7 @@ class BucpLoginResponse:
 
 
 def parse_bos_address(address: str, default_port: int = 5190) -> tuple[str, int]:
-    """ "host:port", "[v6]:port" or a bare host (doc §4: default port 5190)."""
+    """ "host:port", "[v6]:port" or a bare host (docs/oscar-protocol.md §4: default port 5190)."""
     text = address.strip()
     if not text:
         raise ProtocolError("empty BOS address in the login response")
@@ -379,7 +383,8 @@ class SignOff:
     def encode(self, *, one_byte_code: bool = True) -> bytes:
         tlvs: list[tuple[int, bytes]] = []
         if self.error_code is not None:
-            # RAS writes the code as one byte, LP reads two; both widths decode (doc §10).
+            # RAS writes the code as one byte, LP reads two; both widths decode
+            # (docs/oscar-protocol.md §10).
             width_ok = one_byte_code and self.error_code <= 0xFF
             code = pack_u8(self.error_code) if width_ok else pack_u16(self.error_code)
             tlvs.append((TLV_SIGNOFF_CODE, code))
@@ -543,7 +548,8 @@ def decode_rate_class(reader: Reader, *, extended: bool) -> RateClass:
 
 @dataclass(frozen=True, slots=True)
 class RateParamsReply:
-    """01/07: N class records (30 B, or 35 B when `extended`), then N groups (doc §5)."""
+    """01/07: N class records (30 B, or 35 B when `extended`), then N groups
+    (docs/oscar-protocol.md §5)."""
 
     FAMILY: ClassVar[int] = FAMILY_OSERVICE
     SUBGROUP: ClassVar[int] = 0x0007
@@ -877,7 +883,8 @@ class IcbmSendIM:
             tlvs.append((TLV_WANT_ACK, b""))
         if auto_response:
             tlvs.append((TLV_AUTO_RESPONSE, b""))
-        # Tells the peer's client we send typing notifications (doc §8; relayed verbatim).
+        # Tells the peer's client we send typing notifications (docs/oscar-protocol.md §8; relayed
+        # verbatim).
         tlvs.append((TLV_SUPPORTS_TYPING, b""))
         return cls(cookie, 1, recipient, TlvBlock.of(*tlvs))
 
@@ -981,7 +988,8 @@ class IcbmHostAck:
 
 @dataclass(frozen=True, slots=True)
 class IcbmTyping:
-    """04/14 MTN: zero cookie, channel 1, the other user's name, u16 event (doc §8)."""
+    """04/14 MTN: zero cookie, channel 1, the other user's name, u16 event (docs/oscar-protocol.md
+    §8)."""
 
     FAMILY: ClassVar[int] = FAMILY_ICBM
     SUBGROUP: ClassVar[int] = 0x0014

@@ -2,7 +2,8 @@
 
 No sockets and no asyncio here, so the client, the devserver and the fuzz tests share one codec,
 and every malformed input surfaces as the one exception type (ProtocolError) that the I/O layer
-turns into a clean disconnect instead of a crash. All lengths are byte counts (doc §12.1).
+turns into a clean disconnect instead of a crash. All lengths are byte counts
+(docs/oscar-protocol.md §12.1).
 
 Screen names are kept as the exact bytes the server sent. They are decoded and encoded as
 Latin-1, the one text codec that maps every byte string to a str and back unchanged, so a reply
@@ -227,7 +228,8 @@ class Tlv:
 
 
 def _int_from_width(value: bytes, what: str) -> int:
-    # RAS writes one-byte values as one-byte TLVs (doc §2): the width is the TLV length.
+    # RAS writes one-byte values as one-byte TLVs (docs/oscar-protocol.md §2): the width is the TLV
+    # length.
     if len(value) in (1, 2, 4):
         return int.from_bytes(value, "big")
     raise ProtocolError(f"{what} has {len(value)} bytes; expected an integer of 1, 2 or 4 bytes")
@@ -235,7 +237,8 @@ def _int_from_width(value: bytes, what: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class TlvBlock:
-    """An ordered TLV list; lookups return the FIRST match, as servers and LP do (doc §2)."""
+    """An ordered TLV list; lookups return the FIRST match, as servers and LP do
+    (docs/oscar-protocol.md §2)."""
 
     tlvs: tuple[Tlv, ...] = ()
 
@@ -322,7 +325,8 @@ def encode_frame(channel: int, sequence: int, payload: bytes) -> bytes:
 
 
 class SequenceCounter:
-    """One per connection and direction, +1 for every frame on every channel (doc §1, §12.5)."""
+    """One per connection and direction, +1 for every frame on every channel
+    (docs/oscar-protocol.md §1, §12.5)."""
 
     __slots__ = ("_next",)
 
@@ -472,7 +476,8 @@ class FrameBuffer:
         return frames
 
     def feed_eof(self) -> list[Frame]:
-        """The peer closed: accept the 4-byte sign-off (`2A 04 ss ss`, no length, doc §10)."""
+        """The peer closed: accept the 4-byte sign-off (`2A 04 ss ss`, no length,
+        docs/oscar-protocol.md §10)."""
         self.check()
         buf = self._buf
         if not buf:

@@ -213,11 +213,16 @@ class ColourFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line (ts, level, logger, message, exc), for log shippers."""
+    """One JSON object per line (ts, level, logger, message, exc), for log shippers.
+
+    A record logged with ``extra={"fields": {...}}`` (the traffic log) also carries those
+    figures as keys of their own, so a shipper need not parse the message; they never replace
+    the standard keys, and text values are redacted like the message.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         timestamp = datetime.fromtimestamp(record.created, UTC)
-        payload: dict[str, str] = {
+        payload: dict[str, object] = {
             "ts": timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
@@ -230,7 +235,12 @@ class JsonFormatter(logging.Formatter):
             payload["exc"] = exc
         if record.stack_info:
             payload["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(payload, ensure_ascii=False)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                if isinstance(key, str) and key not in payload:
+                    payload[key] = _redactor.redact(value) if isinstance(value, str) else value
+        return json.dumps(payload, ensure_ascii=False, default=str)
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -1,4 +1,4 @@
-"""IM text: charsets in and out, AIM HTML in and out (doc §7, §12.2-3)."""
+"""IM text: charsets in and out, AIM HTML in and out (docs/oscar-protocol.md §7, §12.2-3)."""
 
 from __future__ import annotations
 

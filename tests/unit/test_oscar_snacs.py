@@ -1,4 +1,5 @@
-"""SNAC bodies (doc §4-§10): exact layouts, lenient decoding, round trips and fuzzing."""
+"""SNAC bodies (docs/oscar-protocol.md §4-§10): exact layouts, lenient decoding, round trips and
+fuzzing."""
 
 from __future__ import annotations
 
@@ -193,7 +194,8 @@ def test_family_lists() -> None:
     assert versions.version_of(0x13) is None
     assert HostVersions.decode(versions.encode()).versions == versions.versions
     with pytest.raises(ProtocolError, match="multiple of 4"):
-        ClientVersions.decode(b"\x00\x01\x00\x03\x00\x04")  # odd word count (doc §12.10)
+        # An odd word count (docs/oscar-protocol.md §12.10).
+        ClientVersions.decode(b"\x00\x01\x00\x03\x00\x04")
     with pytest.raises(ProtocolError, match="odd"):
         HostOnline.decode(b"\x00\x01\x00")
     online = ClientOnline(((1, 3, 0x110, 0x164F),))
@@ -297,7 +299,8 @@ def test_incoming_im_from_hand_assembled_bytes() -> None:
     message = b"\x01\x01\x00\x08\x00\x02\x00\x00\x00h\x00i"  # UCS-2BE "hi", no features
     body = (
         b"ABCDEFGH\x00\x01"
-        + b"\x09Bob Smith\x00\x00\x00\x00"  # sender, warning 0, TLV count 0 (doc §7)
+        # sender, warning 0, TLV count 0 (docs/oscar-protocol.md §7)
+        + b"\x09Bob Smith\x00\x00\x00\x00"
         + Tlv(0x0002, message).encode()
         + Tlv(0x0004, b"").encode()
         + Tlv(0x0016, b"\x00\x00\x00\x01").encode()
