@@ -4,7 +4,9 @@ reply (bounded), and its own words instead of the library's WARNING lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.events import Event, IncomingIM
 from tests.helpers.cli import (
     USER,
+    AimUser,
+    Process,
     chat,
     clean_env,
     oscar_fixture,  # noqa: F401 - fixture "oscar"
@@ -34,14 +38,20 @@ def with_peer(oscar: OscarServer) -> OscarServer:
     return oscar
 
 
-async def test_piped_lines_wait_for_every_reply(with_peer: OscarServer, workdir: Path) -> None:
-    oscar = with_peer
+@contextlib.asynccontextmanager
+async def piped_chat(oscar: OscarServer, workdir: Path) -> AsyncIterator[tuple[AimUser, Process]]:
+    """The peer signed on, and the chat client talking to it with its stdin a pipe."""
     async with (
         signed_on(PEER, PEER_PASSWORD, oscar.port) as peer,
         running(
             *chat(oscar.port, peer=PEER), env=clean_env(), cwd=workdir, stdin_pipe=True
         ) as client,
     ):
+        yield peer, client
+
+
+async def test_piped_lines_wait_for_every_reply(with_peer: OscarServer, workdir: Path) -> None:
+    async with piped_chat(with_peer, workdir) as (peer, client):
         for n in (1, 2, 3):
             await client.write_line(f"question {n}")
         client.close_stdin()
@@ -56,13 +66,7 @@ async def test_piped_lines_wait_for_every_reply(with_peer: OscarServer, workdir:
 async def test_piped_lines_a_peer_joined_into_one_answer_end_after_a_quiet_spell(
     with_peer: OscarServer, workdir: Path
 ) -> None:
-    oscar = with_peer
-    async with (
-        signed_on(PEER, PEER_PASSWORD, oscar.port) as peer,
-        running(
-            *chat(oscar.port, peer=PEER), env=clean_env(), cwd=workdir, stdin_pipe=True
-        ) as client,
-    ):
+    async with piped_chat(with_peer, workdir) as (peer, client):
         await client.write_line("part one")
         await client.write_line("part two")
         client.close_stdin()
