@@ -112,12 +112,21 @@ class PacedSession(ChatSession):
         super().__init__(options, self.recorder)
         self.release = asyncio.Event()
         self.sending = asyncio.Event()
+        self.sent = 0
+        self.sent_changed = asyncio.Condition()
         self.incoming: asyncio.Queue[Event] = asyncio.Queue()
 
     async def send(self, text: str) -> bool:
         self.sending.set()
         await self.release.wait()
+        async with self.sent_changed:
+            self.sent += 1
+            self.sent_changed.notify_all()
         return True
+
+    async def wait_sent(self, count: int) -> None:
+        async with self.sent_changed:
+            await self.sent_changed.wait_for(lambda: self.sent >= count)
 
     async def next_event(self, within: float | None) -> Event | None:
         try:
@@ -136,6 +145,7 @@ async def test_replies_show_while_a_send_is_paced() -> None:
         await asyncio.wait_for(session.recorder.wait_said("an earlier answer"), 10)
         assert not session.release.is_set()  # shown while the send was still held
         session.release.set()
+        await asyncio.wait_for(session.wait_sent(2), 10)  # answers count only after the sends
         session.incoming.put_nowait(im("answer", b"d"))
         session.incoming.put_nowait(im("answer 2", b"e"))
         assert await asyncio.wait_for(runner, 10) == 0
