@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 65536
+RATE_WATCH_INTERVAL = 1.0  # seconds between OOS's looks at a session's rate classes
 MAX_AUTH_FRAMES = 10  # RAS: auth must finish in <= 10 frames (docs/oscar-protocol.md §4)
 SERVER_SEQUENCE_START = 100  # RAS starts at 100 (docs/oscar-protocol.md §1)
 # OOS's BOS families, in its order: alert, BART, buddy, feedbag, ICBM, ICQ, locate, OService,
@@ -140,6 +141,7 @@ class OscarConnection:
         self._subscribed: set[int] = set()
         self._rates: RateTable | None = None
         self._rate_status: dict[int, RateStatus] = {}
+        self._rate_watch: asyncio.Task[None] | None = None
         self._auth_deadline = 0.0
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -189,6 +191,7 @@ class OscarConnection:
             log.exception("devserver connection %s crashed; closing it", self.label)
         finally:
             self._close_transport()
+            await self._stop_rate_watch()
             self.done.set()
             self.server.connection_done(self)
 
@@ -411,18 +414,56 @@ class OscarConnection:
                 why=f"rate class {class_id} fell below its disconnect level",
             )
             raise _Closed
-        if status is not previous and class_id in self._subscribed:
+        if status is not previous:
+            self._rate_notice(class_id, status)
+        if status is not RateStatus.CLEAR:
+            self._watch_rates()
+        if status is RateStatus.LIMITED:
+            # Dropped silently, as by OOS: no error, no host ack.
+            self.server.stats.rate_limited[key] += 1
+            return False
+        return True
+
+    def _rate_notice(self, class_id: int, status: RateStatus) -> None:
+        if class_id in self._subscribed and self._rates is not None:
             notice = RateParamsChange(
                 _RATE_NOTICE[status],
                 self._rates.snapshot(class_id),
                 extended=self._oservice_version > 1,
             )
             self.send_snac(notice, SERVER_REQUEST_ID)
-        if status is RateStatus.LIMITED:
-            # Dropped silently, as by OOS: no error, no host ack.
-            self.server.stats.rate_limited[key] += 1
-            return False
-        return True
+
+    def _watch_rates(self) -> None:
+        """While a class is not clear, look at it once a second, as OOS does, so that a client
+        that stopped sending still hears when its level has recovered (the "cleared" notice)."""
+        if self._rate_watch is None or self._rate_watch.done():
+            self._rate_watch = asyncio.create_task(
+                self._rate_watch_loop(), name=f"devserver-rates-{self.label}"
+            )
+
+    async def _rate_watch_loop(self) -> None:
+        rates = self._rates
+        assert rates is not None
+        while not self.closing and any(
+            status is not RateStatus.CLEAR for status in self._rate_status.values()
+        ):
+            await asyncio.sleep(RATE_WATCH_INTERVAL)  # OOS's once-a-second look, not a sync
+            now = self.server.now_ms()
+            for class_id, previous in list(self._rate_status.items()):
+                meter = rates.meter(class_id)
+                if meter is None:
+                    continue
+                _, status = meter.peek(now)
+                if status is not previous and status in _RATE_NOTICE:
+                    self._rate_status[class_id] = status
+                    self._rate_notice(class_id, status)
+
+    async def _stop_rate_watch(self) -> None:
+        task, self._rate_watch = self._rate_watch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _rates_enforced(self) -> bool:
         account = self.account

@@ -14,8 +14,9 @@ disconnect level the same sign-off as for a new login; the advertised max IM siz
 enforced. Unknown SNACs get error 0x0001 and the session goes on.
 
 Deliberate differences from OOS:
-- rate notices go out at once on each status change; OOS looks once a second and reports only
-  the status it sees then;
+- rate notices go out at once when a SNAC changes a class's status (OOS reports only what it
+  sees at its once-a-second look); the recovery to "cleared" without further SNACs is found by
+  the same once-a-second look as on OOS;
 - `enforce_rate_limits=False` (no OOS equivalent: a server without limits for benchmarks and
   tests) advertises classes without thresholds, so that a pacing client does not slow down;
 - feedbag edits are validated and bounded per account (OOS answers 0 to every item);
@@ -45,7 +46,12 @@ from aimbot.devserver.oscar_connection import (
     OscarConnection,
     departure_info,
 )
-from aimbot.devserver.system_notices import MULTI_LOGIN_NOTICE, SERVER_REQUEST_ID, system_message
+from aimbot.devserver.system_notices import (
+    MULTI_LOGIN_NOTICE,
+    SERVER_REQUEST_ID,
+    STATUS_INVISIBLE,
+    system_message,
+)
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, DEFAULT_RATE_GROUPS, RateClass, RateGroup
 from aimbot.oscar.snacs import (
     ERR_NOT_LOGGED_ON,
@@ -332,13 +338,16 @@ class OscarServer:
                 conn.send_snac(BuddyArrived(present[0].user_info()), SERVER_REQUEST_ID)
 
     def presence_changed(self, conn: OscarConnection) -> None:
-        """Away, idle or capabilities changed: watchers get a fresh 03/0B (OOS)."""
+        """Away, idle, status or capabilities changed: watchers get a fresh 03/0B, or a 03/0C
+        when the user went invisible (OOS)."""
         if not conn.online:
             return
-        info = conn.user_info()
+        notice: BuddyArrived = BuddyArrived(conn.user_info())
+        if conn.status_bits & STATUS_INVISIBLE:
+            notice = BuddyDeparted(departure_info(conn))
         for watcher in self.feedbags.watchers_of(conn.key or ""):
             for target in self._online_sessions(watcher):
-                target.send_snac(BuddyArrived(info), SERVER_REQUEST_ID)
+                target.send_snac(notice, SERVER_REQUEST_ID)
 
     def user_info_of(self, screen_name: str) -> OscarConnection | None:
         """The session whose profile and away message 02/05 shows (the first signed on)."""

@@ -14,6 +14,7 @@ from aimbot.oscar.snacs import (
 from aimbot.oscar.wire import TlvBlock
 
 SERVER_REQUEST_ID = 0x80000000  # OOS: SNACs the server originates
+STATUS_INVISIBLE = 0x0100  # 01/1E status bit: watchers see the user leave
 SYSTEM_SENDER = "OOS System Msg"
 MULTI_LOGIN_NOTICE = (
     "Your screen name ({name}) is now signed into the aimbot devserver in {count} locations."

@@ -72,6 +72,9 @@ class PurpleSession:
     inbox: list[Received] = field(default_factory=list)
     next_request: int = 0x100
     signed_off: Frame | None = None
+    # The server closed on us with our last request unread: the kernel then resets the
+    # connection, and a sign-off frame still in our receive buffer is lost with it.
+    reset: bool = False
 
     def send_frame(self, channel: int, payload: bytes) -> None:
         self.peer.send(channel, payload)
@@ -83,7 +86,11 @@ class PurpleSession:
         return request_id
 
     async def _frame(self) -> Frame | None:
-        return await self.peer.frame()
+        try:
+            return await self.peer.frame()
+        except (ConnectionResetError, BrokenPipeError):
+            self.reset = True
+            return None
 
     async def next_snac(self, timeout: float = WAIT) -> Received:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):

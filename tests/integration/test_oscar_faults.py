@@ -170,6 +170,8 @@ async def test_sending_past_the_rate_limit_drops_silently_with_notices() -> None
         while (await alice.log.next(RateChange)).code != 3:
             pass  # the limited notice is sent while the 8th IM is dropped
         clock.now += 120  # the level recovers: the next IM goes through again
+        # and, as on OOS, the server says so on its own, without waiting for another IM
+        assert (await alice.log.next(RateChange)).code == 4
         later = await alice.client.send_im("bobsmith", "after the pause", request_ack=True)
         acks = [(await alice.log.next(HostAck)).cookie for _ in range(8)]
         received = [(await bob.log.next(IncomingIM)).text for _ in range(8)]

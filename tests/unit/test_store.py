@@ -59,7 +59,7 @@ async def test_forget_user_drops_their_conversation_and_inbox_only(tmp_path: Pat
 async def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(StoreError, match="cannot open the state database"):
+    with pytest.raises(StoreError, match="file is a file, not a directory"):
         await Store.open(blocker / "sub" / "s.db")
 
 
