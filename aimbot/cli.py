@@ -16,6 +16,7 @@ error (every configuration problem listed at once, never a traceback), 130 inter
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 from aimbot import __version__
 from aimbot.config.settings import ConfigError, Settings, load_settings
-from aimbot.utils import eventloop
+from aimbot.utils import eventloop, gctune
 from aimbot.utils.logger import LoggingSetupError, setup_logging
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,8 @@ def run_bot(env_file: Path, err: TextIO) -> int:
         configure_logging(settings, err)
     except (ConfigError, LoggingSetupError) as e:
         return report_config_error(e, err)
+    importlib.import_module("aimbot.app")  # loaded before the freeze, so frozen with the rest
+    gctune.tune_for_daemon()
     return eventloop.run(serve(settings), settings.event_loop)
 
 

@@ -212,6 +212,11 @@ class DifyClient:
         self._observer = observer
         self._mode: ResponseMode = self._options.response_mode
         self._base = self._options.base_url.rstrip("/")
+        # No total: the stream deadline (asyncio.timeout) bounds the whole answer instead.
+        # Built once (the options are frozen), not per request.
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._options.connect_timeout, sock_read=self._options.read_timeout
+        )
         self._breaker = CircuitBreaker(
             self._options.breaker_threshold, self._options.breaker_cooldown, clock
         )
@@ -455,7 +460,7 @@ class DifyClient:
                     self._base + "/chat-messages",
                     json=body,
                     headers=self._headers(streaming=mode == "streaming"),
-                    timeout=self._timeout(),
+                    timeout=self._client_timeout,
                     allow_redirects=False,
                 ) as resp:
                     if resp.status >= 300:
@@ -611,7 +616,7 @@ class DifyClient:
                     self._base + path,
                     json=body,
                     headers=self._headers(streaming=False),
-                    timeout=self._timeout(),
+                    timeout=self._client_timeout,
                     allow_redirects=False,
                 ) as resp:
                     if resp.status >= 300:
@@ -652,12 +657,6 @@ class DifyClient:
             "Accept": "text/event-stream" if streaming else "application/json",
             "User-Agent": f"aimbot/{__version__}",
         }
-
-    def _timeout(self) -> aiohttp.ClientTimeout:
-        # No total: the stream deadline (asyncio.timeout) bounds the whole answer instead.
-        return aiohttp.ClientTimeout(
-            total=None, connect=self._options.connect_timeout, sock_read=self._options.read_timeout
-        )
 
     def _redact(self, text: str) -> str:
         key = self._key.get()

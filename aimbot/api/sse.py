@@ -60,6 +60,26 @@ class SseDecoder:
             chunk = chunk[1:]
         self._pending_cr = False
         buf = self._pending
+        if b"\r" not in chunk:
+            # Dify ends lines with LF only: split in C instead of scanning line by line (this
+            # runs for every chunk of every answer). The pending partial line holds no line
+            # break, so only the new bytes need looking at.
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                complete = bytes(buf) + chunk[:nl] if buf else chunk[:nl]
+                buf.clear()
+                buf += chunk[nl + 1 :]
+                for line in complete.split(b"\n"):
+                    event = self._line(line)
+                    if event is not None:
+                        yield event
+            else:
+                buf += chunk
+            if len(buf) > self._max_line:
+                raise DifyProtocolError(
+                    f"Dify stream line exceeds {self._max_line} bytes without a line break"
+                )
+            return
         # The pending partial line holds no line break, so only the new bytes need scanning:
         # a long line arriving in many small chunks stays linear, not quadratic.
         scan_from = len(buf)

@@ -10,7 +10,7 @@ LOG_MESSAGE_TEXT on. JSON logs carry the same figures as keys (see JsonFormatter
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Final
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ def escape(text: str, limit: int = 64) -> str:
     """User data made safe for one log line: control and non-printable characters escaped
     (a forged newline cannot start a fake record), and cut at `limit` characters."""
     shown = text if len(text) <= limit else text[:limit] + "…"
+    if shown.isprintable():  # the usual case, checked in C: nothing to escape
+        return shown
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
 
 
@@ -49,11 +51,23 @@ def conversation_prefix(conversation_id: str | None) -> str:
 def log_answered(
     answered: Answered, *, text_in: str, text_out: str, log_text: bool = False
 ) -> None:
-    """The INFO line (and, when asked for, the texts at DEBUG)."""
-    fields = asdict(answered)
-    fields["user"] = escape(answered.user)
-    fields["dify_seconds"] = round(answered.dify_seconds, 3)
-    fields["total_seconds"] = round(answered.total_seconds, 3)
+    """The INFO line (and, when asked for, the texts at DEBUG).
+
+    Nothing is built when INFO is off (it runs once per answer; DEBUG is off then too).
+    """
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, object] = {
+        "user": escape(answered.user),
+        "ims": answered.ims,
+        "chars_in": answered.chars_in,
+        "chars_out": answered.chars_out,
+        "parts": answered.parts,
+        "dify_seconds": round(answered.dify_seconds, 3),
+        "total_seconds": round(answered.total_seconds, 3),
+        "conversation": answered.conversation,
+        "outcome": answered.outcome,
+    }
     log.info(
         "answered %s: %d chars in, %d out in %d parts; Dify %.2f s, total %.2f s; "
         "conversation %s; %s",

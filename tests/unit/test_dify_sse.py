@@ -125,6 +125,38 @@ def test_any_split_of_a_stream_reassembles_the_same_answer(
     assert dict(result.usage) == {"total_tokens": 7}
 
 
+_FIELD_VALUE = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
+)
+
+
+@given(
+    events=st.lists(
+        st.tuples(
+            st.one_of(st.none(), _FIELD_VALUE), st.lists(_FIELD_VALUE, min_size=1, max_size=3)
+        ),
+        max_size=6,
+    ),
+    endings=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+)
+def test_any_line_endings_and_split_give_the_same_events(
+    events: list[tuple[str | None, list[str]]], endings: list[bytes], cuts: list[int]
+) -> None:
+    # LF-only chunks take the decoder's fast path, chunks with a CR the general one: however a
+    # stream mixes them, the events are those written.
+    # One ending per event: a CR ending a line and an LF ending the blank line after it would
+    # be one CRLF, not two line breaks.
+    stream = b""
+    for i, (name, data) in enumerate(events):
+        lines = [] if name is None else [b"event: " + name.encode()]
+        lines += [b"data: " + value.encode() for value in data]
+        stream += b"".join(line + endings[i % len(endings)] for line in [*lines, b""])
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    assert decode(pieces) == [SseEvent(name, "\n".join(data)) for name, data in events]
+
+
 # ---------------------------------------------------------------------------- event JSON
 
 
