@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 LOCK_FILENAME = "aimbot.lock"
+# Conversation ids kept in memory (least recently stored dropped first): each answer reads its
+# user's twice, and a read outside a transaction costs a read snapshot of its own.
+CONVERSATION_CACHE = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     user_key        TEXT PRIMARY KEY,
@@ -172,6 +175,9 @@ class Store:
         self._lock_fd = lock_fd
         self._batch: asyncio.Future[None] | None = None  # the open group transaction's commit
         self.commits = 0  # group transactions committed (each covers a turn's writes)
+        # user key -> conversation id (None: none) as this connection sees the table; see
+        # get_conversation. Emptied whenever a write may have been rolled back.
+        self._conversations: dict[str, str | None] = {}
         self._owner = owner  # this process runs the bot (see open)
         # The previous process using this file ended without close(): killed, crashed, power.
         self.stopped_uncleanly = stopped_uncleanly
@@ -252,10 +258,22 @@ class Store:
     # -- conversations -------------------------------------------------------------------------
 
     async def get_conversation(self, user_key: str) -> str | None:
+        try:
+            return self._conversations[user_key]
+        except KeyError:
+            pass
         row = self._db.execute(
             "SELECT conversation_id FROM conversations WHERE user_key = ?", (user_key,)
         ).fetchone()
-        return str(row[0]) if row else None
+        conversation_id = str(row[0]) if row else None
+        self._cache_conversation(user_key, conversation_id)
+        return conversation_id
+
+    def _cache_conversation(self, user_key: str, conversation_id: str | None) -> None:
+        self._conversations.pop(user_key, None)
+        while len(self._conversations) >= CONVERSATION_CACHE:
+            del self._conversations[next(iter(self._conversations))]
+        self._conversations[user_key] = conversation_id
 
     async def set_conversation(self, user_key: str, conversation_id: str, now: float) -> None:
         with self._write():
@@ -265,6 +283,7 @@ class Store:
                 "conversation_id = excluded.conversation_id, updated_at = excluded.updated_at",
                 (user_key, conversation_id, now),
             )
+            self._cache_conversation(user_key, conversation_id)
 
     async def forget_user(self, user_key: str) -> list[int]:
         """Forget the conversation and drop the user's unanswered IMs ("clear").
@@ -278,6 +297,7 @@ class Store:
             ]
             self._db.execute("DELETE FROM inbox WHERE user_key = ?", (user_key,))
             self._db.execute("DELETE FROM conversations WHERE user_key = ?", (user_key,))
+            self._cache_conversation(user_key, None)
         await self._committed()
         return ids
 
@@ -418,6 +438,7 @@ class Store:
                 "SELECT conversation_id FROM conversations WHERE user_key = ?", (user_key,)
             ).fetchone()
             self._db.execute("DELETE FROM conversations WHERE user_key = ?", (user_key,))
+            self._cache_conversation(user_key, None)
         await self._committed()
         return None if row is None else str(row[0])
 
@@ -427,6 +448,7 @@ class Store:
             count = self._db.execute(
                 "DELETE FROM conversations WHERE updated_at < ?", (before,)
             ).rowcount
+            self._conversations.clear()
             self._db.execute("DELETE FROM seen WHERE last_seen < ?", (before,))
         await self._committed()
         return max(count, 0)
@@ -487,6 +509,7 @@ class Store:
 
     def _undo_op(self, error: BaseException) -> None:
         """Roll back one failed operation, or the whole group if SQLite already did."""
+        self._conversations.clear()
         if not self._db.in_transaction:
             # SQLITE_FULL / SQLITE_IOERR roll back the whole transaction, not the statement.
             self._abort_batch(error)
@@ -501,6 +524,7 @@ class Store:
         """The group transaction is lost: everyone holding its ticket is told, the next write
         starts a new one."""
         batch, self._batch = self._batch, None
+        self._conversations.clear()
         with contextlib.suppress(sqlite3.Error):
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
@@ -537,6 +561,7 @@ class Store:
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
+            self._conversations.clear()
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             log.error(

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from aimbot import store as store_module
 from aimbot.store import SCHEMA_VERSION, Reply, Store, StoreError, StoreWriteError
 
 
@@ -54,6 +55,34 @@ async def test_forget_user_drops_their_conversation_and_inbox_only(tmp_path: Pat
         assert await store.get_conversation("carol") == "c-c"
         pending, _ = await store.inbox_pending(now=1.0, max_age=10.0)
         assert [p.id for p in pending] == [kept]
+
+
+async def test_conversation_reads_stay_true_however_many_users_are_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "CONVERSATION_CACHE", 2)
+    async with await Store.open(tmp_path / "s.db") as store:
+        for i in range(5):
+            await store.set_conversation(f"u{i}", f"c-{i}", 1.0)
+        assert await store.get_conversation("nobody") is None
+        for _ in range(2):  # the second round reads back users the bound made it forget
+            for i in range(5):
+                assert await store.get_conversation(f"u{i}") == f"c-{i}"
+        assert len(store._conversations) <= 2
+
+
+async def test_purged_and_reset_conversations_are_not_read_back(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.set_conversation("old", "c-old", 1.0)
+        await store.set_conversation("new", "c-new", 5.0)
+        await store.set_conversation("reset", "c-reset", 5.0)
+        for key in ("old", "new", "reset"):
+            assert await store.get_conversation(key) is not None
+        assert await store.purge_conversations(before=3.0) == 1
+        assert await store.forget_conversation("reset") == "c-reset"
+        assert await store.get_conversation("old") is None
+        assert await store.get_conversation("reset") is None
+        assert await store.get_conversation("new") == "c-new"
 
 
 async def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
