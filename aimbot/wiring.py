@@ -23,7 +23,7 @@ def oscar_client(settings: Settings) -> OscarClient:
         keepalive_interval=settings.aim_keepalive_interval,
         read_timeout=settings.aim_read_timeout,
         connect_timeout=settings.aim_connect_timeout,
-        throttle=settings.aim_throttle,
+        throttle="auto" if settings.aim_throttle == "auto" else settings.aim_throttle == "true",
     )
 
 

@@ -52,7 +52,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "aim_connect_timeout": 10.0,
         "aim_reconnect_base": 1.0,
         "aim_reconnect_cap": 300.0,
-        "aim_throttle": True,
+        "aim_throttle": "auto",
         "max_reply_bytes": 0,
         "outbox_ttl": 86400.0,
         "dify_api_url": "https://api.dify.ai/v1",
@@ -257,7 +257,7 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("AIM_CONNECT_TIMEOUT", ["1", "120"], ["0", "121"]),
     ("AIM_RECONNECT_BASE", ["0.1", "60"], ["0.05", "61"]),
     ("AIM_RECONNECT_CAP", ["1", "3600"], ["0.5", "3601"]),
-    ("AIM_THROTTLE", ["false", "on"], ["sometimes"]),
+    ("AIM_THROTTLE", ["auto", "AUTO", "false", "on"], ["sometimes"]),
     ("MAX_REPLY_BYTES", ["0", "64", "8000"], ["1", "63", "8001", "-1"]),
     ("OUTBOX_TTL", ["60", "2592000"], ["59", "2592001"]),
     (
