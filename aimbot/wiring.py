@@ -50,6 +50,7 @@ def handler_options(settings: Settings) -> HandlerOptions:
         reconnect_base=settings.aim_reconnect_base,
         reconnect_cap=settings.aim_reconnect_cap,
         outbox_ttl=settings.outbox_ttl,
+        busy_notice_after=settings.busy_notice_after,
     )
 
 

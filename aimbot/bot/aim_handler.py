@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ ERR_RATE = frozenset({0x0002, 0x0003})
 SIGNED_ON_ELSEWHERE_MIN_DELAY = 60.0
 DEFAULT_MAX_MESSAGE_BYTES = 512
 SEND_TIME_SMOOTHING = 0.2  # weight of the newest send in the moving average of send time
+REMEMBERED_BUSY_USERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class HandlerOptions:
     resend_delay: float = 5.0
     never_ack_after: int = 3
     maintenance_interval: float = 5.0
+    # Tell a user once that their answer is queued when the expected wait is over this (0 = off);
+    # at most one such notice per busy_notice_interval over all users, one per user per hour.
+    busy_notice_after: float = 30.0
+    busy_notice_interval: float = 60.0
+    busy_notice_repeat: float = 3600.0
 
 
 MessageCallback = Callable[[IncomingIM], Awaitable[None]]
@@ -110,6 +117,8 @@ class AIMHandler:
         self.sessions = 0
         self.last_disconnect: str | None = None
         self._send_seconds = 0.0  # moving average of one send, pacing included
+        self._busy_told: OrderedDict[str, float] = OrderedDict()  # user -> when told (clock)
+        self._busy_last = float("-inf")
         if metrics is not None:
             metrics.reply_queue_length.set_function(lambda: self.queue.queued)
             metrics.reply_queue_users.set_function(lambda: self.queue.waiting_users)
@@ -143,10 +152,37 @@ class AIMHandler:
         self.deliver(items)
         return len(items)
 
-    def deliver(self, items: Iterable[OutboxItem]) -> None:
+    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None:
+        """Queue replies; `urgent` ones (a short notice) go before the round-robin."""
         for item in items:
-            self.queue.push(item)
+            self.queue.push(item, urgent=urgent)
         self._update_depth()
+
+    def busy_wait(self, user_key: str) -> float | None:
+        """The expected wait, if this user should now be told that their answer is queued.
+
+        Only when the queue is really slow (its oldest reply and the expected wait both over
+        busy_notice_after), at most once per user per busy_notice_repeat and once per
+        busy_notice_interval over all users: the notice spends the same scarce send budget.
+        """
+        after = self.options.busy_notice_after
+        if after <= 0:
+            return None
+        wait = self.expected_wait()
+        if wait < after or self.oldest_queued_age() < after:
+            return None
+        now = self._clock()
+        if now - self._busy_last < self.options.busy_notice_interval:
+            return None
+        told = self._busy_told.get(user_key)
+        if told is not None and now - told < self.options.busy_notice_repeat:
+            return None
+        self._busy_last = now
+        self._busy_told[user_key] = now
+        self._busy_told.move_to_end(user_key)
+        while len(self._busy_told) > REMEMBERED_BUSY_USERS:
+            self._busy_told.popitem(last=False)
+        return wait
 
     def typing(self, screen_name: str, state: TypingState) -> None:
         """Best effort: the latest state per user wins; dropped while offline."""

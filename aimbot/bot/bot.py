@@ -39,7 +39,9 @@ class ReplySink(Protocol):
 
     max_message_bytes: int
 
-    def deliver(self, items: Iterable[OutboxItem]) -> None: ...
+    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None: ...
+
+    def busy_wait(self, user_key: str) -> float | None: ...
 
     def typing(self, screen_name: str, state: TypingState) -> None: ...
 
@@ -213,6 +215,13 @@ class AIMBot:
             log.info("shutting down: IM from %s kept in the inbox for the next start", key)
             return
         self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now))
+        wait = self._sink.busy_wait(key)
+        if wait is not None:
+            log.info(
+                "replies are queued for about %.0f s: telling %r their answer will wait", wait, key
+            )
+            minutes = max(round(wait / 60), 1)
+            await self._say(im.sender, messages.BUSY.format(minutes=minutes), urgent=True)
 
     async def resume(self, *, after_crash: bool = False) -> int:
         """Answer what a previous run accepted but did not answer (younger than INBOX_MAX_AGE).
@@ -383,11 +392,11 @@ class AIMBot:
             self._sink.typing(user.screen_name, TypingState.TYPING)
             await asyncio.sleep(self.options.typing_refresh)
 
-    async def _say(self, screen_name: str, markdown: str) -> None:
+    async def _say(self, screen_name: str, markdown: str, *, urgent: bool = False) -> None:
         """Send one of the bot's own notices, through the same ordered, durable path."""
         for reply in self._render(markdown):
             item = await self._store.outbox_add(screen_name, reply, self._clock())
-            self._sink.deliver([item])
+            self._sink.deliver([item], urgent=urgent)
 
     def _render(self, markdown: str) -> list[Reply]:
         limit = self.options.max_reply_bytes or self._sink.max_message_bytes

@@ -109,8 +109,8 @@ class DeliveryQueue:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def push(self, item: OutboxItem) -> None:
-        if self._queue.push(item):
+    def push(self, item: OutboxItem, *, urgent: bool = False) -> None:
+        if self._queue.push(item, urgent=urgent):
             self._available.set()
 
     def pop(self) -> OutboxItem | None:

@@ -376,6 +376,7 @@ class Settings:
         default=0, metadata=_rule(_Int(64, 8000, zero_means="the server's limit"))
     )
     outbox_ttl: float = field(default=_DAY, metadata=_rule(_Float(_MINUTE, 30 * _DAY)))
+    busy_notice_after: float = field(default=30.0, metadata=_rule(_Float(0, _HOUR)))
     # Dify
     dify_api_key: Secret = field(metadata=_rule(_SecretText()))
     dify_api_url: str = field(default="https://api.dify.ai/v1", metadata=_rule(_Url()))

@@ -54,3 +54,22 @@ async def test_user_offline_then_back_gets_the_held_reply_before_the_new_answer(
             assert len(back.all_received) == 2
     finally:
         logger.removeHandler(watcher)
+
+
+async def test_a_user_told_the_queue_is_slow_gets_that_notice_before_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rig(tmp_path) as r:
+        app = await r.start_bot()
+        # The queue is slow (as measured by the handler): 3 minutes for whoever writes now.
+        monkeypatch.setattr(app.handler, "busy_wait", lambda key: 180.0 if key == "kim" else None)
+        kim = await r.person("kim")
+        lee = await r.person("lee")
+        await kim.say("hello?")
+        await lee.say("hello?")
+        notice, answer = await kim.replies(2, WAIT)
+        assert "your answer is in the queue" in notice.text and "about 3 min" in notice.text
+        assert "hello?" in answer.text
+        await r.quiescent()
+        assert len(lee.all_received) == 1  # lee was not told: only the answer
+        assert "in the queue" not in lee.all_received[0].text
