@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ICBM_FAMILY = 0x0004
 MTN_SUBGROUP = 0x0014
+SEND_IM_SUBGROUP = 0x0006
 ERR_RECIPIENT_OFFLINE = 0x0004
 ERR_RATE = frozenset({0x0002, 0x0003})
 SIGNED_ON_ELSEWHERE_MIN_DELAY = 60.0
@@ -433,8 +434,16 @@ class AIMHandler:
 
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
-            item = await self.queue.get()
+            await self.queue.wait_queued()
             started = time.monotonic()
+            # Wait for the rate budget first and choose the reply after: the round-robin then
+            # decides among everything queued by the time an IM may go, not before the wait.
+            delay = client.send_delay(ICBM_FAMILY, SEND_IM_SUBGROUP)
+            if delay > 0:
+                await asyncio.sleep(delay)  # send_im paces any remainder itself
+            item = self.queue.pop()
+            if item is None:
+                continue  # expired meanwhile
             cookie = item.cookie  # the same for every attempt: a resend is the same message
             self.queue.sending(cookie, item)
             try:

@@ -126,6 +126,12 @@ class DeliveryQueue:
                 return item
             await self._available.wait()
 
+    async def wait_queued(self) -> None:
+        """Until at least one reply is queued (it is not taken: pop() decides which)."""
+        while not len(self._queue):
+            self._available.clear()
+            await self._available.wait()
+
     def attempts(self, item: OutboxItem) -> int:
         """How many times this reply has been written so far."""
         return self._attempts.get(item.id, 0)

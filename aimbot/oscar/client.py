@@ -284,7 +284,7 @@ class OscarClient:
 
     def send_delay(self, family: int, subgroup: int) -> float:
         """Seconds until a SNAC of this kind can go out without leaving the clear zone."""
-        if self._rates is None:
+        if self._rates is None or not self._throttle:
             return 0.0
         if self._learner is not None:
             meter = self._rates.meter_for(family, subgroup)
