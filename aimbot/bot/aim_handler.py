@@ -1,10 +1,13 @@
 """AIMHandler: keeps one OSCAR session alive for as long as the process runs.
 
 It owns everything that must survive a dropped connection: the reconnect loop (exponential
-back-off with jitter, reset after a successful sign-on, never giving up, never hammering), the
-delivery queue of replies (sent in order, confirmed by host acks, re-sent after a reconnect) and
-best-effort typing notifications. The OscarClient paces each send to the server's advertised rate
-classes, so this layer only has to keep one sender per session.
+back-off with jitter, reset only after a session has stayed up a while, never giving up, never
+hammering), the delivery queue of replies (round-robin across users, each user's in order,
+confirmed by host acks, resent when the server stays silent, re-sent after a reconnect, handed
+over when an offline user comes back) and best-effort typing notifications. The OscarClient paces
+each send to the server's advertised rate classes (learning which it enforces), so this layer
+only has to keep one sender per session; a session whose sender stops is ended, never left
+half alive.
 """
 
 from __future__ import annotations
