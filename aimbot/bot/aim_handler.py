@@ -119,7 +119,10 @@ class AIMHandler:
         self._drained.set()
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self.sessions = 0
+        # For /healthz: the latest real cause of being offline (a session's end or a failed
+        # sign-on), and a refusal that retrying cannot fix (cleared by the next sign-on).
         self.last_disconnect: str | None = None
+        self.login_refused: str | None = None
         self._send_seconds = 0.0  # moving average of one send, pacing included
         self._busy_told: OrderedDict[str, float] = OrderedDict()  # user -> when told (clock)
         self._busy_last = float("-inf")
@@ -208,16 +211,18 @@ class AIMHandler:
                 await client.close()
                 # A wrong password cannot heal by retrying: try again only at the cap.
                 delay = self._backoff.next_delay() if e.retryable else self._backoff.cap
+                self.last_disconnect = f"sign-on failed: {e}"
+                self.login_refused = None if e.retryable else str(e)
                 log.error(
-                    "cannot sign on as %s: %s (code %s); retrying in %.1f s",
+                    "cannot sign on as %s: %s; retrying in %.1f s",
                     self.options.screen_name,
-                    e.reason,
-                    e.code,
+                    e,
                     delay,
                 )
             except (ConnectError, OscarError, OSError) as e:
                 await client.close()
                 delay = self._backoff.next_delay()
+                self.last_disconnect = f"sign-on failed: {e}"
                 log.warning("sign-on failed: %s; retrying in %.1f s", e, delay)
             except Exception:
                 # A bug must not end the daemon: log it and keep trying, with back-off.
@@ -226,6 +231,7 @@ class AIMHandler:
                 log.exception("unexpected error while signing on; retrying in %.1f s", delay)
             else:
                 started = time.monotonic()
+                self.login_refused = None
                 reason = await self._serve(client)
                 if self._stopping.is_set():
                     break
