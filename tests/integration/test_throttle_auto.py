@@ -12,7 +12,6 @@ from dataclasses import replace
 
 import pytest
 
-import aimbot.devserver.oscar_connection as devserver_connection
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.client import OscarClient
 from aimbot.oscar.events import IncomingIM, RateChange
@@ -79,10 +78,9 @@ async def test_an_enforcing_server_is_obeyed_and_nothing_is_dropped(
 
 
 async def test_an_exempt_account_is_learned_and_no_longer_paced(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Like Open OSCAR Server: the ordinary classes are advertised to a bot account all the same.
-    monkeypatch.setattr(devserver_connection, "unlimited", lambda c: c)
+    # Like Open OSCAR Server, the devserver advertises the ordinary classes to a bot account too.
     caplog.set_level(logging.INFO, logger="aimbot.oscar.throttle")
     async with OscarServer(enforce_rate_limits=True, rate_classes=FAST_CLASSES) as server:
         server.add_account("robot", "pw-sender", is_bot=True)
