@@ -33,6 +33,9 @@ class RecordingSink:
     def busy_wait(self, user_key: str) -> float | None:
         return None  # the reply queue is never slow here
 
+    def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
+        self.deliver(items)
+
     def typing(self, screen_name: str, state: TypingState) -> None:
         self.typing_states.append((screen_name, state))
 
