@@ -91,3 +91,14 @@ def test_chaos_injects_faults_and_accounts_for_every_message(
     assert report["faults_injected"] > 0
     assert report["sent"] > 0
     assert report["crashes"] == 0
+
+
+def test_ratelimit_reports_waits_fairness_and_the_exempt_speedup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["ratelimit", "--users", "2", "--parts", "1", "--seconds", "1.5"]
+    report = run_bench([*argv, "--exempt-seconds", "1"], capsys)
+    assert 0 < report["fairness_jain"] <= 1
+    assert report["ims_min_user"] <= report["ims_max_user"]
+    assert report["ordinary_im_per_s"] > 0 and report["exempt_im_per_s"] > 0
+    assert {"fairness_jain", "exempt_speedup"} <= set(report["targets"])

@@ -491,7 +491,7 @@ DECODERS: list[Callable[[bytes], object]] = [_decode_of(cls) for cls in SNAC_TYP
     decode_snac,
     lambda body: Reader(body).tlv_counted(),
     lambda body: Reader(body).tlv_length_prefixed(),
-    *(cls.decode for cls in SERVICE_SNAC_TYPES.values()),
+    *(_decode_of(cls) for cls in SERVICE_SNAC_TYPES.values()),
 ]
 
 
