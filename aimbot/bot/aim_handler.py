@@ -112,6 +112,9 @@ class AIMHandler:
         # sign-on), and a refusal that retrying cannot fix (cleared by the next sign-on).
         self.last_disconnect: str | None = None
         self.login_refused: str | None = None
+        # Courtesy notices (the restart notice) that lose their point later: dropped, not held,
+        # when the recipient turns out to be offline. Cookies, a few per start.
+        self._drop_if_offline: set[bytes] = set()
         self._send_seconds = 0.0  # moving average of one send, pacing included
         if metrics is not None:
             metrics.reply_queue_length.set_function(lambda: self.queue.queued)
@@ -150,6 +153,12 @@ class AIMHandler:
         for item in items:
             self.queue.push(item)
         self._update_depth()
+
+    def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
+        """Like deliver, but a reply whose recipient is offline is dropped instead of held."""
+        items = list(items)
+        self._drop_if_offline.update(item.cookie for item in items)
+        self.deliver(items)
 
     def typing(self, screen_name: str, state: TypingState) -> None:
         """Best effort: the latest state per user wins; dropped while offline."""
@@ -348,7 +357,13 @@ class AIMHandler:
             log.warning("server reported IM error 0x%04x for an unknown message", event.code)
             return
         now = self._clock()
-        if event.code == ERR_RECIPIENT_OFFLINE:
+        if event.code == ERR_RECIPIENT_OFFLINE and cookie in self._drop_if_offline:
+            self._drop_if_offline.discard(cookie)
+            item = self.queue.rejected(cookie)
+            if item is not None:
+                log.info("%s is offline; notice %d dropped, not held", item.screen_name, item.id)
+                await self._confirmed([item], delivered=False, reason="offline_notice")
+        elif event.code == ERR_RECIPIENT_OFFLINE:
             item = self.queue.recipient_offline(cookie, now)
             if item is not None:
                 log.info(

@@ -67,6 +67,9 @@ class ReplySink(Protocol):
 
     def deliver(self, items: Iterable[OutboxItem]) -> None: ...
 
+    def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
+        """Like deliver, but dropped instead of held if the recipient is offline."""
+
     def typing(self, screen_name: str, state: TypingState) -> None: ...
 
 
@@ -306,18 +309,21 @@ class AIMBot:
         OSCAR has no acknowledgement for incoming IMs: what the server wrote into the socket of
         a process as it died is gone, and only the sender knows what it said. So they are asked
         to send it again, rather than wait for an answer that will never come. Users whose last
-        IM was kept (it is being answered now) are not asked.
+        IM was kept (it is being answered now) are not asked; users who are offline by the time
+        it goes out are not asked either: the notice is dropped, not held for their return,
+        when it would only puzzle them.
         """
         told = 0
         for key, screen_name in recent:
             if key in answering:
                 continue
-            await self._say(screen_name, messages.RESTARTED)
+            await self._say(screen_name, messages.RESTARTED, drop_if_offline=True)
             told += 1
         if told:
             log.warning(
-                "the last run ended without a clean stop: asked %d users who wrote within "
-                "%.0f s of it to send their last message again if it is unanswered",
+                "the last run ended without a clean stop: asking %d users who wrote within "
+                "%.0f s of it to send their last message again if it is unanswered (dropped "
+                "for those who are offline)",
                 told,
                 self.options.restart_notice_window,
             )
@@ -517,8 +523,11 @@ class AIMBot:
             self._sink.typing(user.screen_name, TypingState.TYPING)
             await asyncio.sleep(self.options.typing_refresh)
 
-    async def _say(self, screen_name: str, markdown: str) -> None:
-        """Send one of the bot's own notices, through the same ordered, durable path."""
+    async def _say(self, screen_name: str, markdown: str, *, drop_if_offline: bool = False) -> None:
+        """Send one of the bot's own notices, through the same ordered, durable path.
+
+        `drop_if_offline`: the notice is dropped, not held, if the recipient is offline.
+        """
         for reply in await self._render(markdown):
             try:
                 item = await self._store.outbox_add(screen_name, reply, self._clock())
@@ -529,7 +538,10 @@ class AIMBot:
                     e,
                 )
                 item = self._unstored(screen_name, reply)
-            self._sink.deliver([item])
+            if drop_if_offline:
+                self._sink.deliver_or_drop([item])
+            else:
+                self._sink.deliver([item])
 
     async def _render(self, markdown: str, note: str | None = None) -> list[Reply]:
         """The answer as at most MAX_REPLY_PARTS IMs; what does not fit is cut, with a note.

@@ -30,6 +30,9 @@ class RecordingSink:
     def deliver(self, items: Iterable[OutboxItem]) -> None:
         self.items.extend(items)
 
+    def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
+        self.deliver(items)
+
     def typing(self, screen_name: str, state: TypingState) -> None:
         self.typing_states.append((screen_name, state))
 
