@@ -553,13 +553,14 @@ class AIMBot:
                     return chat.result()
         except asyncio.CancelledError:
             if not chat.done():
-                chat.cancel()
-                await asyncio.gather(chat, return_exceptions=True)
                 if collector.task_id:
+                    # Asked before the stream is dropped: Dify generates on after a disconnect.
                     self._background.start(
                         self._stop_generation(user.key, collector.task_id),
                         f"stop-{user.key}",
                     )
+                chat.cancel()
+                await asyncio.gather(chat, return_exceptions=True)
             raise
 
     async def _stop_generation(self, key: str, task_id: str) -> None:
