@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from aimbot.bot import messages
 from aimbot.devserver.dify_standin import ScriptedStream
 from aimbot.oscar.events import TypingState
@@ -92,15 +94,34 @@ async def test_a_stream_error_after_part_1_ends_with_one_short_note(tmp_path: Pa
         assert len(r.dify.chat_requests) == 1  # not asked again
 
 
-async def test_with_stream_parts_off_the_answer_is_sent_whole_at_its_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "setting", [{"STREAM_PARTS": "false"}, {"DIFY_RESPONSE_MODE": "blocking"}], ids=str
+)
+async def test_without_streamed_parts_the_answer_is_sent_whole_at_its_end(
+    tmp_path: Path, setting: dict[str, str]
+) -> None:
     async with rig(tmp_path) as r:
-        script = r.dify.script_stream(ScriptedStream(three_pieces(), pause=0))
-        await r.start_bot(STREAM_PARTS="false", **SMALL_IMS)
+        r.dify.script_stream(ScriptedStream(three_pieces(), pause=0))
+        await r.start_bot(**setting, **SMALL_IMS)
         dan = await r.person("dan")
         await dan.say("tell me a long story")
         parts = await dan.replies(3)
-        assert script.end_sent
         assert [im.text[:6] for im in parts] == ["(1/3) ", "(2/3) ", "(3/3) "]
+        await r.quiescent()
+        assert dan.received.empty()
+
+
+async def test_max_reply_parts_still_bounds_a_streamed_answer(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        r.dify.script_stream(ScriptedStream(three_pieces(), pause=0))
+        await r.start_bot(MAX_REPLY_PARTS="2", **SMALL_IMS)
+        fay = await r.person("fay")
+        await fay.say("tell me a long story")
+        first, last = await fay.replies(2)
+        assert first.text == f"(1/...) {paragraph('alpha')}"
+        assert last.text.startswith("(2/2) beta") and last.text.endswith(messages.ANSWER_CUT_SHORT)
+        await r.quiescent()
+        assert fay.received.empty()
 
 
 async def test_a_restart_mid_stream_sends_no_part_twice_and_does_not_ask_again(
