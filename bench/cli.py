@@ -15,7 +15,7 @@ from pathlib import Path
 from aimbot.utils import eventloop
 from bench.report import Report, emit
 
-COMMANDS = ("signon", "latency", "throughput", "memory", "chaos")
+COMMANDS = ("signon", "latency", "throughput", "memory", "chaos", "ratelimit")
 
 
 class BenchError(Exception):
@@ -159,6 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--drift-users", type=_int_at_least(1), default=200, help="users in the drift phase"
     )
 
+    p = commands.add_parser(
+        "ratelimit", help="waits and fairness under the server's rate limit; exempt vs ordinary"
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    _add_bot_env(p)
+    p.add_argument("--users", type=_int_at_least(2), default=6, help="users (default 6)")
+    p.add_argument(
+        "--parts", type=_int_at_least(1), default=4, help="IMs per long answer (default 4)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=_seconds(positive=True),
+        default=120.0,
+        help="window on the ordinary account (default 120)",
+    )
+    p.add_argument(
+        "--exempt-seconds",
+        type=_seconds(positive=True),
+        default=10.0,
+        help="window on the exempt account (default 10)",
+    )
+
     p = commands.add_parser("chaos", help="steady load while faults are injected at random")
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument(
@@ -213,6 +235,10 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         from bench import memory
 
         return await memory.run(args, argv)
+    if args.command == "ratelimit":
+        from bench import ratelimit
+
+        return await ratelimit.run(args, argv)
     from bench import chaos
 
     return await chaos.run(args, argv)

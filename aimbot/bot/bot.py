@@ -74,7 +74,9 @@ class ReplySink(Protocol):
 
     max_message_bytes: int
 
-    def deliver(self, items: Iterable[OutboxItem]) -> None: ...
+    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None: ...
+
+    def busy_wait(self, user_key: str) -> float | None: ...
 
     def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
         """Like deliver, but dropped instead of held if the recipient is offline."""
@@ -275,6 +277,13 @@ class AIMBot:
             log.info("shutting down: IM from %s kept in the inbox for the next start", key)
             return
         self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now, ticket))
+        wait = self._sink.busy_wait(key)
+        if wait is not None:
+            log.info(
+                "replies are queued for about %.0f s: telling %r their answer will wait", wait, key
+            )
+            minutes = max(round(wait / 60), 1)
+            await self._say(im.sender, messages.BUSY.format(minutes=minutes), urgent=True)
 
     async def _not_stored(self, key: str, screen_name: str, count: int, error: Exception) -> None:
         """An IM that the store could not keep is not answered: say so, to the log and the user."""
@@ -662,9 +671,17 @@ class AIMBot:
             self._sink.typing(user.screen_name, TypingState.TYPING)
             await asyncio.sleep(self.options.typing_refresh)
 
-    async def _say(self, screen_name: str, markdown: str, *, drop_if_offline: bool = False) -> None:
+    async def _say(
+        self,
+        screen_name: str,
+        markdown: str,
+        *,
+        urgent: bool = False,
+        drop_if_offline: bool = False,
+    ) -> None:
         """Send one of the bot's own notices, through the same ordered, durable path.
 
+        `urgent`: it goes before the round-robin of replies (a short "you are queued" notice).
         `drop_if_offline`: the notice is dropped, not held, if the recipient is offline.
         """
         for reply in await self._render(markdown):
@@ -680,7 +697,7 @@ class AIMBot:
             if drop_if_offline:
                 self._sink.deliver_or_drop([item])
             else:
-                self._sink.deliver([item])
+                self._sink.deliver([item], urgent=urgent)
 
     async def _render(self, markdown: str, note: str | None = None) -> list[Reply]:
         """The answer as at most MAX_REPLY_PARTS IMs; what does not fit is cut, with a note.
