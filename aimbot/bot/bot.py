@@ -115,7 +115,7 @@ class _User:
     screen_name: str  # as the user last wrote it; replies go to this form
     buffer: MessageBuffer
     worker: asyncio.Task[None] | None = None
-    commit: asyncio.Task[object] | None = None
+    commit: asyncio.Task[None] | None = None
     busy: bool = False
 
 
@@ -460,16 +460,14 @@ class AIMBot:
         refresher = None
         if self.options.typing_notifications:
             refresher = asyncio.create_task(self._keep_typing(user), name=f"typing-{user.key}")
-        collector = self._collector()
+        collector = self._collector(user, inbox_ids)
         asked = time.monotonic()
         try:
             async with self._dify_slots:
                 if collector is None:
                     text, note, outcome = await self._ask(user.key, query)
                 else:
-                    text, note, outcome = await self._ask_streaming(
-                        user, query, inbox_ids, collector
-                    )
+                    text, note, outcome = await self._ask_streaming(user, query, collector)
         finally:
             if refresher is not None:
                 refresher.cancel()
@@ -523,54 +521,40 @@ class AIMBot:
             await self._not_stored(user.key, user.screen_name, count, lost)
         return kept
 
-    def _collector(self) -> PartCollector | None:
+    def _collector(self, user: _User, inbox_ids: list[int]) -> PartCollector | None:
         """Progressive delivery's state for one answer, or None when STREAM_PARTS is off."""
         if not self.options.stream_parts:
             return None
         limit = self.options.max_reply_bytes or self._sink.max_message_bytes
-        return PartCollector(
-            part_stream(
-                self.options.reply_format, limit, im_text_size, self.options.max_reply_parts
-            )
+        stream = part_stream(
+            self.options.reply_format, limit, im_text_size, self.options.max_reply_parts
         )
 
+        async def send(part: str) -> None:
+            await self._commit_part(user, inbox_ids, part)
+
+        return PartCollector(stream, send, f"parts-{user.key}")
+
     async def _ask_streaming(
-        self, user: _User, query: str, inbox_ids: list[int], collector: PartCollector
+        self, user: _User, query: str, collector: PartCollector
     ) -> tuple[str, str | None, str]:
-        """_ask, storing and sending each part of the answer as soon as it is final.
+        """_ask, with each part of the answer stored and sent as soon as it is final.
 
         On cancellation ("clear", shutdown) the generation is stopped in Dify and nothing more
         is sent; a part already being stored still goes out (clear waits for it).
         """
-        chat = asyncio.create_task(
-            self._ask(user.key, query, collector.hear), name=f"ask-{user.key}"
-        )
         try:
-            while True:
-                waiter = asyncio.create_task(collector.ready.wait(), name=f"parts-{user.key}")
-                try:
-                    await asyncio.wait({chat, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                for part in collector.take():
-                    user.commit = asyncio.create_task(
-                        self._commit_part(user, inbox_ids, part), name=f"part-{user.key}"
-                    )
-                    await asyncio.shield(user.commit)
-                    user.commit = None
-                if chat.done():
-                    return chat.result()
+            result = await self._ask(user.key, query, collector.hear)
         except asyncio.CancelledError:
-            if not chat.done():
-                if collector.task_id:
-                    # Asked before the stream is dropped: Dify generates on after a disconnect.
-                    self._background.start(
-                        self._stop_generation(user.key, collector.task_id),
-                        f"stop-{user.key}",
-                    )
-                chat.cancel()
-                await asyncio.gather(chat, return_exceptions=True)
+            collector.abandon()
+            if collector.task_id:
+                self._background.start(
+                    self._stop_generation(user.key, collector.task_id), f"stop-{user.key}"
+                )
+            await collector.wait()
             raise
+        await collector.wait()
+        return result
 
     async def _stop_generation(self, key: str, task_id: str) -> None:
         try:

@@ -1,15 +1,17 @@
-"""Parts of a streamed answer collected as Dify sends it (STREAM_PARTS, progressive delivery).
+"""Parts of a streamed answer, stored and sent as Dify writes them (STREAM_PARTS).
 
-The Dify client calls `hear` synchronously from its read loop; the answering task picks the
-finished parts up (`take`) between its own awaits and stores and sends them in order. Keeping
-the two apart means that a slow store never slows the reading of the stream, and that a part
-exists only once it is final (see aimbot/bot/text/_stream.py for when that is).
+The Dify client calls `hear` synchronously from its read loop; finished parts queue here and
+one drain task stores and sends them in order, started only when a part exists (most answers
+fit one IM and never need it). Keeping the two apart means a slow store never slows the reading
+of the stream, and a part exists only once it is final (aimbot/bot/text/_stream.py says when).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 from aimbot.api.sse import TextChunk
 from aimbot.bot.text import PartStream
@@ -18,13 +20,23 @@ log = logging.getLogger(__name__)
 
 
 class PartCollector:
-    """The finished parts of one answer, and the task id that stops its generation."""
+    """The finished parts of one answer, the drain that sends them, and the task id that
+    stops the generation."""
 
-    def __init__(self, stream: PartStream) -> None:
+    def __init__(
+        self, stream: PartStream, send: Callable[[str], Awaitable[None]], name: str
+    ) -> None:
         self.stream = stream
         self.task_id = ""
-        self.ready = asyncio.Event()
-        self._parts: list[str] = []
+        self._send = send
+        self._name = name
+        self._parts: deque[str] = deque()
+        self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether any part was made: the rest of the answer is then numbered on from it."""
+        return self.stream.emitted > 0
 
     def hear(self, chunk: TextChunk) -> None:
         if chunk.task_id:
@@ -32,15 +44,21 @@ class PartCollector:
         parts = self.stream.feed(chunk.text, replaces=chunk.replaces)
         if parts:
             self._parts.extend(parts)
-            self.ready.set()
+            if self._drain is None:
+                self._drain = asyncio.create_task(self._drained(), name=self._name)
 
-    def take(self) -> list[str]:
-        """The parts finished since the last call, oldest first."""
-        parts, self._parts = self._parts, []
-        self.ready.clear()
-        return parts
+    def abandon(self) -> None:
+        """Send nothing that is not already being sent ("clear", shutdown)."""
+        self._parts.clear()
 
-    @property
-    def started(self) -> bool:
-        """Whether any part has been handed out: the answer is then a streamed one."""
-        return self.stream.emitted > 0
+    async def wait(self) -> None:
+        """Until every part made so far has been handed over (a cancel does not cut one off)."""
+        while self._drain is not None:
+            await asyncio.shield(self._drain)
+
+    async def _drained(self) -> None:
+        try:
+            while self._parts:
+                await self._send(self._parts.popleft())
+        finally:
+            self._drain = None
