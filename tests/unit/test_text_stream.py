@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 
 from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from aimbot.bot.text import (
@@ -45,9 +46,9 @@ _LINE_KINDS = st.sampled_from(
 @st.composite
 def _answers(draw: st.DrawFn) -> str:
     lines = []
-    for _ in range(draw(st.integers(0, 30))):
+    for _ in range(draw(st.integers(0, 20))):
         kind = draw(_LINE_KINDS)
-        words = " ".join(draw(st.lists(_WORDS, max_size=40)))
+        words = " ".join(draw(st.lists(_WORDS, max_size=25)))
         lines.append(kind + words if kind not in ("```", "```py", "~~~", "---", "") else kind)
     separator = draw(st.sampled_from(["\n", "\r\n"]))
     text = separator.join(lines)
@@ -78,6 +79,12 @@ def _stream(
     return early, stream.number(rest)
 
 
+# Each example streams and splits a whole answer many times: a thousand is plenty, and keeps the
+# CI profile's run within the test timeout.
+_EXAMPLES = hypothesis_settings(max_examples=min(hypothesis_settings.default.max_examples, 1000))
+
+
+@_EXAMPLES
 @given(data=st.data(), max_bytes=st.integers(64, 600))
 @example(data=None, max_bytes=100)
 def test_streamed_parts_show_what_the_whole_answer_shows_and_fit(
@@ -98,6 +105,7 @@ def test_streamed_parts_show_what_the_whole_answer_shows_and_fit(
         assert im_size(as_sent(part, "plain")) <= max_bytes
 
 
+@_EXAMPLES
 @given(data=st.data(), max_bytes=st.integers(64, 600), max_parts=st.integers(1, 5))
 def test_html_parts_fit_and_are_numbered_in_order(
     data: st.DataObject, max_bytes: int, max_parts: int
