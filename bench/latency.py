@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench import longanswer
 from bench.procstat import ProcSample, sample
 from bench.report import Figure, Report, Target, make_report
 from bench.rig import (
@@ -110,6 +111,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             floor = await _peer_phase(rig, users, args, "dify")
             bot_proc = await rig.start_bot(bot_config(args))
             bot = await _measure(users, BOT, bot_proc.pid, args)
+            long = await longanswer.long_answers(rig, users, args) if args.long_answers else None
         finally:
             await sign_off_all(users)
     b, e, f = (summarize(p.latencies_ms) for p in (bot, echo, floor))
@@ -143,6 +145,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             "cores",
         ),
         Figure("samples_per_path", b.count, "measured messages per path"),
+        *(longanswer.figures(long) if long is not None else []),
     ]
     notes = [
         f"{args.users} users, closed loop ({args.warmup} warm-up + {args.messages} measured "
@@ -155,4 +158,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         "bare bridge = the floor of any Dify bridge: one plain aiohttp streaming request per IM, "
         "nothing stored, nothing formatted (bench/echo_peer.py)",
     ]
-    return make_report("latency", argv, figures, targets=TARGETS, notes=notes)
+    if long is not None:
+        notes.append(longanswer.note(args))
+    targets = TARGETS + (longanswer.TARGETS if long is not None else ())
+    return make_report("latency", argv, figures, targets=targets, notes=notes)

@@ -154,7 +154,7 @@ class ScriptedStream:
     for ``release()`` (tests: the test decides, nothing sleeps) or, with ``pause``, that many
     seconds (benchmarks). ``error_after=n``: an ``error`` event follows the n-th piece instead
     of the rest. A stop request ends it with ``message_end`` at once, as Dify does. ``sent_at``
-    holds when each piece was written (time.monotonic()), ``ended`` is set once the stream's
+    holds when each piece was written (time.perf_counter()), ``ended`` is set once the stream's
     last event (``message_end`` or ``error``) is written, ``end_sent`` says it was message_end.
     """
 
@@ -195,7 +195,7 @@ class ScriptedStream:
 
     async def _written(self) -> None:
         async with self._changed:
-            self.sent_at.append(time.monotonic())
+            self.sent_at.append(time.perf_counter())
             self._changed.notify_all()
 
     async def _gate(
