@@ -40,6 +40,8 @@ class _LineBreaks:
         self._cr = False
 
     def feed(self, text: str) -> str:
+        if not self._cr and "\r" not in text and text.isascii():
+            return text  # the usual chunk: nothing to do
         if self._cr:
             text = "\r" + text
             self._cr = False
@@ -60,6 +62,8 @@ class _Reasoning:
         self._held = ""
 
     def feed(self, text: str) -> str:
+        if not self._held and "<" not in text:
+            return text  # the usual chunk: nothing to do
         text = self._held + text
         self._held = ""
         out: list[str] = []
