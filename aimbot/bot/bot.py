@@ -588,7 +588,10 @@ class AIMBot:
 
         rest = stream.rest()
         room = self.options.max_reply_parts - stream.emitted
-        bodies = await self._fit(rest, note, room, split) if rest.strip() or note else []
+        bodies = await self._fit(rest, note, room, split)
+        if not bodies:
+            # The last part sent said "(n/...)": the user must not wait for more.
+            bodies = split(messages.ANSWER_END)
         return [Reply(part, fmt == "html") for part in stream.number(bodies)]
 
     async def _ask(

@@ -157,3 +157,19 @@ async def test_a_restart_mid_stream_sends_no_part_twice_and_does_not_ask_again(
         finally:
             if bot.proc is not None and bot.proc.poll() is None:
                 assert bot.terminate() == 0, bot.output()[-3000:]
+
+
+async def test_an_answer_that_ends_with_its_sent_part_still_gets_a_last_numbered_part(
+    tmp_path: Path,
+) -> None:
+    """Part 1 went out as "(1/...)" when its paragraph ended; nothing followed it."""
+    async with rig(tmp_path) as r:
+        r.dify.script_stream(ScriptedStream([paragraph("alpha") + "\n\n"]))
+        await r.start_bot(**SMALL_IMS)
+        gus = await r.person("gus")
+        await gus.say("one paragraph please")
+        first, last = await gus.replies(2)
+        assert first.text == f"(1/...) {paragraph('alpha')}"
+        assert last.text == f"(2/2) {messages.ANSWER_END}"
+        await r.quiescent()
+        assert gus.received.empty()
