@@ -81,7 +81,7 @@ def _stream(
 
 # Each example streams and splits a whole answer many times: a thousand is plenty, and keeps the
 # CI profile's run within the test timeout.
-_EXAMPLES = hypothesis_settings(max_examples=min(hypothesis_settings.default.max_examples, 1000))
+_EXAMPLES = hypothesis_settings(max_examples=min(hypothesis_settings().max_examples, 1000))
 
 
 @_EXAMPLES
