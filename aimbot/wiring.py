@@ -62,6 +62,7 @@ def bot_options(settings: Settings) -> BotOptions:
         screen_name=settings.aim_username,
         buffer_window=settings.buffer_window,
         buffer_max_wait=settings.buffer_max_wait,
+        buffer_mode=settings.buffer_mode,
         reply_format=settings.reply_format,
         max_reply_bytes=settings.max_reply_bytes,
         allowed_users=settings.allowed_users,

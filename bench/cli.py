@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("signon", help="connect-to-online time of an OSCAR sign-on")
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--count", type=_int_at_least(2), default=20, help="sign-ons (default 20)")
+    p.add_argument(
+        "--flood",
+        type=_int_at_least(1),
+        default=20_000,
+        help="IMs sent to the flooded client for recv_im_per_s (default 20,000)",
+    )
 
     p = commands.add_parser("latency", help="reply latency through the bot vs a bare echo peer")
     p.add_argument("--json", action="store_true", help=json_help)
@@ -129,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="seconds between the long answer's paragraphs (default 3: 3 parts over 6 s)",
     )
+    p.add_argument(
+        "--typing-users",
+        type=_int_at_least(0),
+        default=20,
+        help="users in the typing-user scenario, run after the others with the bot's default "
+        "buffering (default 20; 0 = skip it)",
+    )
 
     p = commands.add_parser("throughput", help="sustained replies/s and CPU per 1,000 messages")
     p.add_argument("--json", action="store_true", help=json_help)
@@ -153,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="bot",
         help="what answers: the bot (default); echo = the rig's own ceiling (a peer that sends "
         "each IM straight back); dify = the ceiling of a bare Dify bridge",
+    )
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="with the bot: skip the bare Dify bridge phase that gives throughput_ratio and "
+        "cpu_ratio (halves the run time)",
     )
 
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")

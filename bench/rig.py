@@ -23,7 +23,7 @@ from pathlib import Path
 from aimbot.devserver.dify_standin import AnswerFn, DifyStandIn
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.client import OscarClient
-from aimbot.oscar.events import HostAck, IMError, IncomingIM, SessionEnded
+from aimbot.oscar.events import HostAck, IMError, IncomingIM, SessionEnded, TypingState
 from bench.cli import BenchError
 from bench.procstat import ProcSample, sample
 
@@ -309,6 +309,12 @@ class SimUser:
         if self.client is None:
             raise BenchError(f"{self.name} is not signed on")
         await self.client.send_im(to, text)
+
+    async def send_typing(self, to: str, state: TypingState) -> None:
+        """What a real client sends as its user types: typing, paused with text, box cleared."""
+        if self.client is None:
+            raise BenchError(f"{self.name} is not signed on")
+        await self.client.send_typing(to, state)
 
     async def next_arrival(self, timeout: float) -> Arrival:  # noqa: ASYNC109
         try:

@@ -75,6 +75,7 @@ class HandlerOptions:
 
 
 MessageCallback = Callable[[IncomingIM], Awaitable[None]]
+TypingCallback = Callable[[TypingNotification], None]
 
 
 class AIMHandler:
@@ -90,8 +91,10 @@ class AIMHandler:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        on_typing: TypingCallback | None = None,
     ) -> None:
         self.options = options
+        self._on_typing = on_typing
         self._client_factory = client_factory
         self._store = store
         self._on_message = on_message
@@ -389,6 +392,8 @@ class AIMHandler:
             log.info("server rate notice: code %d for class %d", event.code, event.class_id)
         elif isinstance(event, TypingNotification):
             log.debug("%s typing state %s", event.sender, event.state.name)
+            if self._on_typing is not None:
+                self._on_typing(event)
 
     async def _on_im_error(self, event: IMError) -> None:
         cookie = event.cookie

@@ -20,7 +20,7 @@ from aimbot.api.dify_client import MAX_USER_CHARS, DifyClient
 from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError, DifyUnavailable
 from aimbot.api.sse import TextListener
 from aimbot.bot import messages
-from aimbot.bot.buffer import MessageBuffer, PendingMessage
+from aimbot.bot.buffer import BufferMode, MessageBuffer, PendingMessage, Typists
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.senders import IgnoredSenders
 from aimbot.bot.streaming import PartCollector
@@ -35,7 +35,7 @@ from aimbot.bot.text import (
 from aimbot.ops.metrics import Metrics
 from aimbot.ops.traffic import Answered, conversation_prefix, log_answered
 from aimbot.oscar.client import new_cookie
-from aimbot.oscar.events import IncomingIM, TypingState
+from aimbot.oscar.events import IncomingIM, TypingNotification, TypingState
 from aimbot.oscar.imtext import im_text_size
 from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.store import InboxItem, OutboxItem, Reply, Store, StoreError
@@ -89,6 +89,7 @@ class BotOptions:
     screen_name: str
     buffer_window: float = 1.5
     buffer_max_wait: float = 6.0
+    buffer_mode: BufferMode = "typing"  # "window": ignore the users' typing notifications
     reply_format: ReplyFormat = "html"
     max_reply_bytes: int = 0  # 0 = the server's advertised limit
     allowed_users: frozenset[str] = frozenset()
@@ -164,6 +165,7 @@ class AIMBot:
         self._rate = UserRateLimiter(options.user_rate_limit)
         self._dify_slots = asyncio.Semaphore(options.dify_max_concurrency)
         self._users: dict[str, _User] = {}
+        self._typists = Typists()
         self._workers = 0  # users with a live worker task
         self._buffered = 0  # messages waiting in buffers
         self._background = _Background()
@@ -195,6 +197,18 @@ class AIMBot:
             async with self._seen_changed:
                 self._seen += 1
                 self._seen_changed.notify_all()
+
+    def on_typing(self, event: TypingNotification) -> None:
+        """Called by the AIMHandler for every typing notification a user's client sends."""
+        if self.options.buffer_mode != "typing":
+            return
+        key = normalize_screen_name(event.sender)
+        if key == self._self_key or not self._access.permits(key):
+            return
+        self._typists.heard(key)
+        user = self._users.get(key)
+        if user is not None:
+            user.buffer.note_typing(event.state)
 
     async def wait_seen(self, count: int, timeout: float) -> None:  # noqa: ASYNC109
         """Until `count` IMs in total have gone through intake (for tests and benchmarks)."""
@@ -381,7 +395,11 @@ class AIMBot:
     def _enqueue(self, key: str, screen_name: str, message: PendingMessage) -> None:
         user = self._users.get(key)
         if user is None:
-            buffer = MessageBuffer(self.options.buffer_window, self.options.buffer_max_wait)
+            buffer = MessageBuffer(
+                self.options.buffer_window,
+                self.options.buffer_max_wait,
+                typist=key in self._typists,
+            )
             user = self._users[key] = _User(key, screen_name, buffer)
             self._idle.clear()
         user.screen_name = screen_name

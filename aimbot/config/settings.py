@@ -43,6 +43,7 @@ LogFormat = Literal["text", "json"]
 ResponseMode = Literal["streaming", "blocking"]
 ReplyFormat = Literal["html", "plain"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
+BufferMode = Literal["typing", "window"]
 ThrottleMode = Literal["auto", "true", "false"]
 
 _MINUTE: Final = 60.0
@@ -441,6 +442,7 @@ class Settings:
     # Bot behaviour
     buffer_window: float = field(default=1.5, metadata=_rule(_Float(0, 30)))
     buffer_max_wait: float = field(default=6.0, metadata=_rule(_Float(0, 120)))
+    buffer_mode: BufferMode = field(default="typing", metadata=_rule(_Choice("typing", "window")))
     reply_format: ReplyFormat = field(default="html", metadata=_rule(_Choice("html", "plain")))
     allowed_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     blocked_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))

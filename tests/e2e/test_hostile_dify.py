@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from aimbot.api.dify_client import MAX_JSON_BODY_BYTES, DifyClient, DifyOptions
-from aimbot.api.errors import DifyProtocolError
+from aimbot.api.errors import DifyProtocolError, DifyUnavailable
 from aimbot.bot import messages
 from tests.helpers.e2e import rig
 from tests.helpers.hostile_dify import TASK_ID, HostileDify, hostile_dify
@@ -83,7 +83,7 @@ async def test_a_stream_broken_after_only_blank_text_gets_one_friendly_error(
 ) -> None:
     async with hostile_dify(chunk_chars=50, chunk_text=" ", break_after=300) as dify:
         reply = await one_question(tmp_path, dify, "ida")
-        assert reply == messages.for_error(messages.DifyUnavailable("x"))
+        assert reply == messages.for_error(DifyUnavailable("x"))
 
 
 async def test_a_50_mb_blocking_answer_is_refused_after_a_bounded_read() -> None:

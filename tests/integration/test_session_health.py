@@ -89,7 +89,7 @@ class _EndsAt(OscarClient):
     async def connect(self) -> None:
         return None
 
-    async def events(self) -> AsyncIterator[Event]:  # type: ignore[override]
+    async def events(self) -> AsyncIterator[Event]:
         yield SessionEnded(self.reason, "test")
 
     async def close(self) -> None:

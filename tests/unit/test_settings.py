@@ -75,6 +75,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "dify_delete_on_clear": False,
         "buffer_window": 1.5,
         "buffer_max_wait": 6.0,
+        "buffer_mode": "typing",
         "reply_format": "html",
         "allowed_users": frozenset(),
         "blocked_users": frozenset(),
@@ -156,7 +157,11 @@ def test_env_example_values_are_exactly_the_defaults() -> None:
     for f in dataclasses.fields(Settings):
         if f.name.upper() in REQUIRED:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            assert f.default_factory is not dataclasses.MISSING, f.name
+            default = f.default_factory()
         assert getattr(settings, f.name) == default, f.name.upper()
 
 
@@ -295,6 +300,7 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("DIFY_DELETE_ON_CLEAR", ["true", "off"], ["maybe", "2"]),
     ("BUFFER_WINDOW", ["0", "6"], ["-0.1", "30.5", "7"]),
     ("BUFFER_MAX_WAIT", ["1.5", "120"], ["1", "121"]),
+    ("BUFFER_MODE", ["typing", "window", "Window"], ["typed", "both"]),
     ("REPLY_FORMAT", ["html", "plain", "HTML"], ["markdown"]),
     ("ALLOWED_USERS", ["bob", "Bob Smith, alice ,", "a@b.c,12345"], ["bob,!!!", "b\x00b"]),
     ("BLOCKED_USERS", ["spammer"], ["sp ammer, <script>"]),
@@ -523,7 +529,7 @@ VALID_VALUES = st.fixed_dictionaries(
 
 
 # Each example parses whole configurations; 1,000 are plenty even under the CI profile.
-@hypothesis_settings(max_examples=min(hypothesis_settings.default.max_examples, 1000))
+@hypothesis_settings(max_examples=min(hypothesis_settings().max_examples, 1000))
 @given(values=VALID_VALUES)
 def test_describe_reads_back_as_the_same_settings(values: dict[str, str]) -> None:
     settings = make_settings(**values)
