@@ -25,6 +25,7 @@ from aimbot.oscar.snacs import (
     FAMILY_BUCP,
     FAMILY_ICBM,
     FAMILY_OSERVICE,
+    TLV_STORE_OFFLINE,
     BucpChallenge,
     BucpChallengeRequest,
     BucpLoginRequest,
@@ -52,7 +53,7 @@ from aimbot.oscar.snacs import (
     normalize_screen_name,
     parse_bos_address,
 )
-from aimbot.oscar.wire import Channel, Frame, FrameBuffer, decode_snac, encode_frame
+from aimbot.oscar.wire import Channel, Frame, FrameBuffer, TlvBlock, decode_snac, encode_frame
 
 WAIT = 20.0  # upper bound for one expected event on a loaded 2-core machine
 MULTI_CONN_ONE_SESSION = 0x03
@@ -269,12 +270,19 @@ class AimUser:
 
     # -- talking ---------------------------------------------------------------------------------
 
-    async def say(self, to: str, text: str) -> bytes:
-        """Send one IM; returns its cookie."""
+    async def say(
+        self, to: str, text: str, *, store_offline: bool = False, want_ack: bool = False
+    ) -> bytes:
+        """Send one IM (asking the server to keep it if `to` is offline, and to ack it);
+        returns its cookie."""
         assert self._conn is not None, "not signed on"
         cookie = secrets.token_bytes(8)
         charset, payload = _encode_text(text)
-        self._conn.send_snac(IcbmSendIM.text_message(cookie, to, charset, payload))
+        im = IcbmSendIM.text_message(cookie, to, charset, payload, want_ack=want_ack)
+        if store_offline:
+            extra = TlvBlock.of((TLV_STORE_OFFLINE, b""))
+            im = IcbmSendIM(cookie, im.channel, to, TlvBlock(im.tlvs.tlvs + extra.tlvs))
+        self._conn.send_snac(im)
         await self._conn.writer.drain()
         return cookie
 

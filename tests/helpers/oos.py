@@ -339,3 +339,16 @@ async def interop_rig(workdir: Path, *, bot_is_exempt: bool = False) -> AsyncIte
         raise
     finally:
         await rig.close()
+
+
+async def all_answered(people: list[AimUser], timeout: float) -> float:  # noqa: ASYNC109
+    """Until each person has an IM from the bot; returns the seconds it took, or fails saying
+    how many were answered by the deadline."""
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(who.replies(BOT, 1, timeout=timeout) for who in people))
+    except (TimeoutError, AssertionError):
+        answered = sum(1 for who in people if who.from_(BOT))
+        raise AssertionError(f"{answered} of {len(people)} answered within {timeout:g} s") from None
+    return time.monotonic() - start

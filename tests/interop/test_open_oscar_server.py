@@ -16,12 +16,14 @@ import pytest
 
 from aimbot.devserver.dify_standin import AnswerContext
 from tests.helpers.aim_user import WAIT, AimUser
-from tests.helpers.oos import BOT, Rig, interop_rig, wait_until
+from tests.helpers.oos import BOT, Rig, all_answered, interop_rig, wait_until
 
 pytestmark = [pytest.mark.interop]
 
 UNICODE = "café — ünïcödé ✓ 你好 😀"
 SYSTEM_USER = "aim:oossystemmsg"
+# The first bot's log line when a second login took its place (and when it tries again).
+SIGNED_OFF_ELSEWHERE = re.compile(r"(?i).*(somewhere else|elsewhere|another (login|process)).*")
 
 
 def echo(ctx: AnswerContext) -> str:
@@ -130,6 +132,11 @@ async def test_a_1500_character_answer_arrives_split_within_the_servers_maximum(
         assert " ".join(joined.split()) == " ".join(answer.split())
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="waits for the one-session login (issue 10 item 3): today the bot claims several "
+    "sessions (TLV 0x004A = 0x01), so both processes stay on and both answer",
+)
 async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
     tmp_path: Path,
 ) -> None:
@@ -142,14 +149,16 @@ async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
         second = rig.start_bot()
         # The second login signs the first off: one session remains, and the first says why.
         await wait_until(
-            lambda: "signed on somewhere else" in first.output(),
-            "the first bot logging that it was signed off by another login",
+            lambda: SIGNED_OFF_ELSEWHERE.search(first.output()) is not None,
+            "the first bot logging that another login signed it off",
             WAIT,
         )
+        line = SIGNED_OFF_ELSEWHERE.search(first.output())
+        assert line is not None
+        delay = re.search(r"in (\d+(?:\.\d+)?) s", line.group(0))
+        assert delay and float(delay.group(1)) >= 60, line.group(0)
         await rig.bot_sessions(1)
-        await wait_until(
-            lambda: "signed on as" in second.output(), "the second bot online", WAIT
-        )
+        await wait_until(lambda: "signed on as" in second.output(), "the second bot online", WAIT)
         for n in range(3):
             assert f"question {n}" in await ask(erin, f"question {n}")
         # A sentinel behind them: a late duplicate of any answer would come before its reply.
@@ -160,24 +169,29 @@ async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
         assert all(r.user != SYSTEM_USER for r in rig.dify.chat_requests)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="waits for ignoring system senders (issue 10 item 4): today the bot asks Dify as "
+    "aim:oossystemmsg",
+)
 async def test_the_servers_system_notice_never_reaches_dify(tmp_path: Path) -> None:
     async with interop_rig(tmp_path) as rig:
         rig.dify.answer = echo
+        fay = await rig.user("fay")
+        # Written while the bot is offline and kept by the server: at the bot's sign-on the
+        # server tells it in an IM from "OOS System Msg".
+        cookie = await fay.say(BOT, "are you there?", store_offline=True, want_ack=True)
+        await fay.wait_for(lambda u: cookie in u.acks, "the server's ack of the stored IM")
         bot = rig.start_bot()
         await rig.bot_sessions(1)
-        # Another client of the bot's screen name that asks for several sessions: the server
-        # keeps both and tells the bot's session in an IM from "OOS System Msg".
-        twin = AimUser(BOT, "interop-bot-pw-1", "127.0.0.1", rig.server.port, "127.0.9.9")
-        rig.users.append(twin)
-        await twin.sign_on(multi_conn=0x01)
-        await rig.bot_sessions(2)
         await wait_until(
-            lambda: "now signed into Open OSCAR Server" in bot.output()
-            or any(r.user == SYSTEM_USER for r in rig.dify.chat_requests),
+            lambda: (
+                "while you were offline" in bot.output()
+                or any(r.user == SYSTEM_USER for r in rig.dify.chat_requests)
+            ),
             "the bot logging the server's notice",
             WAIT,
         )
-        fay = await rig.user("fay")
         assert "after the notice" in await ask(fay, "after the notice")
         assert [r.user for r in rig.dify.chat_requests] == ["aim:fay"]
 
@@ -215,6 +229,11 @@ async def test_server_killed_and_restarted_the_bot_is_back_within_one_backoff_st
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.xfail(
+    strict=True,
+    reason="waits for delivery confirmed by the server's ack and resends (issue 10 item 5): "
+    "today a reply the server dropped silently is lost",
+)
 async def test_replies_over_an_ordinary_accounts_rate_limit_are_resent_and_arrive(
     tmp_path: Path,
 ) -> None:
@@ -227,8 +246,7 @@ async def test_replies_over_an_ordinary_accounts_rate_limit_are_resent_and_arriv
         people = [await rig.user(f"rate{n:02d}") for n in range(12)]
         await asyncio.gather(*(who.say(BOT, f"question from {who.screen_name}") for who in people))
         await rig.dify.wait_requests(len(people), timeout=WAIT)
-        for who in people:
-            await who.replies(BOT, 1, timeout=240)
+        await all_answered(people, timeout=180)
         for who in people:
             texts = [im.text for im in who.from_(BOT)]
             assert len(texts) == 1 and f"question from {who.screen_name}" in texts[0], texts
