@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from aimbot.oscar.imtext import CHARSET_ASCII, CHARSET_LATIN1, CHARSET_UCS2BE
 from aimbot.oscar.snacs import (
-    FAMILY_BUCP,
     FAMILY_ICBM,
     FAMILY_OSERVICE,
     TLV_STORE_OFFLINE,
@@ -33,6 +32,7 @@ from aimbot.oscar.snacs import (
     ClientOnline,
     ClientVersions,
     FlapHello,
+    HostOnline,
     HostVersions,
     IcbmError,
     IcbmHostAck,
@@ -48,12 +48,12 @@ from aimbot.oscar.snacs import (
     RateParamsRequest,
     SignOff,
     SnacBody,
-    encode_snac_body,
     login_hash,
     normalize_screen_name,
     parse_bos_address,
 )
-from aimbot.oscar.wire import Channel, Frame, FrameBuffer, TlvBlock, decode_snac, encode_frame
+from aimbot.oscar.wire import Channel, TlvBlock, decode_snac
+from tests.helpers.oscar import HOST, RawPeer
 
 WAIT = 20.0  # upper bound for one expected event on a loaded 2-core machine
 MULTI_CONN_ONE_SESSION = 0x03
@@ -86,68 +86,18 @@ def _decode_text(charset: int, payload: bytes) -> str:
     return payload.decode("utf-8", errors="replace")
 
 
+async def _answer(conn: RawPeer, kind: type[SnacBody]) -> bytes:
+    """The body of the server's next SNAC of this kind, skipping others (sign-on is one step
+    per answer)."""
+    family, subgroup = kind.FAMILY, kind.SUBGROUP
+    _, body = await conn.snac(lambda h: (h.family, h.subgroup) == (family, subgroup), WAIT)
+    return body
+
+
 def _encode_text(text: str) -> tuple[int, bytes]:
     if text.isascii():
         return CHARSET_ASCII, text.encode("ascii")
     return CHARSET_UCS2BE, text.encode("utf-16-be")
-
-
-class _Connection:
-    """One TCP connection with FLAP framing, bound to a chosen local address."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.frames = FrameBuffer()
-        self.pending: list[Frame] = []
-        self.sequence = secrets.randbelow(0x7FFF)
-        self.request_id = 0
-
-    @classmethod
-    async def open(cls, host: str, port: int, local_addr: str) -> _Connection:
-        async with asyncio.timeout(WAIT):
-            reader, writer = await asyncio.open_connection(host, port, local_addr=(local_addr, 0))
-        return cls(reader, writer)
-
-    def send(self, channel: int, payload: bytes) -> None:
-        self.writer.write(encode_frame(channel, self.sequence, payload))
-        self.sequence = (self.sequence + 1) & 0xFFFF
-
-    def send_snac(self, body: SnacBody) -> None:
-        self.request_id += 1
-        self.send(Channel.DATA, encode_snac_body(body, self.request_id))
-
-    async def frame(self) -> Frame | None:
-        """The next frame, or None at EOF."""
-        while not self.pending:
-            self.frames.check()
-            data = await self.reader.read(65536)
-            if not data:
-                self.pending.extend(self.frames.feed_eof())
-                if not self.pending:
-                    return None
-                break
-            self.pending.extend(self.frames.feed(data))
-        return self.pending.pop(0)
-
-    async def snac(self, family: int, subgroup: int, what: str) -> bytes:
-        """The body of the next SNAC of this kind (others are skipped); AssertionError at EOF."""
-        async with asyncio.timeout(WAIT):
-            while True:
-                frame = await self.frame()
-                assert frame is not None, f"the server closed the connection before {what}"
-                if frame.channel == Channel.SIGNOFF:
-                    raise AssertionError(f"the server signed us off before {what}: {frame}")
-                if frame.channel != Channel.DATA:
-                    continue
-                header, body = decode_snac(frame.payload)
-                if (header.family, header.subgroup) == (family, subgroup):
-                    return body
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
 
 
 @dataclass
@@ -166,28 +116,25 @@ class AimUser:
     acks: list[bytes] = field(default_factory=list)
     max_message_bytes: int | None = None
     signed_off: SignOff | None = None
-    _conn: _Connection | None = None
+    _conn: RawPeer | None = None
     _reader: asyncio.Task[None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def sign_on(self, *, multi_conn: int | None = MULTI_CONN_ONE_SESSION) -> None:
         cookie, bos_address = await self._login(multi_conn)
         host, port = parse_bos_address(bos_address)
-        conn = await _Connection.open(host, port, self.local_addr)
+        assert host == self.host, f"the server sent us to {host}"
+        conn = await RawPeer.open(port, local_addr=self.local_addr)
         self._conn = conn
         conn.send(Channel.SIGNON, FlapHello.with_cookie(cookie).encode())
-        await conn.snac(FAMILY_OSERVICE, 0x0003, "01/03 host online")
+        await _answer(conn, HostOnline)
         conn.send_snac(ClientVersions(((FAMILY_OSERVICE, 4), (FAMILY_ICBM, 1))))
-        await conn.snac(FAMILY_OSERVICE, HostVersions.SUBGROUP, "01/18 host versions")
+        await _answer(conn, HostVersions)
         conn.send_snac(RateParamsRequest())
-        rates = RateParamsReply.decode(
-            await conn.snac(FAMILY_OSERVICE, RateParamsReply.SUBGROUP, "01/07 rate parameters")
-        )
+        rates = RateParamsReply.decode(await _answer(conn, RateParamsReply))
         conn.send_snac(RateParamsAck(tuple(c.class_id for c in rates.classes)))
         conn.send_snac(IcbmParamsRequest())
-        params = IcbmParamsReply.decode(
-            await conn.snac(FAMILY_ICBM, IcbmParamsReply.SUBGROUP, "04/05 ICBM parameters")
-        )
+        params = IcbmParamsReply.decode(await _answer(conn, IcbmParamsReply))
         self.max_message_bytes = params.max_message_bytes
         conn.send_snac(IcbmParamsSet())
         conn.send_snac(
@@ -201,13 +148,12 @@ class AimUser:
         self._reader = asyncio.create_task(self._read(conn), name=f"aim-user-{self.screen_name}")
 
     async def _login(self, multi_conn: int | None) -> tuple[bytes, str]:
-        auth = await _Connection.open(self.host, self.port, self.local_addr)
+        assert self.host == HOST, "people connect to the loopback server"
+        auth = await RawPeer.open(self.port, local_addr=self.local_addr)
         try:
             auth.send(Channel.SIGNON, FlapHello().encode())
             auth.send_snac(BucpChallengeRequest(self.screen_name))
-            key = BucpChallenge.decode(
-                await auth.snac(FAMILY_BUCP, BucpChallenge.SUBGROUP, "the login challenge")
-            ).key
+            key = BucpChallenge.decode(await _answer(auth, BucpChallenge)).key
             auth.send_snac(
                 BucpLoginRequest(
                     self.screen_name,
@@ -216,18 +162,16 @@ class AimUser:
                     multi_conn=multi_conn,
                 )
             )
-            response = BucpLoginResponse.decode(
-                await auth.snac(FAMILY_BUCP, BucpLoginResponse.SUBGROUP, "the login result")
-            )
+            response = BucpLoginResponse.decode(await _answer(auth, BucpLoginResponse))
         finally:
             await auth.close()
         assert response.error_code is None, f"{self.screen_name}: login error {response}"
         assert response.cookie is not None and response.bos_address is not None
         return response.cookie, response.bos_address
 
-    async def _read(self, conn: _Connection) -> None:
+    async def _read(self, conn: RawPeer) -> None:
         try:
-            while (frame := await conn.frame()) is not None:
+            while (frame := await conn.frame(timeout=None)) is not None:
                 if frame.channel == Channel.SIGNOFF:
                     self.signed_off = SignOff.decode(frame.payload) if frame.payload else SignOff()
                     break

@@ -17,8 +17,8 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from aimbot.devserver.dify_standin import DifyStandIn
+from aimbot.devserver.dify_standin import AnswerContext, AnswerFn, DifyStandIn
+from tests.helpers import e2e
 from tests.helpers.aim_user import WAIT, AimUser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ BINARY_ENV = "AIMBOT_OOS_BINARY"
 HOST = "127.0.0.1"
 START_DEADLINE = 20.0  # it listens after ~0.3 s when idle; the CI machine is shared
 POLL = 0.05
+PROBE_ADDRESS = "127.0.0.254"
 LOG_TAIL = 6000
 
 
@@ -71,7 +73,7 @@ async def wait_until(
 
 
 class OpenOscarServer:
-    """One server process; stop() and start() again keep its database (a restart)."""
+    """One server process; kill() and start() again keep its ports and database (a restart)."""
 
     def __init__(self, binary: Path, workdir: Path) -> None:
         self.binary = binary
@@ -129,6 +131,8 @@ class OpenOscarServer:
             raise AssertionError(f"Open OSCAR Server exited with {code}: {self.tail()}")
         with socket.socket() as probe:
             probe.settimeout(1)
+            # From an address of its own: the server limits logins per source address.
+            probe.bind((PROBE_ADDRESS, 0))
             if probe.connect_ex((HOST, self.port)) != 0:
                 return False
         try:
@@ -169,7 +173,7 @@ class OpenOscarServer:
     def create_user(self, screen_name: str, password: str, *, is_bot: bool = False) -> None:
         self._request("POST", "/user", {"screen_name": screen_name, "password": password})
         if is_bot:
-            name = urllib.request.quote(screen_name)
+            name = urllib.parse.quote(screen_name)
             self._request("PATCH", f"/user/{name}/account", {"is_bot": True})
 
     def sessions(self, screen_name: str) -> int:
@@ -187,48 +191,35 @@ class OpenOscarServer:
         self._request("POST", "/instant-message", {"from": sender, "to": recipient, "text": text})
 
 
-class BotProcess:
-    """The real bot: `python main.py` in its own process, its output in a file."""
+class BotProcess(e2e.BotProcess):
+    """The real bot, `python main.py`, in its own process with a clean environment: only the
+    settings given (and PATH/HOME/LANG/TMPDIR) reach it, never the developer's AIM_* or DIFY_*."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        super().__init__(env, log_path)
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
         self.env = {**base, **env, "AIMBOT_NO_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1"}
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "main.py")],
-                cwd=str(ROOT),
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
 
     def output(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
+            return super().output()
         except OSError:
             return ""
 
     def tail(self, size: int = LOG_TAIL) -> str:
         return f"bot log ({self.log_path}), last {size} chars:\n{self.output()[-size:]}"
 
-    def stop(self) -> int | None:
-        """SIGTERM (a clean stop), SIGKILL if it does not end in time; the exit code."""
+    def stop(self) -> None:
+        """SIGTERM (a clean stop); SIGKILL if it does not end in time."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
+            return
         proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(30)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-            return None
 
 
 _addresses = itertools.count()
@@ -271,6 +262,12 @@ class Rig:
         }
         env.update(extra)
         return env
+
+    async def online_bot(self, **extra: str) -> BotProcess:
+        """A bot process started and signed on (the server holds its one session)."""
+        bot = self.start_bot(**extra)
+        await self.bot_sessions(1)
+        return bot
 
     def start_bot(self, **extra: str) -> BotProcess:
         n = len(self.bots) + 1
@@ -321,12 +318,20 @@ class Rig:
         self.server.kill()
 
 
+def echo(ctx: AnswerContext) -> str:
+    """The Dify stand-in's answer in these tests: the query, verbatim, and where it belongs."""
+    return f"echo: {ctx.query} [turn {ctx.turn} of {ctx.conversation_id}]"
+
+
 @contextlib.asynccontextmanager
-async def interop_rig(workdir: Path, *, bot_is_exempt: bool = False) -> AsyncIterator[Rig]:
+async def interop_rig(
+    workdir: Path, *, bot_is_exempt: bool = False, answer: AnswerFn = echo
+) -> AsyncIterator[Rig]:
+    """A fresh server (own database, own login limiter) with the bot's account, and Dify."""
     binary = oos_binary()
     assert binary is not None
     server = OpenOscarServer(binary, workdir / "oos")
-    dify = DifyStandIn(api_key=DIFY_KEY)
+    dify = DifyStandIn(api_key=DIFY_KEY, answer=answer)
     rig = Rig(server, dify, workdir)
     try:
         await server.start()

@@ -16,7 +16,7 @@ import pytest
 
 from aimbot.devserver.dify_standin import AnswerContext
 from tests.helpers.aim_user import WAIT, AimUser
-from tests.helpers.oos import BOT, Rig, all_answered, interop_rig, wait_until
+from tests.helpers.oos import BOT, Rig, all_answered, echo, interop_rig, wait_until
 
 pytestmark = [pytest.mark.interop]
 
@@ -26,10 +26,6 @@ SYSTEM_USER = "aim:oossystemmsg"
 SIGNED_OFF_ELSEWHERE = re.compile(
     r"(?i)^.*(?:somewhere else|elsewhere|another (?:login|process)).*$", re.M
 )
-
-
-def echo(ctx: AnswerContext) -> str:
-    return f"echo: {ctx.query} [turn {ctx.turn} of {ctx.conversation_id}]"
 
 
 def retry_delays(log: str) -> list[float]:
@@ -60,9 +56,7 @@ def answers_for(rig: Rig, user: str) -> int:
 
 async def test_sign_on_and_answers_in_ascii_and_unicode_arrive_intact(tmp_path: Path) -> None:
     async with interop_rig(tmp_path) as rig:
-        rig.dify.answer = echo
-        rig.start_bot()
-        await rig.bot_sessions(1)
+        await rig.online_bot()
         alice = await rig.user("alice")
         assert "echo: hello [turn 1" in await ask(alice, "hello")
         reply = await ask(alice, UNICODE)
@@ -80,8 +74,7 @@ async def test_the_bots_typing_notification_reaches_the_user(tmp_path: Path) -> 
             return echo(ctx)
 
         rig.dify.answer = held
-        rig.start_bot()
-        await rig.bot_sessions(1)
+        await rig.online_bot()
         bob = await rig.user("bobby")
         await bob.say(BOT, "think about it")
         typing_begun = 0x0002
@@ -95,9 +88,7 @@ async def test_the_bots_typing_notification_reaches_the_user(tmp_path: Path) -> 
 
 async def test_clear_starts_a_new_conversation(tmp_path: Path) -> None:
     async with interop_rig(tmp_path) as rig:
-        rig.dify.answer = echo
-        rig.start_bot()
-        await rig.bot_sessions(1)
+        await rig.online_bot()
         carol = await rig.user("carol")
         first = await ask(carol, "remember 42")
         second = await ask(carol, "what did I say?")
@@ -114,15 +105,14 @@ async def test_clear_starts_a_new_conversation(tmp_path: Path) -> None:
 async def test_a_1500_character_answer_arrives_split_within_the_servers_maximum(
     tmp_path: Path,
 ) -> None:
-    sentences = []
+    sentences: list[str] = []
     while sum(len(s) + 1 for s in sentences) < 1500:
         sentences.append(f"Sentence {len(sentences)}: café ünïcödé ✓ 你好 lorem ipsum dolor.")
     answer = " ".join(sentences)[:1500].rstrip()
     assert len(answer) >= 1490
     async with interop_rig(tmp_path) as rig:
         rig.dify.answer = lambda ctx: answer
-        rig.start_bot()
-        await rig.bot_sessions(1)
+        await rig.online_bot()
         dan = await rig.user("dan")
         assert dan.max_message_bytes is not None and dan.max_message_bytes > 0
         await dan.say(BOT, "tell me a lot")
@@ -152,9 +142,7 @@ async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
     tmp_path: Path,
 ) -> None:
     async with interop_rig(tmp_path) as rig:
-        rig.dify.answer = echo
-        first = rig.start_bot()
-        await rig.bot_sessions(1)
+        first = await rig.online_bot()
         erin = await rig.user("erin")
         assert "warm-up" in await ask(erin, "warm-up")
         second = rig.start_bot()
@@ -184,14 +172,12 @@ async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
 )
 async def test_the_servers_system_notice_never_reaches_dify(tmp_path: Path) -> None:
     async with interop_rig(tmp_path) as rig:
-        rig.dify.answer = echo
         fay = await rig.user("fay")
         # Written while the bot is offline and kept by the server: at the bot's sign-on the
         # server tells it in an IM from "OOS System Msg".
         cookie = await fay.say(BOT, "are you there?", store_offline=True, want_ack=True)
         await fay.wait_for(lambda u: cookie in u.acks, "the server's ack of the stored IM")
-        bot = rig.start_bot()
-        await rig.bot_sessions(1)
+        bot = await rig.online_bot()
         await wait_until(
             lambda: (
                 "while you were offline" in bot.output()
@@ -208,9 +194,7 @@ async def test_server_killed_and_restarted_the_bot_is_back_within_one_backoff_st
     tmp_path: Path,
 ) -> None:
     async with interop_rig(tmp_path) as rig:
-        rig.dify.answer = echo
-        bot = rig.start_bot()
-        await rig.bot_sessions(1)
+        bot = await rig.online_bot()
         gus = await rig.user("gus")
         assert "before" in await ask(gus, "before")
         logged = len(bot.output())
@@ -248,9 +232,7 @@ async def test_replies_over_an_ordinary_accounts_rate_limit_are_resent_and_arriv
     """The bot is told not to pace itself, so the server drops IMs over the limit silently;
     every reply must still arrive, exactly once."""
     async with interop_rig(tmp_path) as rig:
-        rig.dify.answer = echo
-        bot = rig.start_bot(AIM_THROTTLE="false")
-        await rig.bot_sessions(1)
+        bot = await rig.online_bot(AIM_THROTTLE="false")
         people = [await rig.user(f"rate{n:02d}") for n in range(12)]
         await asyncio.gather(*(who.say(BOT, f"question from {who.screen_name}") for who in people))
         await rig.dify.wait_requests(len(people), timeout=WAIT)

@@ -20,10 +20,6 @@ from tests.helpers.oos import BOT, all_answered, interop_rig
 pytestmark = [pytest.mark.interop]
 
 
-def echo(ctx: AnswerContext) -> str:
-    return f"echo: {ctx.query}"
-
-
 async def everyone_asks(people: list[AimUser]) -> None:
     """Each person sends one IM at the same moment."""
     await asyncio.gather(*(who.say(BOT, f"question from {who.screen_name}") for who in people))
@@ -45,9 +41,7 @@ async def test_an_exempt_account_answers_20_simultaneous_users_within_10_s(
     tmp_path: Path,
 ) -> None:
     async with interop_rig(tmp_path, bot_is_exempt=True) as rig:
-        rig.dify.answer = echo
-        rig.start_bot()
-        await rig.bot_sessions(1)
+        await rig.online_bot()
         people = [await rig.user(f"exempt{n:02d}") for n in range(20)]
         await everyone_asks(people)
         await all_answered(people, timeout=10)
@@ -60,9 +54,7 @@ async def test_an_ordinary_account_answers_10_simultaneous_users_none_lost_no_di
     tmp_path: Path,
 ) -> None:
     async with interop_rig(tmp_path) as rig:
-        rig.dify.answer = echo
-        bot = rig.start_bot()
-        await rig.bot_sessions(1)
+        bot = await rig.online_bot()
         people = [await rig.user(f"plain{n:02d}") for n in range(10)]
         await everyone_asks(people)
         await all_answered(people, timeout=120)
@@ -91,8 +83,7 @@ async def test_a_one_line_answer_is_not_sent_after_another_users_queued_6_part_a
 
     async with interop_rig(tmp_path) as rig:
         rig.dify.answer = answer
-        rig.start_bot()
-        await rig.bot_sessions(1)
+        await rig.online_bot()
         # Three answers first use up most of the account's burst, so the long answer's parts
         # are paced (queued) rather than all sent at once.
         early = [await rig.user(f"early{n}") for n in range(3)]
