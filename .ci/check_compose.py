@@ -4,8 +4,10 @@
 CI machines have no Docker, so `docker compose config` cannot vouch for the fleet file. This
 reads it with PyYAML and checks what keeps a fleet of bots safe to run unattended: every bot
 comes from the shared `x-aimbot: &aimbot` definition, reads its own secrets file under bots/,
-restarts unless stopped, has a health check, keeps its state in a volume of its own, and no
-password or key is written into the compose file itself.
+restarts unless stopped, has a health check, keeps its state and its logs in volumes of its own,
+publishes its health port (if at all) on a host port of its own, and no password or key is
+written into the compose file itself. Given the file's path, it also checks that every env file
+exists (a fresh clone has only bots/*.env.example: copy them as README says).
 
 Exit status: 0 when the file is fine, 1 with the list of problems, 2 on wrong usage.
 """
@@ -22,6 +24,7 @@ import yaml
 
 ANCHOR_KEY = "x-aimbot"
 DATA_TARGET = "/app/data"
+LOGS_TARGET = "/app/logs"
 SECRETS_DIR = "bots"
 TEMPLATE_ENV_FILE = "bots/example.env"
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY", re.IGNORECASE)
@@ -85,8 +88,8 @@ def _env_files(service: dict[str, Any]) -> list[str] | None:
     return paths
 
 
-def _data_volume_sources(service: dict[str, Any]) -> list[str]:
-    """The sources mounted at /app/data ("" for an anonymous volume)."""
+def _data_volume_sources(service: dict[str, Any], target_dir: str = DATA_TARGET) -> list[str]:
+    """The sources mounted at /app/data (or `target_dir`; "" for an anonymous volume)."""
     sources = []
     volumes = service.get("volumes")
     for entry in volumes if isinstance(volumes, list) else []:
@@ -100,9 +103,24 @@ def _data_volume_sources(service: dict[str, Any]) -> list[str]:
             source, target = str(entry.get("source") or ""), str(entry.get("target") or "")
         else:
             continue
-        if target.rstrip("/") == DATA_TARGET:
+        if target.rstrip("/") == target_dir:
             sources.append(source)
     return sources
+
+
+def _published_host_ports(service: dict[str, Any]) -> list[str]:
+    """The host port of each published port (two bots cannot both bind one, whatever the IP)."""
+    published = []
+    ports = service.get("ports")
+    for entry in ports if isinstance(ports, list) else []:
+        if isinstance(entry, dict):
+            if entry.get("published") is not None:
+                published.append(str(entry["published"]))
+        elif isinstance(entry, str | int):
+            parts = str(entry).split("/")[0].split(":")
+            if len(parts) >= 2:
+                published.append(parts[-2])
+    return published
 
 
 def _environment_names(service: dict[str, Any]) -> list[str]:
@@ -203,8 +221,11 @@ def check_service(
     return problems
 
 
-def check_compose(text: str) -> list[str]:
-    """Every problem in a compose file's text; empty when the fleet file is fine."""
+def check_compose(text: str, base_dir: Path | None = None) -> list[str]:
+    """Every problem in a compose file's text; empty when the fleet file is fine.
+
+    With `base_dir` (the compose file's directory) every env file must also exist there.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -236,8 +257,25 @@ def check_compose(text: str) -> list[str]:
         problems += check_service(str(name), service, declared_volumes, uses_anchor)
         if not isinstance(service, dict):
             continue
-        shared = [("env_file", path) for path in _env_files(service) or []]
+        env_files = _env_files(service) or []
+        if base_dir is not None:
+            for path in env_files:
+                if not (base_dir / path).is_file():
+                    example = f"{path}.example"
+                    hint = (
+                        f"cp {example} {path} and fill it in"
+                        if (base_dir / example).is_file()
+                        else "python3 main.py fleet add NAME writes one"
+                    )
+                    problems.append(f"service {name}: env_file {path} does not exist ({hint})")
+        shared = [("env_file", path) for path in env_files]
         shared += [("data volume", source) for source in _data_volume_sources(service) if source]
+        shared += [
+            ("log volume", source)
+            for source in _data_volume_sources(service, LOGS_TARGET)
+            if source
+        ]
+        shared += [("published port", port) for port in _published_host_ports(service)]
         for what, value in shared:
             owner = owners.setdefault((what, value), str(name))
             if owner != name:
@@ -255,7 +293,7 @@ def main(argv: list[str]) -> int:
     except (OSError, UnicodeDecodeError) as e:
         sys.stderr.write(f"{path}: cannot read it: {e}\n")
         return 1
-    problems = check_compose(text)
+    problems = check_compose(text, path.resolve().parent)
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         lines = [f"{path}: {len(problems)} {noun}:"] + [f"  - {p}" for p in problems]

@@ -11,17 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
+from aimbot import __version__
 from aimbot.api.dify_client import DifyClient
 from aimbot.bot.aim_handler import AIMHandler
 from aimbot.bot.bot import AIMBot
 from aimbot.config.settings import Settings
-from aimbot.ops.health import HealthServer, HealthStatus, bot_health
+from aimbot.ops import admin
+from aimbot.ops.dify_key import DifyKeyWatch
+from aimbot.ops.health import HealthServer, HealthStatus, bot_health, health_body
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.events import IncomingIM
 from aimbot.store import Store
@@ -50,8 +56,13 @@ class Application:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.stop_requested = asyncio.Event()
+        # A second SIGTERM/SIGINT: skip what is left of the grace (work stays in the inbox).
+        self.stop_now = asyncio.Event()
         self._parts: _Parts | None = None
         self._handler_task: asyncio.Task[None] | None = None
+        self.dify_key = DifyKeyWatch()
+        self._started = time.monotonic()
+        self._key_task: asyncio.Task[None] | None = None
 
     @property
     def handler(self) -> AIMHandler:
@@ -62,6 +73,11 @@ class Application:
     def bot(self) -> AIMBot:
         assert self._parts is not None, "start() first"
         return self._parts.bot
+
+    @property
+    def store(self) -> Store:
+        assert self._parts is not None, "start() first"
+        return self._parts.store
 
     @property
     def health_port(self) -> int | None:
@@ -75,7 +91,9 @@ class Application:
         # Per-request timeouts come from DifyClient; the session itself must not cut streams.
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
-            dify = DifyClient(http, s.dify_api_key.get(), dify_options(s))
+            dify = DifyClient(
+                http, s.dify_api_key.get(), dify_options(s), observer=self.dify_key.observe
+            )
             bot_ref: list[AIMBot] = []
 
             async def on_message(im: IncomingIM) -> None:
@@ -92,9 +110,20 @@ class Application:
             bot_ref.append(bot)
             health = None
             if s.health_port:
-                health = HealthServer(s.health_host, s.health_port, self.metrics, self.health)
+                token = admin.write_token(s.data_dir)
+                api = admin.AdminApi(store, token, self.admin_status, time.time)
+                health = HealthServer(
+                    s.health_host,
+                    s.health_port,
+                    self.metrics,
+                    self.health,
+                    api.routes(),
+                    connection_timeout=s.health_connection_timeout,
+                    max_connections=s.health_max_connections,
+                )
                 await health.start()
         except BaseException:
+            admin.remove_token(s.data_dir)
             await http.close()
             await store.close()
             raise
@@ -109,6 +138,7 @@ class Application:
         if waiting or pending:
             log.info("resuming: %d replies to deliver, %d IMs to answer", waiting, pending)
         self._handler_task = asyncio.create_task(handler.run(), name="aim-handler")
+        self._key_task = asyncio.create_task(self.dify_key.run(dify.parameters), name="dify-key")
 
     def health(self) -> HealthStatus:
         parts = self._parts
@@ -120,7 +150,33 @@ class Application:
             dify_circuit_closed=circuit == "closed",
             last_disconnect=parts.handler.last_disconnect,
             circuit_state=circuit,
+            login_refused=parts.handler.login_refused,
+            dify_key_rejected=self.dify_key.rejected,
         )
+
+    async def admin_status(self) -> dict[str, Any]:
+        """What `python main.py status` shows for a running bot."""
+        parts = self._parts
+        if parts is None:
+            return {"running": False}
+        code, health = health_body(self.health())
+        return {
+            "running": True,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.monotonic() - self._started, 1),
+            "screen_name": self.settings.aim_username,
+            "signed_on": parts.handler.online,
+            "sessions": parts.handler.sessions,
+            "last_disconnect": parts.handler.last_disconnect,
+            "healthy": code == 200,
+            "health": health,
+            "dify_circuit": parts.dify.circuit_state,
+            "active_users": parts.bot.active_users,
+            "queue_depth": parts.bot.queue_depth,
+            "outbox_depth": len(parts.handler.queue),
+            "store": await admin.store_summary(parts.store),
+        }
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or stop_requested), then shut down; returns the exit code."""
@@ -151,7 +207,12 @@ class Application:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stop_requested.is_set():
-            log.warning("%s again: shutting down now", sig.name)
+            log.warning(
+                "%s again: shutting down now; unfinished IMs and replies stay stored for the "
+                "next start",
+                sig.name,
+            )
+            self.stop_now.set()
         else:
             log.info(
                 "%s received: finishing work in progress (up to %.0f s)",
@@ -160,20 +221,40 @@ class Application:
             )
         self.stop_requested.set()
 
+    async def _unless_stopped_now(self, step: Coroutine[object, object, bool]) -> bool:
+        """Run one shutdown step; a second signal cancels it (False, as if it ran out of time)."""
+        task = asyncio.ensure_future(step)
+        cut = asyncio.ensure_future(self.stop_now.wait())
+        try:
+            await asyncio.wait({task, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            await asyncio.gather(cut, return_exceptions=True)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+
     async def shutdown(self) -> None:
         parts, self._parts = self._parts, None
         if parts is None:
             return
         deadline = time.monotonic() + self.settings.shutdown_grace
+        key_task, self._key_task = self._key_task, None
+        if key_task is not None:
+            key_task.cancel()
+            await asyncio.gather(key_task, return_exceptions=True)
         try:
-            finished = await parts.bot.drain(self.settings.shutdown_grace)
+            finished = await self._unless_stopped_now(parts.bot.drain(self.settings.shutdown_grace))
             if not finished:
-                log.warning("shutdown grace ran out; unfinished IMs stay in the inbox")
+                await parts.bot.close()
+                log.warning("shutdown grace ran out or was cut; unfinished IMs stay in the inbox")
             remaining = max(0.0, deadline - time.monotonic())
             if (
                 parts.handler.online
                 and len(parts.handler.queue)
-                and not await parts.handler.flush(remaining)
+                and not await self._unless_stopped_now(parts.handler.flush(remaining))
             ):
                 log.warning(
                     "%d replies not confirmed before exit; kept for the next start",
@@ -183,12 +264,14 @@ class Application:
             if self._handler_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     try:
-                        await asyncio.wait_for(self._handler_task, timeout=2.0)
+                        wait = 0.0 if self.stop_now.is_set() else 2.0
+                        await asyncio.wait_for(self._handler_task, timeout=wait)
                     except TimeoutError:
                         log.warning("AIM session did not end in time; cancelled")
         finally:
             if parts.health is not None:
                 await parts.health.stop()
+                admin.remove_token(self.settings.data_dir)
             await parts.http.close()
             await parts.store.close()
             log.info("stopped")

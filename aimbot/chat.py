@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 PASSWORD_ENV: Final = "AIM_CHAT_PASSWORD"
 QUIT_COMMANDS: Final = frozenset({"/quit", "/exit"})
 DEFAULT_WAIT: Final = 30.0
+SETTLE: Final = 3.0  # quiet seconds after an answer that end piped input (see interactive)
+MAX_QUEUED_LINES: Final = 100
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
@@ -99,7 +101,7 @@ def describe_session_end(reason: DisconnectReason, detail: str) -> str:
 
 
 def describe_login_error(error: LoginError) -> str:
-    code = f" (server code 0x{error.code:04x})" if error.code is not None else ""
+    code = f" (code 0x{error.code:04x})" if error.code is not None else ""
     advice = " — try again in a few minutes" if error.retryable else ""
     return f"{error.reason}{code}{advice}"
 
@@ -299,42 +301,67 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 class ReplyTracker:
-    """Whether the peer has answered what we sent: its next IM, and every "(i/n)" part of it.
+    """How many of our messages still await an answer (each "(i/n)" part counted once).
 
-    Scripts that pipe lines in must see the answer before the client leaves, so the end of input
-    waits on this. A bot joins messages that arrive while it is busy into one query, so replies
-    are not counted per message: the peer's first complete answer after our latest message ends
-    the wait.
+    Scripts that pipe lines in must see the answers before the client leaves, so the end of input
+    waits on this. A bot may join messages that arrive while it is busy into one query, so fewer
+    answers than messages can be complete: `settled` says the peer has answered since our last
+    message and has stopped typing, which the end of input also accepts after a quiet spell.
     """
 
     def __init__(self) -> None:
-        self.waiting = False
+        self.pending = 0
+        self.unsent = 0  # typed, not yet through the client's pacing
         self.undelivered = 0
+        self.answered_since_sent = False
+        self.peer_typing = False
         self._parts: set[int] = set()
         self._total: int | None = None
 
+    @property
+    def waiting(self) -> bool:
+        return self.pending > 0
+
+    @property
+    def settled(self) -> bool:
+        return self.answered_since_sent and not self.peer_typing
+
+    def queued(self) -> None:
+        self.unsent += 1
+
     def sent(self) -> None:
-        self.waiting = True
-        self._parts.clear()
-        self._total = None
+        self.unsent = max(0, self.unsent - 1)
+        self.pending += 1
+        self.answered_since_sent = False
 
     def answered(self, text: str) -> None:
+        self.peer_typing = False
         position = part_position(text)
-        if position is None:
-            self.waiting = False
-            return
-        index, total = position
-        self._parts.add(index)
-        self._total = total
-        self.waiting = len(self._parts) < total
+        if position is not None:
+            index, total = position
+            if self._total != total:
+                self._parts.clear()
+            self._parts.add(index)
+            self._total = total
+            if len(self._parts) < total:
+                return
+        self._parts.clear()
+        self._total = None
+        self.pending = max(0, self.pending - 1)
+        self.answered_since_sent = True
+
+    def typing(self, state: TypingState) -> None:
+        self.peer_typing = state is TypingState.TYPING
 
     def not_delivered(self) -> None:
         self.undelivered += 1
-        self.waiting = False
+        self.pending = max(0, self.pending - 1)
 
     def shortfall(self, peer: str, wait: float) -> str:
         if self._total is not None:
             return f"only {len(self._parts)} of {self._total} reply parts arrived in {wait:g} s"
+        if self.pending > 1:
+            return f"{self.pending} messages got no reply from {peer} within {wait:g} s"
         return f"no reply from {peer} within {wait:g} s"
 
 
@@ -398,12 +425,31 @@ def start_line_reader(stdin: TextIO, queue: asyncio.Queue[str | object]) -> thre
     return thread
 
 
-async def interactive(session: ChatSession, stdin: TextIO, *, wait: float) -> int:
+async def _send_in_order(
+    session: ChatSession, outgoing: asyncio.Queue[str], tracker: ReplyTracker
+) -> None:
+    """Send typed lines one by one, apart from the loop that shows what arrives.
+
+    The client paces its sends to the server's rate limits, which can take seconds; replies that
+    arrive meanwhile are shown at once instead of after the pacing. Ends at the first failure.
+    """
+    while True:
+        text = await outgoing.get()
+        if not await session.send(text):
+            return
+        tracker.sent()
+
+
+async def interactive(
+    session: ChatSession, stdin: TextIO, *, wait: float, settle: float = SETTLE
+) -> int:
     """Send each typed line; show everything that arrives, until /quit, end of input or a drop.
 
-    When the input is piped and ends while an answer is outstanding, wait up to `wait` seconds
-    for it: a script's `printf 'hi\\n' | python -m aimbot.chat` must print the reply. The exit
-    code is 1 if a message could not be delivered or that last reply did not come.
+    When the input is piped and ends while answers are outstanding, wait up to `wait` seconds
+    for them: a script's `printf 'hi\\n' | python -m aimbot.chat` must print the replies. A peer
+    that answered since our last line and then stayed quiet (not typing) for `settle` seconds
+    has joined the rest into that answer. The exit code is 1 if a message could not be delivered
+    or the replies did not come.
     """
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | object] = asyncio.Queue()
@@ -414,20 +460,34 @@ async def interactive(session: ChatSession, stdin: TextIO, *, wait: float) -> in
         "(/quit to leave)."
     )
     tracker = ReplyTracker()
+    outgoing: asyncio.Queue[str] = asyncio.Queue(maxsize=MAX_QUEUED_LINES)
+    sender = asyncio.create_task(_send_in_order(session, outgoing, tracker), name="chat-send")
     outcome = EXIT_OK
     input_ended_at: float | None = None
     next_line = asyncio.create_task(lines.get())
     next_event = asyncio.create_task(session.next_event(None))
     try:
         while True:
+            if sender.done():
+                return EXIT_FAILED  # the send failed (already said why)
             if input_ended_at is None:
                 done, _ = await asyncio.wait(
-                    {next_line, next_event}, return_when=asyncio.FIRST_COMPLETED
+                    {next_line, next_event, sender}, return_when=asyncio.FIRST_COMPLETED
                 )
             else:
+                unsent = tracker.unsent
+                if not unsent and (not tracker.waiting):
+                    break
                 remaining = input_ended_at + wait - loop.time()
-                done, _ = await asyncio.wait({next_event}, timeout=max(0.0, remaining))
+                quiet = settle if (tracker.settled and not unsent) else remaining
+                done, _ = await asyncio.wait(
+                    {next_event, sender},
+                    timeout=max(0.0, min(remaining, quiet)),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if not done:
+                    if tracker.settled and not unsent:
+                        break  # answered, and quiet since: the rest was joined into it
                     session.printer.note(tracker.shortfall(o.peer, wait))
                     outcome = EXIT_FAILED
                     break
@@ -436,18 +496,20 @@ async def interactive(session: ChatSession, stdin: TextIO, *, wait: float) -> in
                 if event is not None:
                     if isinstance(event, IncomingIM) and is_reply(event, o.peer):
                         tracker.answered(incoming_text(event))
+                    elif isinstance(event, TypingNotification) and same_screen_name(
+                        event.sender, o.peer
+                    ):
+                        tracker.typing(event.state)
                     elif isinstance(event, IMError):
                         tracker.not_delivered()
                     session.show(event, one_shot=False)
                     if isinstance(event, SessionEnded):
                         return EXIT_FAILED
-                if input_ended_at is not None and not tracker.waiting:
-                    break
                 next_event = asyncio.create_task(session.next_event(None))
             if input_ended_at is None and next_line in done:
                 line = next_line.result()
                 if line is _EOF:
-                    if not tracker.waiting or _is_terminal(stdin):
+                    if _is_terminal(stdin):
                         break
                     input_ended_at = loop.time()
                     continue
@@ -456,14 +518,13 @@ async def interactive(session: ChatSession, stdin: TextIO, *, wait: float) -> in
                 if text.lower() in QUIT_COMMANDS:
                     break
                 if text:
-                    if not await session.send(text):
-                        return EXIT_FAILED
-                    tracker.sent()
+                    tracker.queued()
+                    await outgoing.put(text)  # bounded: a flood of lines waits for the sends
                 next_line = asyncio.create_task(lines.get())
     finally:
-        for task in (next_line, next_event):
+        for task in (next_line, next_event, sender):
             task.cancel()
-        await asyncio.gather(next_line, next_event, return_exceptions=True)
+        await asyncio.gather(next_line, next_event, sender, return_exceptions=True)
     return EXIT_FAILED if tracker.undelivered else outcome
 
 
@@ -497,7 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "or run on a terminal to be asked"
         )
         return EXIT_USAGE
-    setup_logging(level="WARNING", secrets=[password])
+    # The client says what went wrong in its own words; the library's warnings would only
+    # repeat it first in log syntax. Errors (a bug) still show.
+    setup_logging(level="ERROR", secrets=[password])
     options = ChatOptions(
         screen_name=args.screen_name,
         password=password,

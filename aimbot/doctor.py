@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import sqlite3
@@ -30,7 +31,7 @@ from aimbot.api.dify_client import DifyClient
 from aimbot.api.errors import DifyAuthError, DifyBadRequest, DifyError, DifyTimeout
 from aimbot.config.settings import ConfigError, Settings, load_settings
 from aimbot.oscar.errors import ConnectError, LoginError, OscarError
-from aimbot.store import Store, StoreError, StoreLocked
+from aimbot.store import Store, StoreCorrupt, StoreError, StoreLocked
 from aimbot.utils.logger import LoggingSetupError, setup_logging
 from aimbot.wiring import dify_options, oscar_client
 
@@ -48,6 +49,7 @@ class Section(Enum):
     LOGIN = "Bad password or login rate-limited"
     DIFY = "Dify API failures"
     DATA_DIR = "Data dir not writable"
+    CORRUPT = "Corrupt state database"
 
 
 class Status(Enum):
@@ -183,7 +185,7 @@ async def check_aim_login(settings: Settings) -> CheckResult:
         await asyncio.wait_for(client.connect(), limit)
         size = client.max_message_bytes
     except LoginError as e:
-        code = f" (server code 0x{e.code:04x})" if e.code is not None else ""
+        code = f" (code 0x{e.code:04x})" if e.code is not None else ""
         hint = "; wait before retrying" if e.retryable else "; check AIM_USERNAME and AIM_PASSWORD"
         return failed(TITLE_AIM_LOGIN, f"{name}: {e.reason}{code}{hint}", Section.LOGIN)
     except TimeoutError:
@@ -198,13 +200,19 @@ async def check_aim_login(settings: Settings) -> CheckResult:
 
 
 async def check_dify_url(settings: Settings, session: aiohttp.ClientSession) -> CheckResult:
-    """Any HTTP answer proves the network path; the key check says whether it is Dify."""
+    """Is DIFY_API_URL the Dify API? `GET {url}/parameters` without a key tells, cheaply.
+
+    The Dify API answers it 401 (or 200); a 404 means the path is wrong (most often the missing
+    `/v1`), so a 404 is never reported as reachable. Other answers (a proxy's 502, …) prove the
+    network path; the key check below then says what is behind it.
+    """
     url = settings.dify_api_url
+    probe = f"{url}/parameters"
     timeout = aiohttp.ClientTimeout(
         total=settings.dify_connect_timeout + 10, connect=settings.dify_connect_timeout
     )
     try:
-        async with session.get(url, timeout=timeout, allow_redirects=False) as response:
+        async with session.get(probe, timeout=timeout, allow_redirects=False) as response:
             status = response.status
     except TimeoutError:
         return failed(
@@ -225,7 +233,15 @@ async def check_dify_url(settings: Settings, session: aiohttp.ClientSession) -> 
         )
     except (aiohttp.ClientError, OSError) as e:
         return failed(TITLE_DIFY_URL, f"{url}: {_first_line(e)}", Section.DIFY)
-    return passed(TITLE_DIFY_URL, f"{url} answers (HTTP {status})")
+    if status == 404:
+        return failed(
+            TITLE_DIFY_URL,
+            f"{probe} is HTTP 404: not the Dify API — does DIFY_API_URL end in /v1?",
+            Section.DIFY,
+        )
+    if status in (200, 401):
+        return passed(TITLE_DIFY_URL, f"{url} answers like the Dify API (HTTP {status})")
+    return passed(TITLE_DIFY_URL, f"{url} answers (HTTP {status}; the key check tells more)")
 
 
 async def check_dify_key(settings: Settings, session: aiohttp.ClientSession) -> CheckResult:
@@ -267,6 +283,8 @@ async def check_data_dir(settings: Settings) -> CheckResult:
     except StoreLocked:
         # The running bot holds it, so it is usable; opening it here would not prove more.
         return passed(TITLE_DATA_DIR, f"{settings.data_dir} is in use by a running aimbot")
+    except StoreCorrupt as e:
+        return failed(TITLE_DATA_DIR, _first_line(e), Section.CORRUPT)
     except StoreError as e:
         return failed(TITLE_DATA_DIR, _first_line(e), Section.DATA_DIR)
     try:
@@ -307,7 +325,7 @@ async def run_checks(
     async with aiohttp.ClientSession() as session:
         url = record(await check_dify_url(settings, session))
         if url.failed:
-            record(skipped(TITLE_DIFY_KEY, "the Dify URL is not reachable"))
+            record(skipped(TITLE_DIFY_KEY, "the Dify URL check failed"))
         else:
             record(await check_dify_key(settings, session))
     record(await check_data_dir(settings))
@@ -322,13 +340,43 @@ def config_result(settings: Settings) -> CheckResult:
     )
 
 
-def run_doctor(env_file: Path, *, skip_login: bool = False, out: TextIO | None = None) -> int:
+def result_json(result: CheckResult) -> dict[str, str | None]:
+    return {
+        "check": result.title,
+        "status": result.status.value,
+        "detail": result.detail,
+        "fix": None if result.section is None else f'{TROUBLESHOOTING}, "{result.section.value}"',
+    }
+
+
+def run_doctor(
+    env_file: Path, *, skip_login: bool = False, out: TextIO | None = None, as_json: bool = False
+) -> int:
+    """Print each check as it completes; with `as_json`, one JSON object at the end instead."""
     out = sys.stdout if out is None else out
     marks = marks_for(out)
+    shown: list[CheckResult] = []
 
     def show(result: CheckResult) -> None:
-        print(format_result(result, marks), file=out, flush=True)
+        shown.append(result)
+        if not as_json:
+            print(format_result(result, marks), file=out, flush=True)
 
+    code = _doctor(env_file, skip_login=skip_login, out=out, show=show, as_json=as_json)
+    if as_json:
+        body = {"ok": code == 0, "exit_code": code, "checks": [result_json(r) for r in shown]}
+        print(json.dumps(body, indent=2, ensure_ascii=False), file=out, flush=True)
+    return code
+
+
+def _doctor(
+    env_file: Path,
+    *,
+    skip_login: bool,
+    out: TextIO,
+    show: Callable[[CheckResult], None],
+    as_json: bool,
+) -> int:
     setup_logging(level="ERROR")
     try:
         settings = load_settings(env_file=env_file)
@@ -337,9 +385,12 @@ def run_doctor(env_file: Path, *, skip_login: bool = False, out: TextIO | None =
             secrets=settings.secrets(),
         )
     except ConfigError as e:
-        show(failed(TITLE_CONFIG, f"{len(e.problems)} problem(s):", Section.CONFIG))
-        for problem in e.problems:
-            print(f"    - {problem}", file=out)
+        if as_json:
+            show(failed(TITLE_CONFIG, "; ".join(e.problems), Section.CONFIG))
+        else:
+            show(failed(TITLE_CONFIG, f"{len(e.problems)} problem(s):", Section.CONFIG))
+            for problem in e.problems:
+                print(f"    - {problem}", file=out)
         for title in ALL_TITLES[1:]:
             show(skipped(title, "needs a valid config"))
         return 2

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from aimbot.oscar.client import new_cookie
 
@@ -81,6 +82,29 @@ class StoreError(Exception):
     """The state file cannot be opened or used (path, permissions, corruption, locked)."""
 
 
+class StoreCorrupt(StoreError):
+    """The file is not a SQLite database, or a damaged one: it needs an operator, not a retry."""
+
+
+# SQLite's names for "this is not (or no longer) a database file".
+_CORRUPTION: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _is_corruption(error: BaseException) -> bool:
+    name = getattr(error, "sqlite_errorname", "")
+    return isinstance(name, str) and (name in _CORRUPTION or name.startswith("SQLITE_CORRUPT_"))
+
+
+class StoreWriteError(StoreError):
+    """A write did not reach the file (disk full, I/O error): it, and its turn's others, are gone.
+
+    SQLite answers a full disk or a failing device by rolling back the whole open transaction,
+    so every write of the same group commit is lost with it; the commit ticket of that group
+    (see ``commit_ticket``) fails with this error too. Nothing is left half-written, and the
+    next write starts afresh, so the bot recovers on its own once space returns.
+    """
+
+
 class StoreLocked(StoreError):
     """Another process holds the data directory (a running bot, or a second one by mistake)."""
 
@@ -109,6 +133,18 @@ class OutboxItem:
     is_html: bool
     created_at: float
     cookie: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """One user as the operator commands list them (times are epoch seconds)."""
+
+    user_key: str
+    screen_name: str | None
+    conversation_id: str | None
+    conversation_updated_at: float | None
+    last_seen: float | None
+    pending: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +185,7 @@ class Store:
         """
         lock_fd = _lock_directory(path.parent)
         try:
+            _private_file(path)
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             _unlock(lock_fd)
@@ -178,11 +215,16 @@ class Store:
             unclean = row is not None and row[0] == "1"
             if owner:
                 db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('running', '1')")
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists():  # SQLite gives it the database file's mode; an old one may differ
+                os.chmod(wal, 0o600)
         except (OSError, sqlite3.Error, StoreError) as e:
             db.close()
             _unlock(lock_fd)
             if isinstance(e, StoreError):
                 raise
+            if _is_corruption(e):
+                raise StoreCorrupt(f"the state database {path} is damaged: {e}") from e
             raise StoreError(f"cannot use the state database {path}: {e}") from e
         log.debug("state database open at %s", path)
         return cls(db, path, lock_fd, owner=owner, stopped_uncleanly=unclean)
@@ -216,13 +258,13 @@ class Store:
         return str(row[0]) if row else None
 
     async def set_conversation(self, user_key: str, conversation_id: str, now: float) -> None:
-        self._join_batch()
-        self._db.execute(
-            "INSERT INTO conversations(user_key, conversation_id, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(user_key) DO UPDATE SET conversation_id = excluded.conversation_id, "
-            "updated_at = excluded.updated_at",
-            (user_key, conversation_id, now),
-        )
+        with self._write():
+            self._db.execute(
+                "INSERT INTO conversations(user_key, conversation_id, updated_at) "
+                "VALUES (?, ?, ?) ON CONFLICT(user_key) DO UPDATE SET "
+                "conversation_id = excluded.conversation_id, updated_at = excluded.updated_at",
+                (user_key, conversation_id, now),
+            )
 
     async def forget_user(self, user_key: str) -> list[int]:
         """Forget the conversation and drop the user's unanswered IMs ("clear").
@@ -301,8 +343,8 @@ class Store:
 
     async def outbox_add(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
         """Store one reply; returns once committed, so it may be sent."""
-        self._join_batch()
-        item = self._insert_outbox(screen_name, reply, now)
+        with self._write():
+            item = self._insert_outbox(screen_name, reply, now)
         await self._committed()
         return item
 
@@ -336,6 +378,59 @@ class Store:
             for table in ("conversations", "inbox", "outbox")
         }
 
+    # -- operator queries (aimbot/admin.py) ---------------------------------------------------
+
+    async def users(self, limit: int) -> list[UserRow]:
+        """Everyone the state file knows (a conversation, unanswered IMs, or a recent IM),
+        most recently active first, at most `limit` of them."""
+        rows = self._db.execute(
+            "SELECT k.user_key, COALESCE(s.screen_name, "
+            "(SELECT screen_name FROM inbox i WHERE i.user_key = k.user_key LIMIT 1)), "
+            "c.conversation_id, c.updated_at, s.last_seen, "
+            "(SELECT COUNT(*) FROM inbox i WHERE i.user_key = k.user_key) "
+            "FROM (SELECT user_key FROM conversations UNION SELECT user_key FROM inbox "
+            "UNION SELECT user_key FROM seen) k "
+            "LEFT JOIN conversations c ON c.user_key = k.user_key "
+            "LEFT JOIN seen s ON s.user_key = k.user_key "
+            "ORDER BY MAX(COALESCE(c.updated_at, 0), COALESCE(s.last_seen, 0)) DESC, k.user_key "
+            "LIMIT ?",
+            (max(0, limit),),
+        ).fetchall()
+        return [
+            UserRow(
+                user_key=str(r[0]),
+                screen_name=None if r[1] is None else str(r[1]),
+                conversation_id=None if r[2] is None else str(r[2]),
+                conversation_updated_at=None if r[3] is None else float(r[3]),
+                last_seen=None if r[4] is None else float(r[4]),
+                pending=int(r[5]),
+            )
+            for r in rows
+        ]
+
+    async def forget_conversation(self, user_key: str) -> str | None:
+        """Forget one user's conversation id (the next IM starts a new one); returns the old id.
+
+        Unlike forget_user ("clear"), unanswered IMs stay: an operator's reset loses nothing.
+        """
+        with self._write():
+            row = self._db.execute(
+                "SELECT conversation_id FROM conversations WHERE user_key = ?", (user_key,)
+            ).fetchone()
+            self._db.execute("DELETE FROM conversations WHERE user_key = ?", (user_key,))
+        await self._committed()
+        return None if row is None else str(row[0])
+
+    async def purge_conversations(self, before: float) -> int:
+        """Forget conversations untouched since `before` (epoch seconds); returns how many."""
+        with self._write():
+            count = self._db.execute(
+                "DELETE FROM conversations WHERE updated_at < ?", (before,)
+            ).rowcount
+            self._db.execute("DELETE FROM seen WHERE last_seen < ?", (before,))
+        await self._committed()
+        return max(count, 0)
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _insert_outbox(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
@@ -354,18 +449,71 @@ class Store:
             [(i,) for i in ids],
         )
 
+    def commit_ticket(self) -> asyncio.Future[None] | None:
+        """What the writes made so far in this turn wait for: resolves when they are committed
+        and fails with StoreWriteError when they are lost. None when nothing is pending.
+
+        For a caller that must not act on a write (e.g. ask Dify about a stored IM) until it is
+        durable, without making the write itself wait for its commit.
+        """
+        return self._batch
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """One atomic operation inside the group transaction: all of it, or none of it."""
-        self._join_batch()
-        self._db.execute("SAVEPOINT op")
+        """One atomic operation inside the group transaction: all of it, or none of it.
+
+        sqlite3 errors leave as StoreWriteError (the cause chained).
+        """
+        try:
+            self._join_batch()
+            self._db.execute("SAVEPOINT op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
         try:
             yield
-        except BaseException:
+        except BaseException as e:
+            self._undo_op(e)
+            if isinstance(e, sqlite3.Error):
+                raise StoreWriteError(
+                    f"could not write to the state database {self.path}: {e}"
+                ) from e
+            raise
+        try:
+            self._db.execute("RELEASE op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
+
+    def _undo_op(self, error: BaseException) -> None:
+        """Roll back one failed operation, or the whole group if SQLite already did."""
+        if not self._db.in_transaction:
+            # SQLITE_FULL / SQLITE_IOERR roll back the whole transaction, not the statement.
+            self._abort_batch(error)
+            return
+        try:
             self._db.execute("ROLLBACK TO op")
             self._db.execute("RELEASE op")
-            raise
-        self._db.execute("RELEASE op")
+        except sqlite3.Error as e:
+            self._abort_batch(e)
+
+    def _abort_batch(self, error: BaseException) -> None:
+        """The group transaction is lost: everyone holding its ticket is told, the next write
+        starts a new one."""
+        batch, self._batch = self._batch, None
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        log.error(
+            "could not write to the state database %s (%s): this turn's writes were rolled back",
+            self.path,
+            error,
+        )
+        if batch is not None and not batch.done():
+            batch.set_exception(
+                StoreWriteError(f"could not write to the state database {self.path}: {error}")
+            )
+            batch.exception()  # retrieved here: nobody may be waiting, and it is logged
 
     def _join_batch(self) -> None:
         """Open the group transaction if none is, and queue its commit behind this turn."""
@@ -391,9 +539,14 @@ class Store:
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            log.error("could not commit to the state database %s: %s", self.path, e)
+            log.error(
+                "could not commit to the state database %s (%s): this turn's writes were "
+                "rolled back",
+                self.path,
+                e,
+            )
             if not batch.done():
-                batch.set_exception(StoreError(f"could not commit to {self.path}: {e}"))
+                batch.set_exception(StoreWriteError(f"could not commit to {self.path}: {e}"))
                 batch.exception()  # retrieved here: nobody may be waiting, and it is logged
             return
         self.commits += 1
@@ -401,11 +554,44 @@ class Store:
             batch.set_result(None)
 
 
+def _private_file(path: Path) -> None:
+    """Create the file 0600 (SQLite gives its -wal file the same mode), or make it 0600.
+
+    It holds every user's messages: not for other accounts on the machine, whatever the umask.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _private_directory(directory: Path) -> None:
+    """Create the data directory 0700; an existing one is left as the operator made it, with a
+    warning if other accounts may look into it (its files are 0600 either way)."""
+    if directory.is_dir():
+        mode = directory.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "data directory %s is accessible to other accounts (mode %o); "
+                "chmod 700 it (its files are private either way)",
+                directory,
+                mode,
+            )
+        return
+    directory.mkdir(parents=True, mode=0o700)
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask; this is not
+
+
 def _lock_directory(directory: Path) -> int:
     """Take the data directory for this process, or fail with a message an operator can act on."""
+    blocker = _file_in_the_way(directory)
+    if blocker is not None:
+        raise StoreError(f"DATA_DIR {directory}: {blocker} is a file, not a directory")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        _private_directory(directory)
         fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
     except OSError as e:
         raise StoreError(f"cannot open the state database in {directory}: {e}") from e
     try:
@@ -417,6 +603,15 @@ def _lock_directory(directory: Path) -> int:
             "each bot needs its own data directory"
         ) from e
     return fd
+
+
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The data directory itself or the nearest ancestor, when it exists but is not a directory
+    (mkdir would only say "File exists" or "Not a directory")."""
+    for path in (directory, *directory.parents):
+        if path.exists() or path.is_symlink():
+            return None if path.is_dir() else path
+    return None
 
 
 def _unlock(fd: int | None) -> None:

@@ -11,6 +11,7 @@ from aimbot.bot.aim_handler import HandlerOptions
 from aimbot.bot.bot import BotOptions
 from aimbot.config.settings import Settings
 from aimbot.oscar.client import OscarClient
+from aimbot.oscar.imtext import plain_to_html
 
 
 def oscar_client(settings: Settings) -> OscarClient:
@@ -24,6 +25,7 @@ def oscar_client(settings: Settings) -> OscarClient:
         read_timeout=settings.aim_read_timeout,
         connect_timeout=settings.aim_connect_timeout,
         throttle=settings.aim_throttle,
+        profile=plain_to_html(settings.aim_profile) if settings.aim_profile else None,
     )
 
 
@@ -41,6 +43,7 @@ def dify_options(settings: Settings) -> DifyOptions:
         retry_max_time=settings.dify_retry_max_time,
         breaker_threshold=settings.dify_breaker_threshold,
         breaker_cooldown=settings.dify_breaker_cooldown,
+        max_answer_chars=settings.max_answer_chars,
     )
 
 
@@ -62,6 +65,7 @@ def bot_options(settings: Settings) -> BotOptions:
         max_reply_bytes=settings.max_reply_bytes,
         allowed_users=settings.allowed_users,
         blocked_users=settings.blocked_users,
+        ignored_senders=settings.ignored_senders,
         user_rate_limit=settings.user_rate_limit,
         max_input_chars=settings.max_input_chars,
         typing_notifications=settings.typing_notifications,
@@ -70,4 +74,7 @@ def bot_options(settings: Settings) -> BotOptions:
         delete_on_clear=settings.dify_delete_on_clear,
         inbox_max_age=settings.inbox_max_age,
         restart_notice_window=settings.restart_notice_window,
+        log_message_text=settings.log_message_text,
+        max_answer_chars=settings.max_answer_chars,
+        max_reply_parts=settings.max_reply_parts,
     )

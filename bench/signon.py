@@ -2,7 +2,8 @@
 
 Measured on the client class the bot itself uses (OscarClient, with the bot's account and its
 default options) against the devserver: BUCP challenge and MD5 login on one connection, then the
-BOS connection with the pipelined set-up requests, until the server has the session online.
+BOS connection with the set-up requests one step per server answer (the conventional order),
+until the server has the session online.
 Process start-up of `python main.py` is reported on its own, as context: it is paid once.
 """
 

@@ -44,9 +44,16 @@ from aimbot.api.http_errors import (
     is_blocking_unsupported,
     parse_error_reply,
 )
-from aimbot.api.sse import AnswerAssembler, SseDecoder, SseEvent, StreamResult, parse_event_json
+from aimbot.api.sse import (
+    AnswerAssembler,
+    AnswerEnding,
+    SseDecoder,
+    SseEvent,
+    StreamResult,
+    parse_event_json,
+)
 from aimbot.utils.backoff import Backoff
-from aimbot.utils.secret import Secret
+from aimbot.utils.secret import Secret, mask_url_credentials, url_has_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,8 @@ MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
 # Enough of an error body to find Dify's envelope; a proxy's HTML page is only described.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_USER_CHARS = 255  # Dify stores the end-user id in a String(255)
+# A stop request for an abandoned generation is a courtesy to Dify: never keep a user waiting on it.
+STOP_TIMEOUT = 5.0
 
 
 def _frozen_inputs() -> Mapping[str, Any]:
@@ -73,7 +82,9 @@ class DifyOptions:
     thinks, so it must stay well above 10 s. ``stream_deadline`` bounds one whole answer
     (blocking or streaming). ``end_grace`` is how long to keep reading after ``message_end``
     for the trailing events before using the complete answer anyway. ``request_timeout``
-    bounds the small calls (delete, stop, parameters, info).
+    bounds the small calls (delete, stop, parameters, info). ``max_answer_chars`` bounds one
+    answer: past it the stream is no longer read, the generation is stopped in Dify and the
+    answer is returned ``cut_short``.
     """
 
     base_url: str = "https://api.dify.ai/v1"
@@ -90,12 +101,16 @@ class DifyOptions:
     breaker_cooldown: float = 30.0
     end_grace: float = 5.0
     request_timeout: float = 30.0
+    max_answer_chars: int = 8000
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.append(f"base_url must be an http(s) URL, got {self.base_url!r}")
+            shown = mask_url_credentials(self.base_url)
+            problems.append(f"base_url must be an http(s) URL, got {shown!r}")
+        if url_has_credentials(self.base_url):
+            problems.append("base_url must not carry user:password@ (the key authenticates)")
         if parts.query or parts.fragment:
             problems.append("base_url must not carry a query or fragment")
         if self.response_mode not in ("streaming", "blocking"):
@@ -131,7 +146,7 @@ class DifyOptions:
             problems.append(
                 f"retry_cap ({self.retry_cap}) must be >= retry_base ({self.retry_base})"
             )
-        for name in ("retry_max_attempts", "breaker_threshold"):
+        for name in ("retry_max_attempts", "breaker_threshold", "max_answer_chars"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
@@ -145,13 +160,19 @@ def _positive_number(value: object) -> bool:
 
 @dataclass(frozen=True)
 class Answer:
-    """One complete reply. ``task_id`` (streaming only) is what ``stop()`` needs."""
+    """One reply. ``task_id`` (streaming only) is what ``stop()`` needs.
+
+    ``ending`` says whether ``text`` is the whole answer, the first ``max_answer_chars`` of it
+    ("cut_short"), or what arrived before the stream broke ("interrupted"); the last two are not
+    asked again, since Dify has already recorded the turn.
+    """
 
     text: str
     conversation_id: str
     message_id: str
     usage: Mapping[str, Any]
     task_id: str = ""
+    ending: AnswerEnding = "complete"
 
 
 class _BlockingRejected(Exception):
@@ -424,9 +445,10 @@ class DifyClient:
         }
         if conversation_id:
             body["conversation_id"] = conversation_id
-        assembler = AnswerAssembler(conversation_id, redact=self._redact)
+        assembler = AnswerAssembler(
+            conversation_id, redact=self._redact, max_chars=opts.max_answer_chars
+        )
         loop = asyncio.get_running_loop()
-        pings = 0
         try:
             async with asyncio.timeout(opts.stream_deadline) as deadline:
                 async with self._session.post(
@@ -447,15 +469,20 @@ class DifyClient:
                         # Dispatch on what arrived, not on what was asked: some gateways and
                         # old versions answer a streaming request with one JSON document.
                         return _answer_from_blocking(
-                            await self._read_json(resp), conversation_id, self._redact
+                            await self._read_json(resp),
+                            conversation_id,
+                            self._redact,
+                            opts.max_answer_chars,
                         )
-                    decoder = SseDecoder()
-                    async for chunk in resp.content.iter_any():
-                        for event in decoder.feed(chunk):
-                            pings += self._apply(event, assembler, deadline, loop)
-                    for event in decoder.close():
-                        pings += self._apply(event, assembler, deadline, loop)
-                    return _answer_from_stream(assembler.finish())
+                    await self._read_stream(resp, assembler, deadline, loop)
+                    if assembler.cut_short:
+                        resp.close()  # not release(): the rest of the stream is not wanted
+                    elif not assembler.complete and assembler.has_text:
+                        raise DifyUnavailable(
+                            f"Dify stream ended after {assembler.events} events without message_end"
+                        )
+                    else:
+                        return _answer_from_stream(assembler.finish())
         except TimeoutError as e:
             if assembler.complete:
                 logger.warning(
@@ -463,15 +490,74 @@ class DifyClient:
                     opts.end_grace,
                 )
                 return _answer_from_stream(assembler.finish())
-            raise DifyTimeout(self._timeout_reason(e, assembler, pings)) from e
+            reason = self._timeout_reason(e, assembler)
+            if assembler.has_text:
+                return await self._interrupted(assembler, user, reason)
+            raise DifyTimeout(reason) from e
         except aiohttp.ClientError as e:
             if assembler.complete:
                 logger.info("Dify connection dropped after message_end (%s); answer kept", e)
                 return _answer_from_stream(assembler.finish())
             detail = f"{type(e).__name__}: {self._redact(str(e))}"
-            if assembler.events or pings:
+            if assembler.has_text:
+                return await self._interrupted(
+                    assembler, user, f"the stream broke off mid-answer ({detail})"
+                )
+            if assembler.events or assembler.pings:
                 raise DifyUnavailable(f"Dify's stream broke off mid-answer ({detail})") from e
             raise DifyUnavailable(f"cannot reach Dify at {self._base} ({detail})") from e
+        except DifyUnavailable as e:
+            if not assembler.has_text or isinstance(e, DifyProtocolError):
+                raise
+            return await self._interrupted(assembler, user, str(e))
+        logger.warning(
+            "Dify answer for %s reached MAX_ANSWER_CHARS (%d); stopped reading and cut it short",
+            user,
+            opts.max_answer_chars,
+        )
+        await self._stop_quietly(assembler.task_id, user)
+        return _answer_from_stream(assembler.partial("cut_short"))
+
+    async def _read_stream(
+        self,
+        resp: aiohttp.ClientResponse,
+        assembler: AnswerAssembler,
+        deadline: asyncio.Timeout,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """Feed the SSE body to the assembler until EOF or the size cap."""
+        decoder = SseDecoder()
+        async for chunk in resp.content.iter_any():
+            for event in decoder.feed(chunk):
+                self._apply(event, assembler, deadline, loop)
+                if assembler.cut_short:
+                    return
+        for event in decoder.close():
+            self._apply(event, assembler, deadline, loop)
+            if assembler.cut_short:
+                return
+
+    async def _interrupted(self, assembler: AnswerAssembler, user: str, reason: str) -> Answer:
+        """Text has arrived, so Dify has the turn: keep what came instead of asking again."""
+        logger.warning(
+            "Dify answer for %s broke off after %d events (%s); keeping the text that arrived",
+            user,
+            assembler.events,
+            reason,
+        )
+        await self._stop_quietly(assembler.task_id, user)
+        return _answer_from_stream(assembler.partial("interrupted"))
+
+    async def _stop_quietly(self, task_id: str, user: str) -> None:
+        """Ask Dify to stop generating an answer we no longer read; one short attempt, no raise."""
+        if not task_id:
+            return
+        path = f"/chat-messages/{quote(task_id, safe='')}/stop"
+        try:
+            async with asyncio.timeout(min(self._options.request_timeout, STOP_TIMEOUT)):
+                await self._call("POST", path, body={"user": user})
+        except (DifyError, TimeoutError) as e:
+            logger.info("could not stop Dify task %s (%s); it may run to its end", task_id, e)
 
     def _apply(
         self,
@@ -479,27 +565,27 @@ class DifyClient:
         assembler: AnswerAssembler,
         deadline: asyncio.Timeout,
         loop: asyncio.AbstractEventLoop,
-    ) -> int:
-        """Feed one SSE event; returns 1 for a ping (counted for the timeout message)."""
+    ) -> None:
+        """Feed one SSE event (a ping is only counted, for the timeout message)."""
         if event.is_ping or not event.data:
-            return 1 if event.is_ping else 0
+            assembler.pings += event.is_ping
+            return
         was_complete = assembler.complete
         assembler.feed(parse_event_json(event))
         if assembler.complete and not was_complete:
             when = deadline.when()
             grace = loop.time() + self._options.end_grace
             deadline.reschedule(grace if when is None else min(when, grace))
-        return 0
 
-    def _timeout_reason(self, error: BaseException, assembler: AnswerAssembler, pings: int) -> str:
+    def _timeout_reason(self, error: BaseException, assembler: AnswerAssembler) -> str:
         opts = self._options
         if isinstance(error, aiohttp.ConnectionTimeoutError):
             return f"could not connect to Dify at {self._base} within {opts.connect_timeout:g} s"
         if isinstance(error, aiohttp.SocketTimeoutError):
             return f"Dify sent nothing for {opts.read_timeout:g} s (read timeout)"
-        if assembler.events == 0 and pings:
+        if assembler.events == 0 and assembler.pings:
             return (
-                f"Dify sent only keep-alive pings ({pings}) and no answer within "
+                f"Dify sent only keep-alive pings ({assembler.pings}) and no answer within "
                 f"{opts.stream_deadline:g} s"
             )
         return (
@@ -631,11 +717,12 @@ def _answer_from_stream(result: StreamResult) -> Answer:
         message_id=result.message_id,
         usage=result.usage,
         task_id=result.task_id,
+        ending=result.ending,
     )
 
 
 def _answer_from_blocking(
-    payload: Any, conversation_id: str | None, redact: Callable[[str], str]
+    payload: Any, conversation_id: str | None, redact: Callable[[str], str], max_chars: int
 ) -> Answer:
     """Blocking replies: only ``answer`` and ``conversation_id`` are reliably present."""
     if not isinstance(payload, dict):
@@ -659,10 +746,17 @@ def _answer_from_blocking(
     metadata = payload.get("metadata")
     usage = metadata.get("usage") if isinstance(metadata, dict) else None
     task_id = payload.get("task_id")
+    ending: AnswerEnding = "complete"
+    if len(answer) > max_chars:
+        logger.warning(
+            "Dify's blocking answer has %d characters; cut to %d", len(answer), max_chars
+        )
+        answer, ending = answer[:max_chars], "cut_short"
     return Answer(
         text=answer,
         conversation_id=returned_id,
         message_id=message_id if isinstance(message_id, str) else "",
         usage=MappingProxyType(dict(usage)) if isinstance(usage, dict) else MappingProxyType({}),
         task_id=task_id if isinstance(task_id, str) else "",
+        ending=ending,
     )

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from aimbot.api.errors import DifyProtocolError, DifyStreamError, DifyUnavailable
 
@@ -150,6 +150,11 @@ _IGNORED = frozenset(
 )
 
 
+AnswerEnding = Literal["complete", "cut_short", "interrupted"]
+"""How an answer ended: in full; cut at the size cap (``MAX_ANSWER_CHARS``); or broken off by
+the stream after some text had arrived (the text so far is kept rather than asked for again)."""
+
+
 @dataclass(frozen=True)
 class StreamResult:
     """What a finished stream produced; the client turns it into an ``Answer``."""
@@ -159,6 +164,7 @@ class StreamResult:
     message_id: str
     task_id: str
     usage: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    ending: AnswerEnding = "complete"
 
 
 class AnswerAssembler:
@@ -168,13 +174,22 @@ class AnswerAssembler:
     replaces everything; New Agent apps close with one ``message`` holding the full text, which
     must replace rather than append. ``message_end`` marks the answer complete, but the stream is
     still read to EOF (Chatflow sends ``workflow_finished`` after it; TTS trails it).
+
+    ``max_chars`` bounds the text kept: past it the answer is ``cut_short`` and the caller stops
+    reading (a runaway model or a hostile server must not fill the process's memory).
     """
 
     def __init__(
-        self, conversation_id: str | None = None, *, redact: Callable[[str], str] = str
+        self,
+        conversation_id: str | None = None,
+        *,
+        redact: Callable[[str], str] = str,
+        max_chars: int | None = None,
     ) -> None:
         self._redact = redact
+        self._max_chars = max_chars
         self._parts: list[str] = []
+        self._length = 0  # characters in _parts
         self._conversation_id = conversation_id or ""
         self._message_id = ""
         self._task_id = ""
@@ -182,7 +197,9 @@ class AnswerAssembler:
         self._saw_agent_message = False
         self._workflow_status: str | None = None
         self.complete = False
+        self.cut_short = False  # the text reached max_chars; the rest is not wanted
         self.events = 0
+        self.pings = 0  # counted by the reader, for a timeout's explanation
 
     @property
     def task_id(self) -> str:
@@ -200,13 +217,13 @@ class AnswerAssembler:
             chunk = _text_field(payload, "answer")
             if kind == "agent_message":
                 self._saw_agent_message = True
-                self._parts.append(chunk)
+                self._append(chunk)
             elif self._saw_agent_message:
-                self._parts = [chunk]  # New Agent's closing full-text message
+                self._replace(chunk)  # New Agent's closing full-text message
             else:
-                self._parts.append(chunk)
+                self._append(chunk)
         elif kind == "message_replace":
-            self._parts = [_text_field(payload, "answer")]
+            self._replace(_text_field(payload, "answer"))
         elif kind == "message_end":
             self.complete = True
             metadata = payload.get("metadata")
@@ -224,6 +241,34 @@ class AnswerAssembler:
         else:
             # New event types keep appearing; they must not break a working bot.
             logger.debug("ignoring unknown Dify stream event %r", kind)
+
+    @property
+    def has_text(self) -> bool:
+        """Whether any answer text has arrived: from then on the turn exists in Dify."""
+        return self._length > 0
+
+    def _append(self, chunk: str) -> None:
+        if self._max_chars is not None and self._length + len(chunk) > self._max_chars:
+            chunk = chunk[: self._max_chars - self._length]
+            self.cut_short = True
+        self._parts.append(chunk)
+        self._length += len(chunk)
+
+    def _replace(self, text: str) -> None:
+        self._parts = []
+        self._length = 0
+        self._append(text)
+
+    def partial(self, ending: AnswerEnding) -> StreamResult:
+        """The text so far, for an answer that will not be completed (cut short or broken off)."""
+        return StreamResult(
+            text="".join(self._parts),
+            conversation_id=self._conversation_id,
+            message_id=self._message_id,
+            task_id=self._task_id,
+            usage=self._usage,
+            ending=ending,
+        )
 
     def finish(self) -> StreamResult:
         """The answer at EOF; raises when the stream ended without completing it."""

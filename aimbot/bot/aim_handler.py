@@ -43,6 +43,7 @@ ERR_RECIPIENT_OFFLINE = 0x0004
 ERR_RATE = frozenset({0x0002, 0x0003})
 SIGNED_ON_ELSEWHERE_MIN_DELAY = 60.0
 DEFAULT_MAX_MESSAGE_BYTES = 512
+SEND_TIME_SMOOTHING = 0.2  # weight of the newest send in the moving average of send time
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,15 @@ class HandlerOptions:
     screen_name: str
     reconnect_base: float = 1.0
     reconnect_cap: float = 300.0
+    # A session must stay up this long before the reconnect back-off starts again from the base;
+    # a server that accepts the sign-on and drops at once is backed off like a failed sign-on.
+    stable_after: float = 60.0
     outbox_ttl: float = 86400.0
     offline_retry: float = 60.0
     ack_timeout: float = 30.0
+    max_send_attempts: int = 3
+    resend_delay: float = 5.0
+    never_ack_after: int = 3
     maintenance_interval: float = 5.0
 
 
@@ -86,6 +93,9 @@ class AIMHandler:
             ttl=options.outbox_ttl,
             offline_retry=options.offline_retry,
             ack_timeout=options.ack_timeout,
+            max_attempts=options.max_send_attempts,
+            resend_delay=options.resend_delay,
+            never_ack_after=options.never_ack_after,
         )
         self._client: OscarClient | None = None
         self._online = asyncio.Event()
@@ -98,7 +108,16 @@ class AIMHandler:
         self._drained.set()
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self.sessions = 0
+        # For /healthz: the latest real cause of being offline (a session's end or a failed
+        # sign-on), and a refusal that retrying cannot fix (cleared by the next sign-on).
         self.last_disconnect: str | None = None
+        self.login_refused: str | None = None
+        self._send_seconds = 0.0  # moving average of one send, pacing included
+        if metrics is not None:
+            metrics.reply_queue_length.set_function(lambda: self.queue.queued)
+            metrics.reply_queue_users.set_function(lambda: self.queue.waiting_users)
+            metrics.reply_queue_oldest.set_function(self.oldest_queued_age)
+            metrics.reply_queue_wait.set_function(self.expected_wait)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -111,6 +130,15 @@ class AIMHandler:
 
     async def wait_offline(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self._offline.wait(), timeout)
+
+    def oldest_queued_age(self) -> float:
+        """Seconds the oldest reply waiting to be sent has waited (0 with an empty queue)."""
+        oldest = self.queue.oldest_queued()
+        return 0.0 if oldest is None else max(self._clock() - oldest, 0.0)
+
+    def expected_wait(self) -> float:
+        """Roughly how long a reply queued now waits: one round of the users ahead of it."""
+        return self.queue.waiting_users * self._send_seconds
 
     async def load_outbox(self) -> int:
         """Queue the replies a previous run could not deliver."""
@@ -143,16 +171,18 @@ class AIMHandler:
                 await client.close()
                 # A wrong password cannot heal by retrying: try again only at the cap.
                 delay = self._backoff.next_delay() if e.retryable else self._backoff.cap
+                self.last_disconnect = f"sign-on failed: {e}"
+                self.login_refused = None if e.retryable else str(e)
                 log.error(
-                    "cannot sign on as %s: %s (code %s); retrying in %.1f s",
+                    "cannot sign on as %s: %s; retrying in %.1f s",
                     self.options.screen_name,
-                    e.reason,
-                    e.code,
+                    e,
                     delay,
                 )
             except (ConnectError, OscarError, OSError) as e:
                 await client.close()
                 delay = self._backoff.next_delay()
+                self.last_disconnect = f"sign-on failed: {e}"
                 log.warning("sign-on failed: %s; retrying in %.1f s", e, delay)
             except Exception:
                 # A bug must not end the daemon: log it and keep trying, with back-off.
@@ -160,16 +190,26 @@ class AIMHandler:
                 delay = self._backoff.next_delay()
                 log.exception("unexpected error while signing on; retrying in %.1f s", delay)
             else:
-                self._backoff.reset()
+                started = time.monotonic()
+                self.login_refused = None
                 reason = await self._serve(client)
                 if self._stopping.is_set():
                     break
+                if time.monotonic() - started >= self.options.stable_after:
+                    self._backoff.reset()
                 delay = self._backoff.next_delay()
                 if reason is DisconnectReason.SIGNED_ON_ELSEWHERE:
                     delay = max(delay, SIGNED_ON_ELSEWHERE_MIN_DELAY)
                     log.warning(
-                        "%s signed on somewhere else (another bot instance with the same screen "
-                        "name?); signing on again in %.0f s",
+                        "%s was signed off because another login with the same screen name took "
+                        "over (another bot process or AIM client using it; run one process per "
+                        "screen name); signing on again in %.0f s",
+                        self.options.screen_name,
+                        delay,
+                    )
+                elif reason is DisconnectReason.RATE_LIMITED:
+                    log.warning(
+                        "the server disconnected %s for sending too fast; reconnecting in %.1f s",
                         self.options.screen_name,
                         delay,
                     )
@@ -216,10 +256,14 @@ class AIMHandler:
             self.max_message_bytes,
             len(self.queue),
         )
+        loops: dict[str, Callable[[], Coroutine[object, object, None]]] = {
+            "aim-send": lambda: self._send_loop(client),
+            "aim-typing": lambda: self._typing_loop(client),
+            "aim-upkeep": self._maintenance_loop,
+        }
         workers = [
-            asyncio.create_task(self._guard(self._send_loop(client), client), name="aim-send"),
-            asyncio.create_task(self._guard(self._typing_loop(client), client), name="aim-typing"),
-            asyncio.create_task(self._guard(self._maintenance_loop(), client), name="aim-upkeep"),
+            asyncio.create_task(self._guard(name, loop, client), name=name)
+            for name, loop in loops.items()
         ]
         reason = DisconnectReason.EOF
         try:
@@ -249,23 +293,46 @@ class AIMHandler:
             self._client = None
         return reason
 
-    async def _guard(self, loop: Coroutine[object, object, None], client: OscarClient) -> None:
-        """Run one of the session's loops; if it crashes, end the session so it starts afresh."""
+    async def _guard(
+        self, name: str, loop: Callable[[], Coroutine[object, object, None]], client: OscarClient
+    ) -> None:
+        """Run one of the session's loops; if it ends for any reason, end the session with it.
+
+        A session whose sender (or typing, or upkeep) has stopped must not look alive: the read
+        loop would keep `online` true while replies pile up unsent. Closing it makes run() sign on
+        afresh, with every unconfirmed reply queued again.
+        """
         try:
-            await loop
+            await loop()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("session worker crashed; reconnecting")
-            await client.close()
+            log.exception("session worker %s crashed; ending the session to start afresh", name)
+        else:
+            if client.ended is None:
+                log.warning("session worker %s stopped; ending the session to start afresh", name)
+            else:
+                log.debug("session worker %s stopped with its session", name)
+        await client.close()
 
     async def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingIM):
+            # Whoever writes is online: what was held for them goes out first, in order.
+            held = self.queue.release(normalize_screen_name(event.sender))
+            if held:
+                log.info(
+                    "%r is back: %d held replies go out now, before anything newer",
+                    event.sender,
+                    len(held),
+                )
             await self._on_message(event)
         elif isinstance(event, HostAck):
+            never_acked = self.queue.never_acks
             item = self.queue.acked(event.cookie)
             log.debug("ack %s -> reply %s", event.cookie.hex(), item.id if item else None)
             if item is not None:
+                if never_acked:
+                    log.info("the server acks IMs after all; delivery is confirmed by acks again")
                 await self._confirmed([item], delivered=True)
         elif isinstance(event, IMError):
             await self._on_im_error(event)
@@ -291,10 +358,10 @@ class AIMHandler:
                     self.options.outbox_ttl,
                 )
         elif event.code in ERR_RATE:
-            item = self.queue.acked(cookie)
+            item = self.queue.rate_refused(cookie)
             if item is not None:
                 log.warning("server rate-limited reply %d; it will be sent again", item.id)
-                self.queue.push(item)
+                self._count_resent()
         else:
             item = self.queue.rejected(cookie)
             if item is not None:
@@ -304,15 +371,20 @@ class AIMHandler:
                     item.screen_name,
                     event.code,
                 )
-                await self._confirmed([item], delivered=False)
+                await self._confirmed([item], delivered=False, reason="refused")
 
-    async def _confirmed(self, items: list[OutboxItem], *, delivered: bool) -> None:
-        """Forget replies for good: delivered, or refused/expired (already logged)."""
+    async def _confirmed(
+        self, items: list[OutboxItem], *, delivered: bool, reason: str = ""
+    ) -> None:
+        """Forget replies for good: delivered, or given up for `reason` (already logged)."""
         if not items:
             return
         # Bookkeeping first: the items already left the queue, so flush() may return right now.
-        if self._metrics is not None and delivered:
-            self._metrics.ims_out.inc(len(items))
+        if self._metrics is not None:
+            if delivered:
+                self._metrics.ims_out.inc(len(items))
+            else:
+                self._metrics.ims_given_up.labels(reason=reason).inc(len(items))
         self._update_depth()
         await self._store.outbox_done(item.id for item in items)
         self._check_drained()
@@ -321,6 +393,10 @@ class AIMHandler:
         if len(self.queue) == 0:
             self._drained.set()
 
+    def _count_resent(self, amount: int = 1) -> None:
+        if self._metrics is not None and amount:
+            self._metrics.ims_resent.inc(amount)
+
     def _update_depth(self) -> None:
         if self._metrics is not None:
             self._metrics.outbox_depth.set(len(self.queue))
@@ -328,6 +404,7 @@ class AIMHandler:
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
             item = await self.queue.get()
+            started = time.monotonic()
             cookie = item.cookie  # the same for every attempt: a resend is the same message
             self.queue.sending(cookie, item)
             try:
@@ -338,14 +415,35 @@ class AIMHandler:
                     request_ack=True,
                     cookie=cookie,
                 )
-            except (NotConnected, OscarError, OSError):
+            except (NotConnected, OSError):
                 self.queue.unsent(cookie)
                 return
+            except Exception as e:
+                if not client.online:
+                    self.queue.unsent(cookie)
+                    return
+                # The session is fine, this reply is not (a name the server cannot take, a text
+                # too long for one IM): retrying it can never work, so it must not block others.
+                await self._unsendable(cookie, item, e)
+                continue
             except BaseException:
                 self.queue.unsent(cookie)
                 raise
             self.queue.written(cookie, self._clock())
-            log.debug("sent reply %d to %s as %s", item.id, item.screen_name, cookie.hex())
+            took = time.monotonic() - started
+            self._send_seconds += (took - self._send_seconds) * SEND_TIME_SMOOTHING
+            log.debug("sent reply %d to %r as %s", item.id, item.screen_name, cookie.hex())
+
+    async def _unsendable(self, cookie: bytes, item: OutboxItem, error: Exception) -> None:
+        self.queue.unsendable(cookie)
+        log.warning(
+            "dropping reply %d to %r: it cannot be sent (%s: %s)",
+            item.id,
+            item.screen_name,
+            type(error).__name__,
+            error,
+        )
+        await self._confirmed([item], delivered=False, reason="unsendable")
 
     async def _typing_loop(self, client: OscarClient) -> None:
         while True:
@@ -358,19 +456,55 @@ class AIMHandler:
                     continue
                 try:
                     await client.send_typing(screen_name, state)
-                except (NotConnected, OscarError, OSError):
+                except (NotConnected, OSError):
                     return
+                except Exception as e:
+                    if not client.online:
+                        return
+                    log.debug("cannot send typing to %r: %s", screen_name, e)
 
     async def _maintenance_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.maintenance_interval)
-            silent, expired = self.queue.maintain(self._clock())
-            for item in expired:
-                log.warning(
-                    "dropping reply %d to %s: undeliverable for %.0f s (OUTBOX_TTL)",
-                    item.id,
-                    item.screen_name,
-                    self.options.outbox_ttl,
-                )
-            await self._confirmed(silent, delivered=True)
-            await self._confirmed(expired, delivered=False)
+            await self._upkeep()
+
+    async def _upkeep(self) -> None:
+        upkeep = self.queue.maintain(self._clock())
+        if upkeep.learned_never_acks:
+            log.warning(
+                "the server has acknowledged none of the replies sent in this session (%d "
+                "unanswered after %.0f s each): it does not send host acks, so from now on a "
+                "reply written to it counts as delivered",
+                self.options.never_ack_after,
+                self.options.ack_timeout,
+            )
+        for item in upkeep.resending:
+            log.info(
+                "no ack from the server for reply %d to %r within %.0f s (send %d of %d); "
+                "sending it again",
+                item.id,
+                item.screen_name,
+                self.options.ack_timeout,
+                self.queue.attempts(item),
+                self.options.max_send_attempts,
+            )
+        self._count_resent(len(upkeep.resending))
+        for item in upkeep.given_up:
+            log.warning(
+                "giving up on reply %d to %r: the server acknowledged none of %d sends "
+                "(each waited %.0f s); it was probably dropped for rate",
+                item.id,
+                item.screen_name,
+                self.options.max_send_attempts,
+                self.options.ack_timeout,
+            )
+        for item in upkeep.expired:
+            log.warning(
+                "giving up on reply %d to %r: undeliverable for %.0f s (OUTBOX_TTL)",
+                item.id,
+                item.screen_name,
+                self.options.outbox_ttl,
+            )
+        await self._confirmed(upkeep.delivered, delivered=True)
+        await self._confirmed(upkeep.given_up, delivered=False, reason="no_ack")
+        await self._confirmed(upkeep.expired, delivered=False, reason="expired")

@@ -16,21 +16,41 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aimbot.api.dify_client import DifyClient
-from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError
+from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError, DifyUnavailable
 from aimbot.bot import messages
 from aimbot.bot.buffer import MessageBuffer, PendingMessage
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
+from aimbot.bot.senders import IgnoredSenders
 from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
 from aimbot.ops.metrics import Metrics
+from aimbot.ops.traffic import Answered, conversation_prefix, log_answered
+from aimbot.oscar.client import new_cookie
 from aimbot.oscar.events import IncomingIM, TypingState
 from aimbot.oscar.imtext import im_text_size
 from aimbot.oscar.snacs import normalize_screen_name
-from aimbot.store import OutboxItem, Reply, Store
+from aimbot.store import OutboxItem, Reply, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 COMMANDS_CLEAR = frozenset({"clear", "/clear"})
 COMMANDS_HELP = frozenset({"help", "/help"})
+
+
+_MAX_SHRINKS = 5  # then only the note is sent: the parts cap holds whatever the text is like
+
+
+def _cut(text: str, length: int) -> str:
+    """The first `length` characters, ended at a space or line break near the end if any."""
+    head = text[:length]
+    space = max(head.rfind(" "), head.rfind("\n"))
+    return head[:space] if space > length * 0.8 else head
+
+
+def _with_note(markdown: str, note: str | None) -> str:
+    if note is None:
+        return markdown
+    body = markdown.rstrip()
+    return f"{body}\n\n{note}" if body else note
 
 
 class ReplySink(Protocol):
@@ -52,6 +72,7 @@ class BotOptions:
     max_reply_bytes: int = 0  # 0 = the server's advertised limit
     allowed_users: frozenset[str] = frozenset()
     blocked_users: frozenset[str] = frozenset()
+    ignored_senders: frozenset[str] = frozenset()
     user_rate_limit: int = 20
     max_input_chars: int = 2000
     typing_notifications: bool = True
@@ -61,6 +82,9 @@ class BotOptions:
     delete_on_clear: bool = False
     inbox_max_age: float = 3600.0
     restart_notice_window: float = 120.0  # 0 = off
+    log_message_text: bool = False  # the traffic log shows texts (DEBUG only)
+    max_answer_chars: int = 8000
+    max_reply_parts: int = 10
 
 
 @dataclass(eq=False)
@@ -78,8 +102,13 @@ class _Background:
     """Tasks the bot starts but does not await inline; kept so they are never lost."""
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    closed: bool = False  # after AIMBot.close(): nothing new starts that nobody would cancel
 
     def start(self, coro: Coroutine[object, object, None], name: str) -> None:
+        if self.closed:
+            coro.close()
+            log.info("not starting %s: the bot is shutting down", name)
+            return
         task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self._done)
@@ -109,6 +138,7 @@ class AIMBot:
         self._clock = clock
         self._self_key = normalize_screen_name(options.screen_name)
         self._access = AccessPolicy(options.allowed_users, options.blocked_users)
+        self._ignored = IgnoredSenders(options.ignored_senders)
         self._rate = UserRateLimiter(options.user_rate_limit)
         self._dify_slots = asyncio.Semaphore(options.dify_max_concurrency)
         self._users: dict[str, _User] = {}
@@ -121,6 +151,7 @@ class AIMBot:
         self._idle.set()
         self._seen = 0  # IMs handed to on_message, whatever became of them
         self._seen_changed = asyncio.Condition()
+        self._unstored_ids = 0  # ids of replies sent without an outbox row count down from -1
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -162,9 +193,14 @@ class AIMBot:
         key = normalize_screen_name(im.sender)
         if key == self._self_key:
             return
-        if im.auto_response:
-            log.debug("ignoring an auto-response (away message) from %s", im.sender)
-            self._count_dropped("auto_response")
+        ignored = self._ignored.reason(key, auto_response=im.auto_response)
+        if ignored is not None:
+            # Not a person (a server notice, another bot, an away message): never stored,
+            # never sent to Dify, never answered.
+            self._ignored.note(key, im.sender, im.text, ignored)
+            self._count_dropped(ignored)
+            if self._metrics is not None:
+                self._metrics.ims_ignored.labels(reason=ignored).inc()
             return
         if not self._access.permits(key):
             log.debug("ignoring %s (not allowed by ALLOWED_USERS/BLOCKED_USERS)", im.sender)
@@ -200,11 +236,29 @@ class AIMBot:
             )
             return
         now = self._clock()
-        inbox_id = await self._store.inbox_add(key, im.sender, text, now)
+        try:
+            inbox_id = await self._store.inbox_add(key, im.sender, text, now)
+        except StoreError as e:
+            await self._not_stored(key, im.sender, 1, e)
+            return
+        ticket = self._store.commit_ticket()
         if not self._accepting:
             log.info("shutting down: IM from %s kept in the inbox for the next start", key)
             return
-        self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now))
+        self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now, ticket))
+
+    async def _not_stored(self, key: str, screen_name: str, count: int, error: Exception) -> None:
+        """An IM that the store could not keep is not answered: say so, to the log and the user."""
+        log.error(
+            "could not store %d IM(s) from %s (%s): NOT kept and not sent to Dify; "
+            "asked them to send it again",
+            count,
+            key,
+            error,
+        )
+        for _ in range(count):
+            self._count_dropped("store_failed")
+        await self._say(screen_name, messages.NOT_STORED)
 
     async def resume(self, *, after_crash: bool = False) -> int:
         """Answer what a previous run accepted but did not answer (younger than INBOX_MAX_AGE).
@@ -309,8 +363,12 @@ class AIMBot:
                 try:
                     await self._answer(user, batch)
                 except Exception:
-                    # The batch stays in the inbox, so a restart answers it; keep serving.
-                    log.exception("could not answer %s; their IMs stay in the inbox", user.key)
+                    # Only stored IMs get this far (see _durable): they stay in the inbox, so a
+                    # restart answers them; keep serving.
+                    log.exception(
+                        "could not answer %s; their IMs stay in the inbox for the next start",
+                        user.key,
+                    )
                 finally:
                     user.busy = False
         finally:
@@ -322,26 +380,68 @@ class AIMBot:
             self._update_gauges()
 
     async def _answer(self, user: _User, batch: Sequence[PendingMessage]) -> None:
+        batch = await self._durable(user, batch)
+        if not batch:
+            return
         query = "\n".join(m.text for m in batch)
         refresher = None
         if self.options.typing_notifications:
             refresher = asyncio.create_task(self._keep_typing(user), name=f"typing-{user.key}")
+        asked = time.monotonic()
         try:
             async with self._dify_slots:
-                text = await self._ask(user.key, query)
+                text, note, outcome = await self._ask(user.key, query)
         finally:
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
-        replies = self._render(text)
+        dify_seconds = time.monotonic() - asked  # includes waiting for a DIFY_MAX_CONCURRENCY slot
+        replies = await self._render(text, note)
         # Once the answer exists it must reach the store even if "clear" cancels us now.
         user.commit = asyncio.create_task(
             self._commit(user, [m.inbox_id for m in batch], replies), name=f"commit-{user.key}"
         )
         await asyncio.shield(user.commit)
         user.commit = None
+        log_answered(
+            Answered(
+                user=user.screen_name,
+                ims=len(batch),
+                chars_in=len(query),
+                chars_out=len(text),
+                parts=len(replies),
+                dify_seconds=dify_seconds,
+                total_seconds=max(0.0, self._clock() - batch[0].received_at),
+                conversation=conversation_prefix(await self._store.get_conversation(user.key)),
+                outcome=outcome,
+            ),
+            text_in=query,
+            text_out=text,
+            log_text=self.options.log_message_text,
+        )
 
-    async def _ask(self, key: str, query: str) -> str:
+    async def _durable(
+        self, user: _User, batch: Sequence[PendingMessage]
+    ) -> Sequence[PendingMessage]:
+        """The messages of the batch whose commit succeeded; the user is told about the rest."""
+        kept: list[PendingMessage] = []
+        lost: Exception | None = None
+        count = 0
+        for message in batch:
+            if message.stored is not None:
+                try:
+                    await asyncio.shield(message.stored)
+                except StoreError as e:
+                    lost, count = e, count + 1
+                    continue
+            kept.append(message)
+        if lost is not None:
+            await self._not_stored(user.key, user.screen_name, count, lost)
+        return kept
+
+    async def _ask(self, key: str, query: str) -> tuple[str, str | None, str]:
+        """The answer's Markdown; when it is not the whole answer, the note that says so; and
+        the outcome for the traffic log ("ok", "cut_short", … or the Dify error's kind)."""
         conversation_id = await self._store.get_conversation(key)
         dify_user = self._dify_user(key)
         started = time.monotonic()
@@ -359,16 +459,42 @@ class AIMBot:
                 log.warning("Dify failed for %s: %s: %s", key, type(e).__name__, e)
             if self._metrics is not None:
                 self._metrics.friendly_errors.inc()
-            return messages.for_error(e)
+            return messages.for_error(e), None, e.kind
         self._observe_dify(started, None)
         if answer.conversation_id and answer.conversation_id != conversation_id:
             await self._store.set_conversation(key, answer.conversation_id, self._clock())
-        return strip_reasoning(answer.text) or messages.EMPTY_ANSWER
+        text = strip_reasoning(answer.text)
+        if answer.ending == "complete":
+            return text or messages.EMPTY_ANSWER, None, "ok"
+        if answer.ending == "cut_short":
+            return text or messages.EMPTY_ANSWER, messages.ANSWER_CUT_SHORT, "cut_short"
+        if not text:
+            # Broken off before anything worth showing: one apology, and no second Dify turn.
+            if self._metrics is not None:
+                self._metrics.friendly_errors.inc()
+            return messages.for_error(DifyUnavailable("the answer broke off")), None, "broken_off"
+        return text, messages.ANSWER_INTERRUPTED, "interrupted"
 
     async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
-        items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
+        try:
+            items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
+        except StoreError as e:
+            log.error(
+                "could not store the answer for %s (%s): sending it without a durable copy; "
+                "their IMs stay in the inbox, so a restart answers them again",
+                user.key,
+                e,
+            )
+            items = [self._unstored(user.screen_name, reply) for reply in replies]
         self._sink.deliver(items)
         self._typing(user.screen_name, TypingState.NONE)
+
+    def _unstored(self, screen_name: str, reply: Reply) -> OutboxItem:
+        """A reply the store could not keep, sent anyway: a negative id no outbox row has."""
+        self._unstored_ids -= 1
+        return OutboxItem(
+            self._unstored_ids, screen_name, reply.text, reply.is_html, self._clock(), new_cookie()
+        )
 
     async def _keep_typing(self, user: _User) -> None:
         while True:
@@ -377,14 +503,42 @@ class AIMBot:
 
     async def _say(self, screen_name: str, markdown: str) -> None:
         """Send one of the bot's own notices, through the same ordered, durable path."""
-        for reply in self._render(markdown):
-            item = await self._store.outbox_add(screen_name, reply, self._clock())
+        for reply in await self._render(markdown):
+            try:
+                item = await self._store.outbox_add(screen_name, reply, self._clock())
+            except StoreError as e:
+                log.warning(
+                    "could not store a notice for %s (%s); sending it without a durable copy",
+                    normalize_screen_name(screen_name),
+                    e,
+                )
+                item = self._unstored(screen_name, reply)
             self._sink.deliver([item])
 
-    def _render(self, markdown: str) -> list[Reply]:
+    async def _render(self, markdown: str, note: str | None = None) -> list[Reply]:
+        """The answer as at most MAX_REPLY_PARTS IMs; what does not fit is cut, with a note.
+
+        The text is cut BEFORE it is split: splitting is linear in its input, so a huge answer
+        is never parsed whole, and each split of what is left takes a few ms. Between attempts
+        the loop runs other users' work.
+        """
         limit = self.options.max_reply_bytes or self._sink.max_message_bytes
         fmt = self.options.reply_format
-        parts = split_reply(markdown, fmt, limit, im_text_size)
+        max_parts = self.options.max_reply_parts
+        # More than this cannot fit max_parts parts: at best one byte a character, and Markdown
+        # markers (removed when rendered) are allowed to double the source.
+        cap = min(self.options.max_answer_chars, 2 * max_parts * limit)
+        if len(markdown) > cap:
+            markdown, note = _cut(markdown, cap), note or messages.ANSWER_CUT_SHORT
+        parts = split_reply(_with_note(markdown, note), fmt, limit, im_text_size)
+        for attempt in range(_MAX_SHRINKS + 1):
+            if len(parts) <= max_parts:
+                break
+            await asyncio.sleep(0)
+            keep = int(len(markdown) * max_parts / len(parts) * 0.9)
+            markdown = _cut(markdown, keep) if attempt < _MAX_SHRINKS else ""
+            note = note or messages.ANSWER_CUT_SHORT
+            parts = split_reply(_with_note(markdown, note), fmt, limit, im_text_size)
         if not parts:
             parts = split_reply(messages.EMPTY_ANSWER, fmt, limit, im_text_size)
         return [Reply(part, fmt == "html") for part in parts]
@@ -418,6 +572,9 @@ class AIMBot:
         return finished
 
     async def close(self) -> None:
+        """Cancel all work. IMs handed in afterwards are only stored (see stop_intake)."""
+        self.stop_intake()
+        self._background.closed = True
         workers = [u.worker for u in self._users.values() if u.worker is not None]
         for task in workers:
             task.cancel()

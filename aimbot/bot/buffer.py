@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,9 @@ class PendingMessage:
     inbox_id: int
     text: str
     received_at: float  # wall-clock time (persisted; used for INBOX_MAX_AGE)
+    # The store's commit ticket for this IM (Store.commit_ticket): it must resolve before Dify
+    # is asked, since a failed commit means the IM was never kept. None: already durable.
+    stored: asyncio.Future[None] | None = field(default=None, compare=False)
 
 
 class MessageBuffer:

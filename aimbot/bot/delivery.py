@@ -1,23 +1,35 @@
-"""Delivery bookkeeping for outgoing replies: order, confirmation, parking and expiry.
+"""Delivery bookkeeping for outgoing replies: order, confirmation, resends, parking and expiry.
 
-Kept free of sockets so the rules are testable on their own. A reply is "delivered" only when the
-server confirms it (ICBM host ack, requested on every send) or when a server that never acks has
-stayed silent about it for `ack_timeout`; a reply whose session drops before that goes back into
-the queue. That makes delivery at-least-once, with a duplicate only if a server dies between
-relaying an IM and acknowledging it — and it means a reply is never lost to a dropped connection.
-Replies are sent lowest outbox id first, i.e. in the order the answers were produced, across users.
+Kept free of sockets so the rules are testable on their own. A reply is delivered only when the
+server confirms it (ICBM host ack, requested on every send). A server over its rate limit drops an
+IM without a word, so silence past `ack_timeout` means "not delivered": the reply is sent again
+under the same cookie (a client shows a repeat once), with growing pauses, at most
+`max_attempts` times, and then given up. Only a server that has acked nothing at all in a session
+after `never_ack_after` such silences is taken to be one that never acks; from then on a written
+reply counts as delivered, until an ack proves otherwise. A reply whose session drops before it
+is confirmed goes back into the queue, so a dropped connection never loses one.
+Replies are scheduled round-robin across users, each user's in the order their answers were
+produced (bot/fairqueue.py). A reply parked because its user was offline goes back to the front
+of that user's line as soon as the user writes again (`release`), so it arrives before the answer
+to the new IM; the periodic retry remains for users who come back without writing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from aimbot.bot.fairqueue import FairQueue
+from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.store import OutboxItem
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RESEND_DELAY = 5.0
+DEFAULT_NEVER_ACK_AFTER = 3
 
 
 @dataclass(slots=True)
@@ -27,50 +39,83 @@ class _InFlight:
 
 
 @dataclass(slots=True)
+class Upkeep:
+    """What one maintain() pass decided; the caller updates the store, log and metrics."""
+
+    delivered: list[OutboxItem] = field(default_factory=list)  # silent, on a never-ack server
+    resending: list[OutboxItem] = field(default_factory=list)  # no ack in time: sent again later
+    given_up: list[OutboxItem] = field(default_factory=list)  # no ack after max_attempts sends
+    expired: list[OutboxItem] = field(default_factory=list)  # undeliverable for ttl
+    learned_never_acks: bool = False  # this pass concluded that the server never acks
+
+
+@dataclass(slots=True)
 class _Parked:
     item: OutboxItem
     retry_at: float
+    resend: bool = False  # parked for want of an ack (not because the user is offline)
 
 
 class DeliveryQueue:
     """What still has to reach a user, and what reached the server but is not confirmed yet."""
 
-    def __init__(self, *, ttl: float, offline_retry: float = 60.0, ack_timeout: float = 30.0):
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        offline_retry: float = 60.0,
+        ack_timeout: float = 30.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        resend_delay: float = DEFAULT_RESEND_DELAY,
+        never_ack_after: int = DEFAULT_NEVER_ACK_AFTER,
+    ):
         self.ttl = ttl
         self.offline_retry = offline_retry
         self.ack_timeout = ack_timeout
-        self._heap: list[tuple[int, OutboxItem]] = []
-        self._queued_ids: set[int] = set()
+        self.max_attempts = max(max_attempts, 1)
+        self.resend_delay = resend_delay
+        self.never_ack_after = max(never_ack_after, 1)
+        self.never_acks = False  # learned: this server sends no host acks at all
+        self._attempts: dict[int, int] = {}  # outbox id -> sends so far (kept across requeues)
+        self._session_acks = 0
+        self._session_silences = 0
+        self._queue = FairQueue(lambda item: normalize_screen_name(item.screen_name))
         self._in_flight: dict[bytes, _InFlight] = {}
         self._parked: dict[int, _Parked] = {}
         self._available = asyncio.Event()
 
     def __len__(self) -> int:
         """Replies not yet confirmed: queued, in flight or parked."""
-        return len(self._heap) + len(self._in_flight) + len(self._parked)
+        return len(self._queue) + len(self._in_flight) + len(self._parked)
 
     @property
     def queued(self) -> int:
-        return len(self._heap)
+        return len(self._queue)
+
+    @property
+    def waiting_users(self) -> int:
+        """Users with a reply queued: one round of the scheduler."""
+        return self._queue.users
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
+    def oldest_queued(self) -> float | None:
+        """created_at of the oldest reply waiting to be sent, if any."""
+        return min((item.created_at for item in self._queue.heads()), default=None)
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
     def push(self, item: OutboxItem) -> None:
-        if item.id in self._queued_ids:
-            return
-        self._queued_ids.add(item.id)
-        heapq.heappush(self._heap, (item.id, item))
-        self._available.set()
+        if self._queue.push(item):
+            self._available.set()
 
     def pop(self) -> OutboxItem | None:
-        if not self._heap:
-            self._available.clear()
-            return None
-        _, item = heapq.heappop(self._heap)
-        self._queued_ids.discard(item.id)
-        if not self._heap:
+        item = self._queue.pop()
+        if not len(self._queue):
             self._available.clear()
         return item
 
@@ -81,9 +126,14 @@ class DeliveryQueue:
                 return item
             await self._available.wait()
 
+    def attempts(self, item: OutboxItem) -> int:
+        """How many times this reply has been written so far."""
+        return self._attempts.get(item.id, 0)
+
     def sending(self, cookie: bytes, item: OutboxItem) -> None:
         """Register a send BEFORE writing it: the server's answer may beat the write's return."""
         self._in_flight[cookie] = _InFlight(item, None)
+        self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
 
     def written(self, cookie: bytes, now: float) -> None:
         """The IM left for the server; from now on silence counts toward ack_timeout."""
@@ -92,61 +142,139 @@ class DeliveryQueue:
             entry.sent_at = now
 
     def unsent(self, cookie: bytes) -> None:
-        """The write failed: the reply goes back in the queue."""
+        """The write failed (the session is going): the reply goes back in the queue."""
         entry = self._in_flight.pop(cookie, None)
         if entry is not None:
+            self._uncount(entry.item)
             self.push(entry.item)
 
+    def unsendable(self, cookie: bytes) -> OutboxItem | None:
+        """The reply itself cannot be sent (bad recipient, too long): forget it."""
+        return self._finish(cookie)
+
     def acked(self, cookie: bytes) -> OutboxItem | None:
+        """The server confirmed it: delivered. Any ack also proves the server acks."""
+        entry = self._in_flight.get(cookie)
+        if entry is None:
+            return None
+        self._session_acks += 1
+        self.never_acks = False
+        return self._finish(cookie)
+
+    def rate_refused(self, cookie: bytes) -> OutboxItem | None:
+        """The server said it dropped it for rate: it goes back in the queue (same cookie)."""
         entry = self._in_flight.pop(cookie, None)
-        return entry.item if entry else None
+        if entry is None:
+            return None
+        self.push(entry.item)
+        return entry.item
 
     def rejected(self, cookie: bytes) -> OutboxItem | None:
         """The server refused it for good (blocked, refused by client …): forget it."""
-        return self.acked(cookie)
+        return self._finish(cookie)
+
+    def _finish(self, cookie: bytes) -> OutboxItem | None:
+        entry = self._in_flight.pop(cookie, None)
+        if entry is None:
+            return None
+        self._attempts.pop(entry.item.id, None)
+        return entry.item
+
+    def _uncount(self, item: OutboxItem) -> None:
+        """A write that never happened is not an attempt."""
+        left = self._attempts.get(item.id, 0) - 1
+        if left > 0:
+            self._attempts[item.id] = left
+        else:
+            self._attempts.pop(item.id, None)
 
     def recipient_offline(self, cookie: bytes, now: float) -> OutboxItem | None:
         entry = self._in_flight.pop(cookie, None)
         if entry is None:
             return None
+        self._attempts.pop(entry.item.id, None)  # the server answered: no attempt was lost
         self._parked[entry.item.id] = _Parked(entry.item, now + self.offline_retry)
         return entry.item
+
+    def release(self, user_key: str) -> list[OutboxItem]:
+        """The user is back (they wrote): their held replies go out now, ahead of newer ones."""
+        held = [
+            p.item
+            for p in self._parked.values()
+            if not p.resend and normalize_screen_name(p.item.screen_name) == user_key
+        ]
+        for item in held:
+            del self._parked[item.id]
+            self.push(item)
+        return held
 
     def session_lost(self) -> int:
         """Unconfirmed sends go back in the queue, to be sent again after reconnect."""
         count = len(self._in_flight)
         for entry in self._in_flight.values():
+            if entry.sent_at is None:
+                self._uncount(entry.item)
             self.push(entry.item)
         self._in_flight.clear()
+        self._session_acks = 0
+        self._session_silences = 0
         return count
 
-    def maintain(self, now: float) -> tuple[list[OutboxItem], list[OutboxItem]]:
-        """Periodic housekeeping.
+    def _unpark_resends(self) -> list[OutboxItem]:
+        """Replies waiting for a resend, taken out: on a never-ack server they were delivered."""
+        items = [p.item for p in self._parked.values() if p.resend]
+        for item in items:
+            del self._parked[item.id]
+            self._attempts.pop(item.id, None)
+        return items
 
-        Returns (confirmed_by_silence, expired): the caller deletes both from the store and logs
-        the expired ones. Parked replies whose retry time has come are queued again.
-        """
-        confirmed = [
+    def resend_after(self, attempts: int) -> float:
+        """Pause before send number attempts+1: resend_delay, doubled per earlier resend."""
+        return float(self.resend_delay * 2 ** max(attempts - 1, 0))
+
+    def maintain(self, now: float) -> Upkeep:
+        """Periodic housekeeping: unanswered sends, parked replies whose time has come, expiry."""
+        upkeep = Upkeep()
+        timed_out = [
             cookie
             for cookie, e in self._in_flight.items()
             if e.sent_at is not None and now - e.sent_at >= self.ack_timeout
         ]
-        silent = [self._in_flight.pop(cookie).item for cookie in confirmed]
-        expired: list[OutboxItem] = []
+        for cookie in timed_out:
+            entry = self._in_flight.pop(cookie)
+            item = entry.item
+            if not self.never_acks:
+                self._session_silences += 1
+                if self._session_acks == 0 and self._session_silences >= self.never_ack_after:
+                    self.never_acks = True
+                    upkeep.learned_never_acks = True
+                    upkeep.delivered.extend(self._unpark_resends())
+                    upkeep.resending.clear()
+            if self.never_acks:
+                self._attempts.pop(item.id, None)
+                upkeep.delivered.append(item)
+                continue
+            attempts = self._attempts.get(item.id, 0)
+            if attempts >= self.max_attempts:
+                self._attempts.pop(item.id, None)
+                upkeep.given_up.append(item)
+                continue
+            self._parked[item.id] = _Parked(item, now + self.resend_after(attempts), resend=True)
+            upkeep.resending.append(item)
+        expired = upkeep.expired
         for item_id, parked in list(self._parked.items()):
             if now - parked.item.created_at >= self.ttl:
                 expired.append(parked.item)
+                self._attempts.pop(item_id, None)
                 del self._parked[item_id]
             elif now >= parked.retry_at:
                 del self._parked[item_id]
                 self.push(parked.item)
-        stale = [item for _, item in self._heap if now - item.created_at >= self.ttl]
+        stale = self._queue.remove_if(lambda item: now - item.created_at >= self.ttl)
         if stale:
-            stale_ids = {item.id for item in stale}
-            self._heap = [(i, item) for i, item in self._heap if i not in stale_ids]
-            heapq.heapify(self._heap)
-            self._queued_ids -= stale_ids
+            for item in stale:
+                self._attempts.pop(item.id, None)
             expired.extend(stale)
-            if not self._heap:
+            if not len(self._queue):
                 self._available.clear()
-        return silent, expired
+        return upkeep

@@ -36,6 +36,12 @@ TOO_LONG = (
     "Your message is too long for me ({length} characters; the limit is {limit}). "
     "Please send a shorter one."
 )
+NOT_STORED = (
+    "Sorry, I couldn't save your message because of a problem on my side, so I can't answer "
+    "it. Please send it again in a few minutes."
+)
+ANSWER_CUT_SHORT = "(answer cut short)"
+ANSWER_INTERRUPTED = "(answer cut short: my answer service stopped mid-way; ask again for more)"
 
 _FOR_ERROR: list[tuple[type[DifyError], str]] = [
     (DifyRateLimited, "I'm getting a lot of questions right now. Please try again in a minute."),

@@ -32,6 +32,7 @@ from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.utils.eventloop import uvloop_available
 from aimbot.utils.secret import MASK as MASK
 from aimbot.utils.secret import Secret as Secret
+from aimbot.utils.secret import mask_url_credentials, url_has_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ PLACEHOLDERS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
+DEFAULT_AIM_PROFILE: Final = "I am an AI assistant bot. Send me a message; type help for commands."
+MAX_AIM_PROFILE_BYTES: Final = 1024
 # Normalised screen names: AIM names (letters, digits), ICQ numbers, and the e-mail style names
 # some servers allow. Normalising = lower case with spaces removed (docs/oscar-protocol.md §11).
 _NORMALISED_SCREEN_NAME: Final = re.compile(r"[a-z0-9][a-z0-9@._+-]{0,96}")
@@ -105,6 +108,10 @@ class _Kind:
 
     def show(self, value: Any) -> str:
         return str(value)
+
+    def show_raw(self, raw: Any) -> str:
+        """How a value that failed its checks is quoted in an error (never a secret's text)."""
+        return MASK if self.secret else repr(_truncate(raw) if isinstance(raw, str) else raw)
 
 
 def _show_number(value: float) -> str:
@@ -213,6 +220,20 @@ class _Text(_Kind):
         return (self.allow_empty or value != "") and len(value) <= self.max_length
 
 
+class _Profile(_Text):
+    """Plain text for the bot's AIM profile, bounded in encoded bytes (servers store bytes)."""
+
+    def __init__(self, *, max_bytes: int) -> None:
+        super().__init__(max_length=max_bytes, allow_empty=True)
+        self.allowed = f"text of at most {max_bytes} bytes (UTF-8), no control characters"
+
+    def valid(self, value: Any) -> bool:
+        # Characters never outnumber bytes, so the inherited check is only the control-char one.
+        if not super().valid(value):
+            return False
+        return len(value.encode("utf-8", errors="replace")) <= self.max_length
+
+
 class _ScreenName(_Kind):
     allowed = "a screen name: letters, digits and spaces (or an ICQ number, or name@domain)"
 
@@ -241,14 +262,22 @@ class _SecretText(_Kind):
 
 
 class _Url(_Kind):
-    allowed = "an http:// or https:// URL with a host, e.g. https://api.dify.ai/v1"
+    allowed = (
+        "an http:// or https:// URL with a host and no user:password@, e.g. https://api.dify.ai/v1"
+    )
 
     def parse(self, raw: str) -> str:
+        if url_has_credentials(raw.strip()):
+            # Dify is authenticated by DIFY_API_KEY in the Authorization header, which cannot
+            # be combined with credentials in the URL; and they would be printed with it.
+            raise _Unparsable("credentials in the URL cannot be used (the key is DIFY_API_KEY)")
         # A trailing slash would give "//chat-messages" once the client appends its paths.
         return raw.strip().rstrip("/")
 
     def valid(self, value: Any) -> bool:
         if not isinstance(value, str) or _CONTROL_CHARS.search(value) or " " in value:
+            return False
+        if url_has_credentials(value):
             return False
         try:
             parts = urlsplit(value)
@@ -256,6 +285,12 @@ class _Url(_Kind):
         except ValueError:
             return False
         return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+    def show(self, value: Any) -> str:
+        return mask_url_credentials(str(value))
+
+    def show_raw(self, raw: Any) -> str:
+        return repr(_truncate(mask_url_credentials(raw))) if isinstance(raw, str) else repr(raw)
 
 
 class _JsonObject(_Kind):
@@ -357,6 +392,9 @@ class Settings:
     aim_reconnect_base: float = field(default=1.0, metadata=_rule(_Float(0.1, 60)))
     aim_reconnect_cap: float = field(default=300.0, metadata=_rule(_Float(0.1, _HOUR)))
     aim_throttle: bool = field(default=True, metadata=_rule(_Bool()))
+    aim_profile: str = field(
+        default=DEFAULT_AIM_PROFILE, metadata=_rule(_Profile(max_bytes=MAX_AIM_PROFILE_BYTES))
+    )
     max_reply_bytes: int = field(
         default=0, metadata=_rule(_Int(64, 8000, zero_means="the server's limit"))
     )
@@ -390,10 +428,13 @@ class Settings:
     reply_format: ReplyFormat = field(default="html", metadata=_rule(_Choice("html", "plain")))
     allowed_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     blocked_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
+    ignored_senders: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     user_rate_limit: int = field(default=20, metadata=_rule(_Int(1, 10_000, zero_means="off")))
     max_input_chars: int = field(default=2000, metadata=_rule(_Int(1, 100_000)))
     typing_notifications: bool = field(default=True, metadata=_rule(_Bool()))
     restart_notice_window: float = field(default=120.0, metadata=_rule(_Float(0, _DAY)))
+    max_answer_chars: int = field(default=8000, metadata=_rule(_Int(100, 1_000_000)))
+    max_reply_parts: int = field(default=10, metadata=_rule(_Int(1, 100)))
     # State
     data_dir: Path = field(default=Path("data"), metadata=_rule(_PathKind(optional=False)))
     inbox_max_age: float = field(default=_HOUR, metadata=_rule(_Float(0, 7 * _DAY)))
@@ -405,8 +446,11 @@ class Settings:
     log_format: LogFormat = field(default="text", metadata=_rule(_Choice("text", "json")))
     log_max_bytes: int = field(default=10 * _MIB, metadata=_rule(_Int(1024, 1024 * _MIB)))
     log_backup_count: int = field(default=5, metadata=_rule(_Int(1, 100)))
+    log_message_text: bool = field(default=False, metadata=_rule(_Bool()))
     health_host: str = field(default="127.0.0.1", metadata=_rule(_Text(max_length=253)))
     health_port: int = field(default=8080, metadata=_rule(_Int(1, 65535, zero_means="off")))
+    health_connection_timeout: float = field(default=5.0, metadata=_rule(_Float(0.5, 60)))
+    health_max_connections: int = field(default=64, metadata=_rule(_Int(1, 10_000)))
     shutdown_grace: float = field(default=10.0, metadata=_rule(_Float(0, 300)))
     event_loop: EventLoop = field(
         default="auto", metadata=_rule(_Choice("auto", "asyncio", "uvloop"))
@@ -483,7 +527,7 @@ def _show_safely(name: str, value: Any) -> str:
     if kind.secret:
         return MASK
     try:
-        shown = kind.show(value) if kind.valid(value) else repr(value)
+        shown = kind.show(value) if kind.valid(value) else kind.show_raw(value)
     except Exception:  # a wrongly typed value must still produce a readable problem
         shown = f"<{type(value).__name__}>"
     return _truncate(shown)
@@ -599,7 +643,7 @@ def load_settings(
             if _is_required(name):
                 problems.append(f"{env_name}: required but not set; expected {kind.allowed}")
             continue
-        given = MASK if kind.secret else repr(_truncate(raw))
+        given = kind.show_raw(raw)
         if env_name in PLACEHOLDERS and raw.strip() == PLACEHOLDERS[env_name]:
             problems.append(
                 f"{env_name}{origin}: still the example placeholder; set the real value"

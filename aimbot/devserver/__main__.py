@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         help="account flagged as a bot (exempt from rate limits)",
     )
     parser.add_argument(
-        "--no-rate-limits", action="store_true", help="advertise but do not enforce rate limits"
+        "--no-rate-limits",
+        action="store_true",
+        help="no rate limits: advertise classes without thresholds and enforce none",
     )
     parser.add_argument("--max-message-bytes", type=int, default=512, metavar="N")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from aimbot.devserver.bos_services import SERVICE_HANDLERS
+from aimbot.devserver.system_notices import SERVER_REQUEST_ID
 from aimbot.oscar.errors import ProtocolError
 from aimbot.oscar.ratelimit import RateStatus, RateTable, unlimited
 from aimbot.oscar.snacs import (
@@ -24,6 +26,7 @@ from aimbot.oscar.snacs import (
     RATE_CODE_ALERT,
     RATE_CODE_CLEARED,
     RATE_CODE_LIMITED,
+    SIGNOFF_SIGNED_ON_ELSEWHERE,
     SUBGROUP_ERROR,
     BucpChallenge,
     BucpChallengeRequest,
@@ -52,6 +55,13 @@ from aimbot.oscar.snacs import (
     UserInfo,
     normalize_screen_name,
 )
+from aimbot.oscar.snacs_services import (
+    TLV_USER_STATUS,
+    IdleNotification,
+    MessageOfTheDay,
+    ServiceRequest,
+    SetUserInfoFields,
+)
 from aimbot.oscar.wire import (
     Channel,
     Frame,
@@ -72,14 +82,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 65536
-MAX_AUTH_FRAMES = 10  # RAS: auth must finish in <= 10 frames (doc §4)
-SERVER_SEQUENCE_START = 100  # RAS starts at 100 (doc §1)
-# Families we answer on BOS; anything else gets "invalid SNAC" back, as from RAS.
-BOS_FAMILIES = (0x0001, 0x0004)
+RATE_WATCH_INTERVAL = 1.0  # seconds between OOS's looks at a session's rate classes
+MAX_AUTH_FRAMES = 10  # RAS: auth must finish in <= 10 frames (docs/oscar-protocol.md §4)
+SERVER_SEQUENCE_START = 100  # RAS starts at 100 (docs/oscar-protocol.md §1)
+# OOS's BOS families, in its order: alert, BART, buddy, feedbag, ICBM, ICQ, locate, OService,
+# PD, user lookup, invite, popup, stats. We answer the ones an AIM client signs on with; any
+# other SNAC gets "invalid SNAC" back, as from OOS.
+BOS_FAMILIES = (0x18, 0x10, 0x03, 0x13, 0x04, 0x15, 0x02, 0x01, 0x09, 0x0A, 0x06, 0x08, 0x0B)
+USER_FLAG_UNCONFIRMED = 0x0001
 USER_CLASS_AIM = 0x0010
+USER_FLAG_AWAY = 0x0020
 USER_CLASS_BOT = 0x0400
+MULTI_CONN_SEVERAL = 0x01  # login TLV 0x004A: "I support several sessions"
+SIGNOFF_URL = "http://localhost/signed-on-elsewhere"
+MOTD = MessageOfTheDay(0x0004, TlvBlock.of((0x000B, b"Welcome to the aimbot OSCAR devserver")))
 ERR_INVALID_SNAC = 0x0001
-ERR_RATE_TO_HOST = 0x0002
+ERR_SERVICE_UNAVAILABLE = 0x0005
 _RATE_NOTICE = {
     RateStatus.ALERT: RATE_CODE_ALERT,
     RateStatus.LIMITED: RATE_CODE_LIMITED,
@@ -110,12 +128,20 @@ class OscarConnection:
         self.done = asyncio.Event()
         self.account: Account | None = None
         self.online = False
-        self.multi_conn = False
+        self.multi_conn = 0  # login TLV 0x004A as sent; 0 when absent ("old client")
+        self.profile = b""
+        self.profile_mime = b""
+        self.away = b""
+        self.away_mime = b""
+        self.capabilities = b""
+        self.status_bits = 0
+        self.idle_since_ms: int | None = None
         self.signon_time = int(time.time())
         self._oservice_version = 1
         self._subscribed: set[int] = set()
         self._rates: RateTable | None = None
         self._rate_status: dict[int, RateStatus] = {}
+        self._rate_watch: asyncio.Task[None] | None = None
         self._auth_deadline = 0.0
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -165,6 +191,7 @@ class OscarConnection:
             log.exception("devserver connection %s crashed; closing it", self.label)
         finally:
             self._close_transport()
+            await self._stop_rate_watch()
             self.done.set()
             self.server.connection_done(self)
 
@@ -186,7 +213,7 @@ class OscarConnection:
         self._writer.transport.abort()
 
     def close_gracefully(self) -> None:
-        """Server shutdown: an empty channel-4 frame, then close (doc §10)."""
+        """Server shutdown: an empty channel-4 frame, then close (docs/oscar-protocol.md §10)."""
         if not self._closing:
             self.write_raw(encode_frame(Channel.SIGNOFF, self._sequence.next(), b""))
         self._close_transport()
@@ -194,14 +221,14 @@ class OscarConnection:
     def kick(self, signoff: SignOff | None, *, why: str, short: bool | None = None) -> None:
         """End the session with a channel-4 frame, then close.
 
-        Like RAS (doc §10): with a reason to give, clients that sent login TLV 0x004A get the
-        TLVs and others the 4-byte frame with no length; `short` forces either form.
+        Like OOS: clients that sent login TLV 0x004A get the TLVs, old clients (no 0x004A) the
+        4-byte frame with no length; `short` forces either form.
         """
         if self._closing:
             return
         log.info("signing off %s: %s", self.label, why)
         if short is None:
-            short = signoff is not None and not self.multi_conn
+            short = signoff is not None and self.multi_conn == 0
         if short:
             frame = bytes([0x2A, Channel.SIGNOFF]) + pack_u16(self._sequence.next())
         else:
@@ -319,7 +346,7 @@ class OscarConnection:
             log.info("login for %s refused with code 0x%04x", account.screen_name, error)
             self._login_result(header, account.screen_name, error=error)
             return
-        cookie = self.server.issue_cookie(account, multi_conn=bool(login.multi_conn))
+        cookie = self.server.issue_cookie(account, multi_conn=login.multi_conn or 0)
         self.send_snac(
             BucpLoginResponse(
                 screen_name=account.screen_name,
@@ -347,6 +374,7 @@ class OscarConnection:
         self._rates = RateTable(self.server.rate_classes, self.server.rate_groups, now_ms)
         self.server.bos_signed_on(self)
         self.send_snac(HostOnline(BOS_FAMILIES), 0)
+        self.send_snac(MOTD, SERVER_REQUEST_ID)
         while True:
             frame = await self._next_frame()
             if frame.channel == Channel.DATA:
@@ -368,7 +396,8 @@ class OscarConnection:
         handler(self, rid, body)
 
     def _within_rate(self, header: SnacHeader) -> bool:
-        """Count the SNAC against its class; False if it must be dropped (doc §6)."""
+        """Count the SNAC against its class; False if it must be dropped (docs/oscar-protocol.md
+        §6)."""
         if self._rates is None or not self._rates_enforced():
             return True
         class_id, status = self._rates.record(header.family, header.subgroup, self.server.now_ms())
@@ -378,34 +407,90 @@ class OscarConnection:
         self._rate_status[class_id] = status
         key = self.key or ""
         if status is RateStatus.DISCONNECT:
+            # OOS ends the session as it ends one replaced by a new login.
             self.server.stats.rate_disconnects[key] += 1
-            self.kick(None, why=f"rate class {class_id} fell below its disconnect level")
+            self.kick(
+                SignOff(SIGNOFF_SIGNED_ON_ELSEWHERE, SIGNOFF_URL),
+                why=f"rate class {class_id} fell below its disconnect level",
+            )
             raise _Closed
-        if status is not previous and class_id in self._subscribed:
+        if status is not previous:
+            self._rate_notice(class_id, status)
+        if status is not RateStatus.CLEAR:
+            self._watch_rates()
+        if status is RateStatus.LIMITED:
+            # Dropped silently, as by OOS: no error, no host ack.
+            self.server.stats.rate_limited[key] += 1
+            return False
+        return True
+
+    def _rate_notice(self, class_id: int, status: RateStatus) -> None:
+        if class_id in self._subscribed and self._rates is not None:
             notice = RateParamsChange(
                 _RATE_NOTICE[status],
                 self._rates.snapshot(class_id),
                 extended=self._oservice_version > 1,
             )
-            self.send_snac(notice, 0)
-        if status is RateStatus.LIMITED:
-            # RAS drops silently; we answer with "rate to host" so that the sender can tell
-            # (documented in OscarServer).
-            self.server.stats.rate_limited[key] += 1
-            self.send_error(header.family, ERR_RATE_TO_HOST, header.request_id)
-            return False
-        return True
+            self.send_snac(notice, SERVER_REQUEST_ID)
+
+    def _watch_rates(self) -> None:
+        """While a class is not clear, look at it once a second, as OOS does, so that a client
+        that stopped sending still hears when its level has recovered (the "cleared" notice)."""
+        if self._rate_watch is None or self._rate_watch.done():
+            self._rate_watch = asyncio.create_task(
+                self._rate_watch_loop(), name=f"devserver-rates-{self.label}"
+            )
+
+    async def _rate_watch_loop(self) -> None:
+        rates = self._rates
+        assert rates is not None
+        while not self.closing and any(
+            status is not RateStatus.CLEAR for status in self._rate_status.values()
+        ):
+            await asyncio.sleep(RATE_WATCH_INTERVAL)  # OOS's once-a-second look, not a sync
+            now = self.server.now_ms()
+            for class_id, previous in list(self._rate_status.items()):
+                meter = rates.meter(class_id)
+                if meter is None:
+                    continue
+                _, status = meter.peek(now)
+                if status is not previous and status in _RATE_NOTICE:
+                    self._rate_status[class_id] = status
+                    self._rate_notice(class_id, status)
+
+    async def _stop_rate_watch(self) -> None:
+        task, self._rate_watch = self._rate_watch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _rates_enforced(self) -> bool:
         account = self.account
         return self.server.enforce_rate_limits and account is not None and not account.is_bot
 
+    @property
+    def active(self) -> bool:
+        """Neither away nor idle: OOS relays typing notifications only to such sessions."""
+        return not self.away and self.idle_since_ms is None
+
     def user_info(self) -> UserInfo:
+        """The user info block, with OOS's TLVs in OOS's order."""
         account = self.account
         assert account is not None
-        user_class = USER_CLASS_AIM | (USER_CLASS_BOT if account.is_bot else 0)
-        tlvs = TlvBlock.of((0x0001, pack_u16(user_class)), (0x0003, pack_u32(self.signon_time)))
-        return UserInfo(account.screen_name, 0, tlvs)
+        flags = USER_CLASS_AIM | USER_FLAG_UNCONFIRMED
+        flags |= USER_CLASS_BOT if account.is_bot else 0
+        flags |= USER_FLAG_AWAY if self.away else 0
+        tlvs: list[tuple[int, bytes]] = [
+            (0x0003, pack_u32(self.signon_time)),
+            (0x0001, pack_u16(flags)),
+            (0x0006, pack_u32(self.status_bits)),
+        ]
+        if self.idle_since_ms is not None:
+            minutes = max(0, self.server.now_ms() - self.idle_since_ms) // 60_000
+            tlvs.append((0x0004, pack_u16(min(minutes, 0xFFFF))))
+        tlvs += [(0x000D, self.capabilities), (0x001E, pack_u32(0))]
+        return UserInfo(account.screen_name, 0, TlvBlock.of(*tlvs))
 
     # SNAC handlers (dispatched by (family, subgroup) in _BOS_HANDLERS)
 
@@ -418,8 +503,9 @@ class OscarConnection:
         RateParamsRequest.decode(body)
         assert self._rates is not None
         classes = tuple(self._rates.snapshot(c.class_id) for c in self.server.rate_classes)
-        if not self._rates_enforced():
-            # Advertise what is enforced: exempt sessions must not pace themselves for nothing.
+        if not self.server.enforce_rate_limits:
+            # A server without limits (devserver only) says so; exempt (is_bot) accounts get
+            # the ordinary classes, as from OOS, and learn they are exempt from the silence.
             classes = tuple(unlimited(c) for c in classes)
         reply = RateParamsReply(classes, self.server.rate_groups, self._oservice_version > 1)
         self.send_snac(reply, rid)
@@ -436,6 +522,23 @@ class OscarConnection:
         if not self.online:
             self.online = True
             self.server.came_online(self)
+
+    def _set_user_info_fields(self, rid: int, body: bytes) -> None:
+        status = SetUserInfoFields.decode(body).tlvs.get_int(TLV_USER_STATUS)
+        if status is not None:
+            self.status_bits = status & 0xFFFFFFFF
+            self.server.presence_changed(self)
+        self.send_snac(SelfInfoReply(self.user_info()), rid)
+
+    def _idle(self, rid: int, body: bytes) -> None:
+        seconds = IdleNotification.decode(body).idle_seconds
+        self.idle_since_ms = None if seconds == 0 else self.server.now_ms() - seconds * 1000
+        self.server.presence_changed(self)
+
+    def _service_request(self, rid: int, body: bytes) -> None:
+        # Only the BOS services live here; OOS would point to its alert/chat services.
+        ServiceRequest.decode(body)
+        self.send_error(0x0001, ERR_SERVICE_UNAVAILABLE, rid)
 
     def _noop(self, rid: int, body: bytes) -> None:
         NoOp.decode(body)
@@ -461,9 +564,20 @@ _BOS_HANDLERS = {
     (RateParamsAck.FAMILY, RateParamsAck.SUBGROUP): OscarConnection._rate_ack,
     (SelfInfoRequest.FAMILY, SelfInfoRequest.SUBGROUP): OscarConnection._self_info,
     (ClientOnline.FAMILY, ClientOnline.SUBGROUP): OscarConnection._client_online,
+    (SetUserInfoFields.FAMILY, SetUserInfoFields.SUBGROUP): OscarConnection._set_user_info_fields,
+    (IdleNotification.FAMILY, IdleNotification.SUBGROUP): OscarConnection._idle,
+    (ServiceRequest.FAMILY, ServiceRequest.SUBGROUP): OscarConnection._service_request,
     (NoOp.FAMILY, NoOp.SUBGROUP): OscarConnection._noop,
     (IcbmParamsRequest.FAMILY, IcbmParamsRequest.SUBGROUP): OscarConnection._icbm_params_request,
     (IcbmParamsSet.FAMILY, IcbmParamsSet.SUBGROUP): OscarConnection._icbm_params_set,
     (IcbmSendIM.FAMILY, IcbmSendIM.SUBGROUP): OscarConnection._send_im,
     (IcbmTyping.FAMILY, IcbmTyping.SUBGROUP): OscarConnection._typing,
+    **SERVICE_HANDLERS,
 }
+
+
+def departure_info(conn: OscarConnection) -> UserInfo:
+    """03/0C's user info: the name, the warning level and a zero flags TLV, nothing else (OOS)."""
+    account = conn.account
+    assert account is not None
+    return UserInfo(account.screen_name, 0, TlvBlock.of((0x0001, pack_u16(0))))

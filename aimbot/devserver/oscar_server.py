@@ -1,17 +1,26 @@
 """A local OSCAR server for the demo, the tests and the benchmarks.
 
-It follows Open OSCAR Server (RAS, doc §1-§10) where a bot can tell the difference: auth and
-BOS on one port, BUCP MD5 with either hash, channel-1 IMs relayed byte-exact, MTN relayed,
-error 0x0004 for offline recipients, "the new login wins" with the signed-on-elsewhere sign-off,
-RAS's rate classes advertised and enforced, and the advertised max IM size (512) not enforced.
+It follows Open OSCAR Server (OOS, formerly RAS) where a client can tell the difference, so that
+a real AIM client (libpurple/Pidgin) signs on to it as to OOS: auth and BOS on one port, BUCP
+MD5 with either hash; the BOS families OOS advertises, with locate (profile, away message, user
+info), buddy (arrival and departure notices), PD rights and feedbag (the server-stored buddy
+list, kept per account for the life of the process); channel-1 IMs relayed byte-exact, typing
+relayed to active sessions, error 0x0004 for offline recipients; several sessions of one screen
+name only when every login asked for them (TLV 0x004A = 0x01), else the new login wins, and a
+notice IM from "OOS System Msg" when a second session joins; OOS's rate classes advertised to
+every account and enforced on all but is_bot accounts: SNACs over the limited level dropped
+silently, 01/0A notices (2 alert, 3 limited, 4 cleared) for subscribed classes, and past the
+disconnect level the same sign-off as for a new login; the advertised max IM size (512) not
+enforced. Unknown SNACs get error 0x0001 and the session goes on.
 
-Deliberate differences from RAS, all so that tests can see what happened:
-- an IM (or any SNAC) dropped for rate is answered with a family error 0x0002 "rate limited"
-  carrying the sender's request id, and 01/0A notices (2 alert, 3 limited, 4 cleared) go out at
-  once on each status change for subscribed classes; RAS drops silently and notifies later;
-- a rate disconnect is an empty channel-4 frame (RAS reuses "signed on elsewhere");
-- sessions exempt from limits (is_bot accounts, or enforcement off) are advertised classes
-  without thresholds, so that a pacing client does not slow down for limits that never bite.
+Deliberate differences from OOS:
+- rate notices go out at once when a SNAC changes a class's status (OOS reports only what it
+  sees at its once-a-second look); the recovery to "cleared" without further SNACs is found by
+  the same once-a-second look as on OOS;
+- `enforce_rate_limits=False` (no OOS equivalent: a server without limits for benchmarks and
+  tests) advertises classes without thresholds, so that a pacing client does not slow down;
+- feedbag edits are validated and bounded per account (OOS answers 0 to every item);
+- only AIM's BOS services: 01/04 requests for other services get error 0x0005.
 
 Fault hooks let tests drop, stall and confuse sessions and restart the listener on the same port.
 """
@@ -25,12 +34,24 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from aimbot.devserver.oscar_connection import OscarConnection
+from aimbot.devserver.feedbag import FeedbagStore
+from aimbot.devserver.oscar_connection import (
+    MULTI_CONN_SEVERAL,
+    SIGNOFF_URL,
+    OscarConnection,
+    departure_info,
+)
+from aimbot.devserver.system_notices import (
+    MULTI_LOGIN_NOTICE,
+    SERVER_REQUEST_ID,
+    STATUS_INVISIBLE,
+    system_message,
+)
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, DEFAULT_RATE_GROUPS, RateClass, RateGroup
 from aimbot.oscar.snacs import (
     ERR_NOT_LOGGED_ON,
@@ -45,12 +66,12 @@ from aimbot.oscar.snacs import (
     login_hash,
     normalize_screen_name,
 )
+from aimbot.oscar.snacs_services import BuddyArrived, BuddyDeparted, StatsReportInterval
 
 log = logging.getLogger(__name__)
 
 LOGIN_SUSPENDED = 0x0011
 LOGIN_BAD_PASSWORD = 0x0005
-RELAYED_REQUEST_ID = 0  # IMs the server originates toward a recipient carry no client's id
 STOP_TIMEOUT = 5.0
 
 
@@ -78,7 +99,7 @@ class OscarServerStats:
 class _CookieGrant:
     account_key: str
     issued_at: float
-    multi_conn: bool
+    multi_conn: int  # login TLV 0x004A; 0 when absent (an "old client")
 
 
 class OscarServer:
@@ -100,7 +121,8 @@ class OscarServer:
         max_outbound_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`accepted_hashes` ⊆ {"strong", "weak"} emulates servers that take only one (doc §4);
+        """`accepted_hashes` ⊆ {"strong", "weak"} emulates servers that take only one
+        (docs/oscar-protocol.md §4);
         `clock` drives the rate model, so tests can replay exact timings without sleeping."""
         unknown = set(accepted_hashes) - {"strong", "weak"}
         if unknown or not accepted_hashes:
@@ -125,7 +147,9 @@ class OscarServer:
         self._clock = clock
         self._accounts: dict[str, Account] = {}
         self._cookies: dict[bytes, _CookieGrant] = {}
-        self._sessions: dict[str, OscarConnection] = {}  # BOS sessions by normalised name
+        # BOS sessions by normalised name: several only when every login asked for several
+        self._sessions: dict[str, list[OscarConnection]] = {}
+        self.feedbags = FeedbagStore()
         self._connections: set[OscarConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Server | None = None
@@ -247,7 +271,7 @@ class OscarServer:
                 return LOGIN_SUSPENDED if account.suspended else None
         return LOGIN_BAD_PASSWORD
 
-    def issue_cookie(self, account: Account, *, multi_conn: bool) -> bytes:
+    def issue_cookie(self, account: Account, *, multi_conn: int) -> bytes:
         now = time.monotonic()
         self._cookies = {
             c: g for c, g in self._cookies.items() if now - g.issued_at <= self.cookie_ttl
@@ -258,8 +282,8 @@ class OscarServer:
         self.stats.logins[key] += 1
         return cookie
 
-    def redeem_cookie(self, cookie: bytes) -> tuple[Account, bool] | None:
-        """One use per cookie, within cookie_ttl of issue (RAS: 60 s, doc §4)."""
+    def redeem_cookie(self, cookie: bytes) -> tuple[Account, int] | None:
+        """One use per cookie, within cookie_ttl of issue (RAS: 60 s, docs/oscar-protocol.md §4)."""
         grant = self._cookies.pop(cookie, None)
         if grant is None or time.monotonic() - grant.issued_at > self.cookie_ttl:
             return None
@@ -267,63 +291,131 @@ class OscarServer:
         return None if account is None else (account, grant.multi_conn)
 
     def bos_signed_on(self, conn: OscarConnection) -> None:
-        """The new login wins: an existing session of the same name is signed off (doc §10)."""
+        """A second login joins the first only if both asked for several sessions (TLV 0x004A
+        = 0x01); otherwise the new login wins and the older sessions are signed off (OOS)."""
         key = conn.key
         assert key is not None
-        old = self._sessions.get(key)
-        if old is not None and old is not conn:
-            old.kick(
-                SignOff(SIGNOFF_SIGNED_ON_ELSEWHERE, "http://localhost/signed-on-elsewhere"),
-                why="the same screen name signed on again",
-            )
-        self._sessions[key] = conn
+        others = [c for c in self._sessions.get(key, []) if c is not conn and not c.closing]
+        joins = conn.multi_conn == MULTI_CONN_SEVERAL and all(
+            c.multi_conn == MULTI_CONN_SEVERAL for c in others
+        )
+        if others and not joins:
+            for old in others:
+                old.kick(
+                    SignOff(SIGNOFF_SIGNED_ON_ELSEWHERE, SIGNOFF_URL),
+                    why="the same screen name signed on again",
+                )
+            others = []
+        self._sessions[key] = [*others, conn]
         self._signal_change()
 
     def came_online(self, conn: OscarConnection) -> None:
+        """01/02: tell watchers the user arrived and the user which buddies are on (OOS's
+        BroadcastVisibility), then the stats interval, then the multi-login notice."""
         log.info("%s is online", conn.label)
+        key = conn.key or ""
+        info = conn.user_info()
+        for watcher in self.feedbags.watchers_of(key):
+            for target in self._online_sessions(watcher):
+                target.send_snac(BuddyArrived(info), SERVER_REQUEST_ID)
+        self.announce_buddies(conn, self.feedbags.get(key).buddies())
+        conn.send_snac(StatsReportInterval(1), SERVER_REQUEST_ID)
+        instances = self._online_sessions(key)
+        if len(instances) > 1:
+            account = conn.account
+            assert account is not None
+            text = MULTI_LOGIN_NOTICE.format(name=account.screen_name, count=len(instances))
+            for other in instances:
+                if other is not conn:
+                    other.send_snac(system_message(text), SERVER_REQUEST_ID)
         self._signal_change()
+
+    def announce_buddies(self, conn: OscarConnection, buddies: Iterable[str]) -> None:
+        """03/0B to `conn` for each of these buddies that is online."""
+        for buddy in sorted(buddies):
+            present = self._online_sessions(buddy)
+            if present:
+                conn.send_snac(BuddyArrived(present[0].user_info()), SERVER_REQUEST_ID)
+
+    def presence_changed(self, conn: OscarConnection) -> None:
+        """Away, idle, status or capabilities changed: watchers get a fresh 03/0B, or a 03/0C
+        when the user went invisible (OOS)."""
+        if not conn.online:
+            return
+        notice: BuddyArrived = BuddyArrived(conn.user_info())
+        if conn.status_bits & STATUS_INVISIBLE:
+            notice = BuddyDeparted(departure_info(conn))
+        for watcher in self.feedbags.watchers_of(conn.key or ""):
+            for target in self._online_sessions(watcher):
+                target.send_snac(notice, SERVER_REQUEST_ID)
+
+    def user_info_of(self, screen_name: str) -> OscarConnection | None:
+        """The session whose profile and away message 02/05 shows (the first signed on)."""
+        present = self._online_sessions(normalize_screen_name(screen_name))
+        return present[0] if present else None
 
     def connection_done(self, conn: OscarConnection) -> None:
         self._connections.discard(conn)
         key = conn.key
-        if key is not None and self._sessions.get(key) is conn:
-            del self._sessions[key]
+        instances = self._sessions.get(key or "", [])
+        if key is not None and conn in instances:
+            instances.remove(conn)
+            if not instances:
+                del self._sessions[key]
             log.info("%s is offline", conn.label)
+            if conn.online and not self._online_sessions(key):
+                departed = BuddyDeparted(departure_info(conn))
+                for watcher in self.feedbags.watchers_of(key):
+                    for target in self._online_sessions(watcher):
+                        target.send_snac(departed, SERVER_REQUEST_ID)
         self._signal_change()
 
     def _signal_change(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def _online_session(self, screen_name: str) -> OscarConnection | None:
-        conn = self._sessions.get(normalize_screen_name(screen_name))
+    def _online_sessions(self, key: str) -> list[OscarConnection]:
         # A session whose socket is already gone is offline: relaying into it would lose the
         # IM while telling the sender it was delivered.
-        return conn if conn is not None and conn.online and not conn.closing else None
+        return [c for c in self._sessions.get(key, []) if c.online and not c.closing]
+
+    def _online_session(self, screen_name: str) -> OscarConnection | None:
+        present = self._online_sessions(normalize_screen_name(screen_name))
+        return present[0] if present else None
 
     def relay_im(self, sender: OscarConnection, snac: IcbmSendIM, request_id: int) -> None:
         sender_key = sender.key or ""
-        target = self._online_session(snac.recipient)
-        if target is None:
+        targets = self._online_sessions(normalize_screen_name(snac.recipient))
+        if not targets:
             self.stats.offline_errors[sender_key] += 1
             sender.send_snac(IcbmError(ERR_NOT_LOGGED_ON), request_id)
             return
-        # All of the sender's TLVs go through untouched except the ack request (doc §7).
+        # All of the sender's TLVs go through untouched except the ack request
+        # (docs/oscar-protocol.md §7); every
+        # session of the recipient gets the IM.
         incoming = IcbmIncomingIM(
             snac.cookie, snac.channel, sender.user_info(), snac.tlvs.without(TLV_WANT_ACK)
         )
-        target.send_snac(incoming, RELAYED_REQUEST_ID)
+        for target in targets:
+            target.send_snac(incoming, SERVER_REQUEST_ID)
         self.stats.ims_relayed[sender_key] += 1
         if snac.want_ack:
             sender.send_snac(IcbmHostAck(snac.cookie, snac.channel, snac.recipient), request_id)
 
     def relay_typing(self, sender: OscarConnection, snac: IcbmTyping, request_id: int) -> None:
-        """Relayed with the sender's name and request id; never an error (doc §8)."""
-        target = self._online_session(snac.screen_name)
-        if target is None or sender.account is None:
+        """Relayed with the sender's name and request id; never an error (docs/oscar-protocol.md
+        §8). Like OOS,
+        only to the recipient's active sessions (not away, not idle)."""
+        if sender.account is None:
+            return
+        targets = [
+            c for c in self._online_sessions(normalize_screen_name(snac.screen_name)) if c.active
+        ]
+        if not targets:
             return
         relayed = IcbmTyping(sender.account.screen_name, snac.event, snac.channel, snac.cookie)
-        target.send_snac(relayed, request_id)
+        for target in targets:
+            target.send_snac(relayed, request_id)
         self.stats.typing_relayed[sender.key or ""] += 1
 
     # -- observability -----------------------------------------------------------------------------
@@ -351,10 +443,10 @@ class OscarServer:
     # -- fault hooks -------------------------------------------------------------------------------
 
     def _session_or_fail(self, screen_name: str) -> OscarConnection:
-        conn = self._sessions.get(normalize_screen_name(screen_name))
-        if conn is None:
+        instances = self._sessions.get(normalize_screen_name(screen_name))
+        if not instances:
             raise LookupError(f"devserver: no session for {screen_name!r}")
-        return conn
+        return instances[-1]
 
     async def drop_session(self, screen_name: str) -> None:
         """Close the session's socket abruptly, without a sign-off frame."""

@@ -41,13 +41,36 @@ class Metrics:
         )
         self.ims_out = Counter(
             "ims_sent",
-            "Instant messages (reply parts) sent to AIM users",
+            "Reply parts delivered to AIM users: acknowledged by the server (or written to a "
+            "server that never acknowledges)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.ims_resent = Counter(
+            "ims_resent",
+            "Reply parts sent again because the server neither acknowledged them in time nor "
+            "took them (rate)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.ims_given_up = Counter(
+            "ims_given_up",
+            "Reply parts never delivered, by reason (no_ack, refused, expired, unsendable)",
+            ["reason"],
             namespace=NAMESPACE,
             registry=r,
         )
         self.ims_dropped = Counter(
             "ims_dropped",
             "Instant messages not answered, by reason (blocked, rate_limited, too_old, ...)",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.ims_ignored = Counter(
+            "ims_ignored",
+            "IMs from senders that are not people, never answered, by reason "
+            "(system_sender, ignored_sender, auto_response)",
             ["reason"],
             namespace=NAMESPACE,
             registry=r,
@@ -105,6 +128,30 @@ class Metrics:
         self.outbox_depth = Gauge(
             "outbox_depth",
             "Replies waiting to be delivered (e.g. while signed off)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reply_queue_length = Gauge(
+            "reply_queue_length",
+            "Reply parts waiting for their turn to be sent (not in flight, not held)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reply_queue_users = Gauge(
+            "reply_queue_users",
+            "Users with a reply waiting; replies go round-robin, one per user per round",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reply_queue_oldest = Gauge(
+            "reply_queue_oldest_seconds",
+            "Age of the oldest reply part waiting to be sent (0 when none waits)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reply_queue_wait = Gauge(
+            "reply_queue_expected_wait_seconds",
+            "Expected wait of a reply queued now: waiting users x average time per send",
             namespace=NAMESPACE,
             registry=r,
         )

@@ -6,11 +6,14 @@ Nothing in this package knows about bots; see docs/oscar-protocol.md for the byt
 from aimbot.oscar.client import OscarClient
 from aimbot.oscar.errors import (
     ConnectError,
+    CookieError,
     LoginError,
     MessageTooLong,
     NotConnected,
     OscarError,
     ProtocolError,
+    ScreenNameError,
+    SendError,
 )
 from aimbot.oscar.events import (
     DisconnectReason,
@@ -27,6 +30,7 @@ from aimbot.oscar.ratelimit import RateClass
 
 __all__ = [
     "ConnectError",
+    "CookieError",
     "DisconnectReason",
     "Event",
     "HostAck",
@@ -40,6 +44,8 @@ __all__ = [
     "ProtocolError",
     "RateChange",
     "RateClass",
+    "ScreenNameError",
+    "SendError",
     "SessionEnded",
     "TypingNotification",
     "TypingState",

@@ -1,8 +1,9 @@
 """OscarClient: one signed-on OSCAR session over asyncio streams.
 
 This is the only module of the protocol layer that does I/O. It logs in (BUCP MD5, strong hash
-first, weak hash as fallback), signs on to BOS with the set-up requests pipelined into one round
-trip, and then turns every inbound frame into an event on one ordered queue. Everything that can
+first, weak hash as fallback), signs on to BOS by moving bytes between the socket and the sign-on
+state machine of session.py (one step per server answer, never pipelined), and then turns every
+inbound frame into an event on one ordered queue. Everything that can
 end a session (EOF, a sign-off frame, silence past the keep-alive probe, bytes that make no
 sense, a socket that stops taking data, close()) ends it the same way: one SessionEnded event,
 always the last, so the session layer above has exactly one place to decide about reconnecting.
@@ -21,50 +22,49 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 
 from aimbot.oscar.errors import (
     ConnectError,
+    CookieError,
     LoginError,
     MessageTooLong,
     NotConnected,
     OscarError,
     ProtocolError,
+    ScreenNameError,
+    SendError,
 )
 from aimbot.oscar.events import (
     DisconnectReason,
     Event,
     HostAck,
     IMError,
-    IncomingIM,
     RateChange,
     SessionEnded,
     TypingNotification,
     TypingState,
 )
-from aimbot.oscar.imtext import decode_im_text, encode_im_text, html_to_plain, plain_to_html
+from aimbot.oscar.imtext import encode_im_text, plain_to_html
+from aimbot.oscar.intake import DroppedIM, incoming_im
 from aimbot.oscar.ratelimit import RateClass, RateTable
+from aimbot.oscar.session import FALLBACK_MAX_MESSAGE_BYTES, Outgoing, SignOn
 from aimbot.oscar.snacs import (
     FAMILY_BUCP,
-    FAMILY_ICBM,
-    FAMILY_OSERVICE,
+    MULTI_CONN_ONE_SESSION,
+    RATE_CODE_CLEARED,
+    RATE_CODE_LIMITED,
     SUBGROUP_ERROR,
     BucpChallenge,
     BucpChallengeRequest,
     BucpLoginRequest,
     BucpLoginResponse,
-    ClientOnline,
-    ClientVersions,
     FlapHello,
     IcbmError,
     IcbmHostAck,
     IcbmIncomingIM,
     IcbmParams,
     IcbmParamsReply,
-    IcbmParamsRequest,
-    IcbmParamsSet,
     IcbmSendIM,
     IcbmTyping,
-    RateParamsAck,
     RateParamsChange,
     RateParamsReply,
-    RateParamsRequest,
     SelfInfoRequest,
     SignOff,
     SnacBody,
@@ -82,7 +82,8 @@ from aimbot.oscar.wire import (
     SnacHeader,
     decode_snac,
     encode_frame,
-    encode_screen_name,
+    printable,
+    screen_name_problem,
 )
 from aimbot.utils.secret import Secret
 
@@ -91,20 +92,20 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 65536
 # Doc §3 "keep SNACs < 8 KB": the text plus ~100 bytes of ICBM framing must stay below that.
 HARD_MAX_IM_BYTES = 8000
-FALLBACK_MAX_MESSAGE_BYTES = 512
+MIN_IM_BYTES = 64  # the smallest advertised IM size we accept (a reply part needs room)
+# Events waiting for the consumer; past this the read loop stops reading the socket until the
+# consumer catches up, so the server's TCP window (not our memory) holds what comes next.
+EVENT_QUEUE_LIMIT = 1000
 DEFAULT_BOS_PORT = 5190
 CLOSE_FLUSH_TIMEOUT = 1.0
 REMEMBERED_REQUESTS = 4096
-# Error codes after 17/02 that may mean "this server only takes the other MD5 hash" (doc §4).
+# Error codes after 17/02 that may mean "this server only takes the other MD5 hash"
+# (docs/oscar-protocol.md §4).
 WEAK_HASH_RETRY_CODES = frozenset({0x0001, 0x0004, 0x0005})
 UNROUTABLE_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+# A sign-off this soon after a SNAC took us over a rate limit is the server's rate disconnect.
+RATE_DISCONNECT_WINDOW_MS = 5000
 
-# OService 3 as LP declares: servers then send 35-byte rate records (doc §5, §12.8).
-CLIENT_VERSIONS = ClientVersions(((FAMILY_OSERVICE, 3), (FAMILY_ICBM, 1)))
-CLIENT_ONLINE = ClientOnline(
-    ((FAMILY_OSERVICE, 3, 0x0110, 0x164F), (FAMILY_ICBM, 1, 0x0110, 0x164F))
-)
-OUR_ICBM_PARAMS = IcbmParamsSet()  # channel 0, typing notifications on, 8000-byte messages
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -167,7 +168,7 @@ class _Link:
                         break
                     self.pending.extend(self.frames.feed(data))
         except TimeoutError as e:
-            raise ConnectError(f"{self.peer} sent no {what} within {budget:g} s") from e
+            raise ConnectError(f"{self.peer} did not send {what} within {budget:g} s") from e
         except OSError as e:
             raise ConnectError(f"connection to {self.peer} failed: {e.strerror or e}") from e
         return self.pending.popleft()
@@ -199,13 +200,13 @@ class OscarClient:
         connect_timeout: float = 10.0,
         throttle: bool = True,
         client_name: str = "aimbot",
+        profile: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if not screen_name.strip():
-            raise ValueError("screen name is empty")
-        if len(encode_screen_name(screen_name)) > 0xFF:
-            raise ValueError("screen name is longer than 255 bytes")
+        problem = screen_name_problem(screen_name)
+        if problem is not None:
+            raise ScreenNameError(f"screen name {printable(screen_name)} {problem}")
         if not password:
             raise ValueError(f"password for {screen_name} is empty")
         for name, value in (
@@ -224,6 +225,7 @@ class OscarClient:
         self._connect_timeout = connect_timeout
         self._throttle = throttle
         self._client_name = client_name
+        self._profile = profile
         self._clock = clock
         self._sleep = sleep
 
@@ -234,13 +236,16 @@ class OscarClient:
         self._final: SessionEnded | None = None
         self._final_delivered = False
         self._ended = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever the consumer takes an event
+        self._paused = asyncio.Event()  # set while the read loop waits for room
         self._send_lock = asyncio.Lock()
         self._next_request = secrets.randbelow(0x7FFFFFFE) + 1
         self._requests: OrderedDict[int, tuple[bytes | None, str]] = OrderedDict()
         self._rates: RateTable | None = None
         self._rate_reply: RateParamsReply | None = None
         self._icbm_params: IcbmParams | None = None
-        self._signon_requests: dict[int, str] = {}
+        self._max_message_bytes = FALLBACK_MAX_MESSAGE_BYTES
+        self._limited_classes: set[int] = set()  # classes the server said we are limited on
 
     def __repr__(self) -> str:
         return f"<OscarClient {self._screen_name!r} {self._host}:{self._port} {self._state}>"
@@ -256,6 +261,16 @@ class OscarClient:
         return self._screen_name
 
     @property
+    def queued_events(self) -> int:
+        """Events read from the server and not yet taken by events() (at most 1000 + the end)."""
+        return self._events.qsize()
+
+    @property
+    def profile(self) -> str | None:
+        """The HTML profile this session sets at sign-on (02/04), if any."""
+        return self._profile
+
+    @property
     def ended(self) -> SessionEnded | None:
         """How the session ended, once it has (the same object events() yields last)."""
         return self._final
@@ -268,11 +283,31 @@ class OscarClient:
 
     @property
     def max_message_bytes(self) -> int:
-        """The server's advertised IM size (04/05), or 512 when it advertised none."""
-        params = self._icbm_params
-        if params is None or params.max_message_bytes == 0:
-            return FALLBACK_MAX_MESSAGE_BYTES
-        return params.max_message_bytes
+        """The server's advertised IM size (04/05) within 64..8000, or 512 if it advertised none."""
+        return self._max_message_bytes
+
+    def _adopt_icbm_params(self, params: IcbmParams) -> None:
+        """Take the server's ICBM parameters; an IM size outside 64..8000 is clamped, loudly.
+
+        A size under 64 leaves no room to split a reply; one over 8000 makes IMs that no SNAC
+        can carry. Either is a server bug, and trusting it would stop delivery.
+        """
+        self._icbm_params = params
+        advertised = params.max_message_bytes
+        if advertised == 0:
+            self._max_message_bytes = FALLBACK_MAX_MESSAGE_BYTES
+            return
+        clamped = min(max(advertised, MIN_IM_BYTES), HARD_MAX_IM_BYTES)
+        if clamped != advertised:
+            log.warning(
+                "server advertises a maximum IM size of %d bytes; using %d (the sane range is "
+                "%d to %d)",
+                advertised,
+                clamped,
+                MIN_IM_BYTES,
+                HARD_MAX_IM_BYTES,
+            )
+        self._max_message_bytes = clamped
 
     @property
     def rate_classes(self) -> Mapping[int, RateClass]:
@@ -365,6 +400,7 @@ class OscarClient:
                 password_hash=login_hash(reply.key, self._password.get(), strong=strong),
                 strong_hash=strong,
                 client_name=self._client_name,
+                multi_conn=MULTI_CONN_ONE_SESSION,
             )
             link.write([(Channel.DATA, self._snac(request))])
             result = await self._await_login_snac(link, "the login result")
@@ -398,7 +434,7 @@ class OscarClient:
                 )
 
     def _signoff_during_login(self, link: _Link, frame: Frame) -> OscarError:
-        # Channel-1 style servers put the 17/03 TLVs into a ch-4 frame (doc §4).
+        # Channel-1 style servers put the 17/03 TLVs into a ch-4 frame (docs/oscar-protocol.md §4).
         try:
             response = BucpLoginResponse.decode(frame.payload)
         except ProtocolError:
@@ -408,37 +444,47 @@ class OscarClient:
         return ConnectError(f"{link.peer} signed us off during login")
 
     async def _sign_on(self, login: BucpLoginResponse) -> None:
+        """Move bytes between the BOS socket and the sign-on state machine (session.py)."""
         assert login.bos_address is not None and login.cookie is not None
         host, port = parse_bos_address(login.bos_address, DEFAULT_BOS_PORT)
         if host in UNROUTABLE_HOSTS:
             host = self._host  # a server bound to all interfaces advertises 0.0.0.0
         link = await _Link.open(host, port, self._connect_timeout)
         self._link = link
-        rate_request = self._allocate_request_id()
-        params_request = self._allocate_request_id()
-        self._signon_requests = {rate_request: "rate", params_request: "icbm"}
-        # Pipelined: the cookie and every set-up request in one write, replies awaited together.
-        link.write(
-            [
-                (Channel.SIGNON, FlapHello.with_cookie(login.cookie).encode()),
-                (Channel.DATA, self._snac(CLIENT_VERSIONS)),
-                (Channel.DATA, encode_snac_body(RateParamsRequest(), rate_request)),
-                (Channel.DATA, encode_snac_body(IcbmParamsRequest(), params_request)),
-                (Channel.DATA, self._snac(OUR_ICBM_PARAMS)),
-            ]
-        )
+        machine = SignOn(login.cookie, self._allocate_request_id, profile=self._profile)
+        self._write_out(machine.start())
         deadline = self._deadline()
-        while self._rate_reply is None or self._icbm_params is None:
-            frame = await link.read_frame("the sign-on replies", deadline, self._connect_timeout)
-            ended = self._handle_frame(frame)
-            if ended is not None:
-                raise ConnectError(f"{link.peer} ended the session during sign-on: {ended.detail}")
-        rates = self._rate_reply
-        self._rates = RateTable(rates.classes, rates.groups, self._now_ms())
-        ack = RateParamsAck(tuple(c.class_id for c in rates.classes))
-        self._write_snacs([(ack, self._allocate_request_id())])
-        self._write_snacs([(CLIENT_ONLINE, self._allocate_request_id())])
+        while not machine.done:
+            frame = await link.read_frame(machine.awaiting, deadline, self._connect_timeout)
+            result = machine.receive(frame)
+            if machine.rate_reply is not None and self._rates is None:
+                rates = machine.rate_reply
+                self._rates = RateTable(rates.classes, rates.groups, self._now_ms())
+            if machine.icbm_params is not None and self._icbm_params is None:
+                self._adopt_icbm_params(machine.icbm_params)
+            if result.unhandled is not None:
+                ended = self._handle_frame(result.unhandled)
+                if ended is not None:
+                    raise ConnectError(
+                        f"{link.peer} ended the session during sign-on: {ended.detail}"
+                    )
+            if result.send:
+                self._write_out(result.send)
+        if machine.signoff_payload is not None:
+            ended = self._signoff_event(machine.signoff_payload)
+            raise ConnectError(f"{link.peer} ended the session during sign-on: {ended.detail}")
         await self._drain(link)
+
+    def _write_out(self, out: Sequence[Outgoing]) -> None:
+        """One write for the frames of one sign-on step; SNACs count against their rate class."""
+        link = self._link
+        assert link is not None
+        link.write([(o.channel, o.payload) for o in out])
+        if self._rates is not None:
+            now = self._now_ms()
+            for o in out:
+                if o.snac is not None:
+                    self._rates.record(o.snac[0], o.snac[1], now)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -446,6 +492,7 @@ class OscarClient:
         """Events in arrival order; SessionEnded is the last one, then the iterator stops."""
         while not (self._final_delivered and self._events.empty()):
             event = await self._events.get()
+            self._room.set()
             if isinstance(event, SessionEnded):
                 self._final_delivered = True
                 yield event
@@ -453,7 +500,31 @@ class OscarClient:
             yield event
 
     def _emit(self, event: Event) -> None:
+        # Unbounded by design: the read loop waits for room (_wait_for_room) before it handles
+        # a frame, and SessionEnded must always fit.
         self._events.put_nowait(event)
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: hold the read loop while the consumer has EVENT_QUEUE_LIMIT unread."""
+        if self._events.qsize() < EVENT_QUEUE_LIMIT or self._final is not None:
+            return
+        log.info(
+            "%d events of %s wait for the consumer; reading from the server pauses until it "
+            "catches up",
+            self._events.qsize(),
+            self._screen_name,
+        )
+        self._paused.set()
+        try:
+            while self._events.qsize() >= EVENT_QUEUE_LIMIT and self._final is None:
+                self._room.clear()
+                await self._room.wait()
+        finally:
+            self._paused.clear()
+
+    async def wait_paused(self) -> None:
+        """Wait until the read loop is held back by unread events (backpressure is on)."""
+        await self._paused.wait()
 
     def _end(self, reason: DisconnectReason, detail: str) -> None:
         """Finish the session once: close the socket and queue SessionEnded as the last event."""
@@ -464,6 +535,7 @@ class OscarClient:
         level = logging.INFO if reason is DisconnectReason.CLOSED else logging.WARNING
         log.log(level, "session of %s ended (%s): %s", self._screen_name, reason.value, detail)
         self._ended.set()
+        self._room.set()  # a read loop held back by backpressure sees the end at once
         if self._link is not None:
             self._link.close()
         self._emit(self._final)
@@ -481,14 +553,22 @@ class OscarClient:
             log.exception("OSCAR read loop of %s crashed", self._screen_name)
             self._end(DisconnectReason.PROTOCOL_ERROR, f"internal error in the read loop: {e!r}")
 
+    async def _handle_pending(self, link: _Link) -> bool:
+        """Handle the frames read so far, one at a time as the consumer makes room; True once
+        the session has ended."""
+        while link.pending:
+            await self._wait_for_room()
+            if self._final is not None:
+                return True
+            ended = self._handle_frame(link.pending.popleft())
+            if ended is not None:
+                self._end(ended.reason, ended.detail)
+                return True
+        return self._final is not None
+
     async def _pump(self, link: _Link) -> None:
         while True:
-            while link.pending:
-                ended = self._handle_frame(link.pending.popleft())
-                if ended is not None:
-                    self._end(ended.reason, ended.detail)
-                    return
-            if self._final is not None:
+            if await self._handle_pending(link):
                 return
             link.frames.check()  # bad bytes after the frames just handled end the session now
             data = await self._read_or_probe(link)
@@ -496,12 +576,17 @@ class OscarClient:
                 return
             if not data:
                 link.pending.extend(link.frames.feed_eof())
-                while link.pending:
-                    ended = self._handle_frame(link.pending.popleft())
-                    if ended is not None:
-                        self._end(ended.reason, ended.detail)
-                        return
-                self._end(DisconnectReason.EOF, "the server closed the connection")
+                if await self._handle_pending(link):
+                    return
+                over = self._over_rate_limit()
+                if over is not None:
+                    self._end(
+                        DisconnectReason.RATE_LIMITED,
+                        f"the server closed the connection right after we went over its rate "
+                        f"limit (class {over})",
+                    )
+                else:
+                    self._end(DisconnectReason.EOF, "the server closed the connection")
                 return
             skipped = link.frames.skipped_bytes
             link.pending.extend(link.frames.feed(data))
@@ -567,6 +652,16 @@ class OscarClient:
         return None
 
     def _signoff_event(self, payload: bytes) -> SessionEnded:
+        over = self._over_rate_limit()
+        if over is not None:
+            # Open OSCAR Server signs a session off past the disconnect level with the very
+            # code it uses for "signed on elsewhere" (0x0001); our own rate bookkeeping is what
+            # tells the two apart.
+            return SessionEnded(
+                DisconnectReason.RATE_LIMITED,
+                f"the server signed us off right after we went over its rate limit "
+                f"(class {over}); this is a rate-limit disconnect, not another login",
+            )
         try:
             signoff = SignOff.decode(payload)
         except ProtocolError as e:
@@ -582,6 +677,14 @@ class OscarClient:
                 f"the server signed us off (code 0x{signoff.error_code:04x})",
             )
         return SessionEnded(DisconnectReason.SIGNED_OFF, "the server signed us off")
+
+    def _over_rate_limit(self) -> int | None:
+        """The rate class we were over the limit of just now, by the server's word or ours."""
+        if self._limited_classes:
+            return min(self._limited_classes)
+        if self._rates is None:
+            return None
+        return self._rates.over_limit_since(self._now_ms() - RATE_DISCONNECT_WINDOW_MS)
 
     def _handle_snac(self, header: SnacHeader, body: bytes) -> None:
         key = (header.family, header.subgroup)
@@ -603,60 +706,48 @@ class OscarClient:
                 reply = self._rate_reply
                 self._rates = RateTable(reply.classes, reply.groups, self._now_ms())
         elif key == (IcbmParamsReply.FAMILY, IcbmParamsReply.SUBGROUP):
-            self._icbm_params = IcbmParamsReply.decode(body)
+            self._adopt_icbm_params(IcbmParamsReply.decode(body))
         elif header.subgroup == SUBGROUP_ERROR:
             self._on_other_error(header, SnacError.decode(body))
         else:
             log.debug("ignoring %s", _snac_name(header))
 
     def _on_incoming_im(self, snac: IcbmIncomingIM) -> None:
-        sender = snac.sender.screen_name
-        if snac.channel != 1:
-            log.info("ignoring a channel-%d message from %s (not text)", snac.channel, sender)
+        result = incoming_im(snac)
+        if isinstance(result, DroppedIM):
+            level = logging.INFO if result.routine else logging.WARNING
+            log.log(level, "dropping an IM from %s: %s", printable(result.sender), result.reason)
             return
-        message = snac.message()
-        if message is None:
-            log.warning("ignoring an IM from %s without message data", sender)
-            return
-        markup = "".join(decode_im_text(t.charset, t.payload) for t in message.texts)
-        self._emit(
-            IncomingIM(
-                sender=sender,
-                text=html_to_plain(markup),
-                html=markup,
-                cookie=snac.cookie,
-                auto_response=snac.auto_response,
-            )
-        )
+        self._emit(result)
 
     def _on_typing(self, snac: IcbmTyping) -> None:
+        sender = snac.screen_name
         try:
             state = TypingState(snac.event)
         except ValueError:
-            log.debug("ignoring typing event %d from %s", snac.event, snac.screen_name)
+            log.debug("ignoring typing event %d from %s", snac.event, printable(sender))
             return
-        self._emit(TypingNotification(snac.screen_name, state))
+        problem = screen_name_problem(sender)
+        if problem is not None:
+            log.debug("ignoring a typing notification from %s: %s", printable(sender), problem)
+            return
+        self._emit(TypingNotification(sender, state))
 
     def _on_icbm_error(self, request_id: int, error: IcbmError) -> None:
-        if self._signon_requests.get(request_id) == "icbm":
-            log.info(
-                "server has no ICBM parameters (%s); assuming defaults", describe_error(error.code)
-            )
-            self._icbm_params = IcbmParams(max_message_bytes=FALLBACK_MAX_MESSAGE_BYTES)
-            return
         cookie, recipient = self._requests.pop(request_id, (None, None))
         self._emit(IMError(error.code, cookie, recipient))
 
     def _on_rate_change(self, notice: RateParamsChange) -> None:
+        class_id = notice.rate_class.class_id
+        if notice.code == RATE_CODE_LIMITED:
+            self._limited_classes.add(class_id)
+        elif notice.code == RATE_CODE_CLEARED:
+            self._limited_classes.discard(class_id)
         if self._rates is not None:
             self._rates.adopt(notice.rate_class, self._now_ms())
         self._emit(RateChange(notice.code, notice.rate_class.class_id))
 
     def _on_other_error(self, header: SnacHeader, error: SnacError) -> None:
-        if self._signon_requests.get(header.request_id) == "rate":
-            log.info("server has no rate parameters (%s)", describe_error(error.code))
-            self._rate_reply = RateParamsReply((), ())
-            return
         log.warning(
             "server error for request %d (family 0x%04x): %s",
             header.request_id,
@@ -682,8 +773,25 @@ class OscarClient:
         this coroutine returns.
 
         html=False escapes the text and turns newlines into <br>; html=True sends it as given.
-        Raises MessageTooLong above 8000 encoded bytes and NotConnected without a session.
+        Raises only OscarError: ScreenNameError for a recipient nobody can be sent to,
+        CookieError, MessageTooLong above 8000 encoded bytes, NotConnected without a session.
         """
+        try:
+            return await self._send_im(recipient, text, html, auto_response, request_ack, cookie)
+        except OscarError:
+            raise
+        except Exception as e:
+            raise _unforeseen(e, f"sending an IM to {printable(recipient)}") from e
+
+    async def _send_im(
+        self,
+        recipient: str,
+        text: str,
+        html: bool,
+        auto_response: bool,
+        request_ack: bool,
+        cookie: bytes | None,
+    ) -> bytes:
         _check_recipient(recipient)
         self._require_online()
         charset, payload = encode_im_text(text if html else plain_to_html(text))
@@ -692,7 +800,7 @@ class OscarClient:
         if cookie is None:
             cookie = new_cookie()
         elif len(cookie) != 8:
-            raise ValueError(f"an ICBM cookie is 8 bytes, got {len(cookie)}")
+            raise CookieError(f"an ICBM cookie is 8 bytes, got {len(cookie)}")
         snac = IcbmSendIM.text_message(
             cookie,
             recipient,
@@ -705,9 +813,15 @@ class OscarClient:
         return cookie
 
     async def send_typing(self, recipient: str, state: TypingState) -> None:
-        _check_recipient(recipient)
-        self._require_online()
-        await self._send(IcbmTyping(recipient, int(state)), (None, recipient))
+        """Send a typing notification; raises only OscarError (as send_im)."""
+        try:
+            _check_recipient(recipient)
+            self._require_online()
+            await self._send(IcbmTyping(recipient, int(state)), (None, recipient))
+        except OscarError:
+            raise
+        except Exception as e:
+            raise _unforeseen(e, f"sending a typing notification to {printable(recipient)}") from e
 
     async def _send(self, snac: SnacBody, about: tuple[bytes | None, str]) -> None:
         async with self._send_lock:
@@ -771,7 +885,8 @@ class OscarClient:
         return encode_snac_body(body, self._allocate_request_id())
 
     def _allocate_request_id(self) -> int:
-        # Unique ids in 1..0x7FFFFFFF; servers use 0 and 0x80000000+ for their own SNACs (doc §3).
+        # Unique ids in 1..0x7FFFFFFF; servers use 0 and 0x80000000+ for their own SNACs
+        # (docs/oscar-protocol.md §3).
         value = self._next_request
         self._next_request = value + 1 if value < 0x7FFFFFFF else 1
         return value
@@ -807,11 +922,17 @@ def new_cookie() -> bytes:
     return secrets.token_bytes(8)
 
 
+def _unforeseen(error: Exception, doing: str) -> SendError:
+    # A bug, not a network fault: keep the traceback in the log, give the caller an OscarError
+    # so that one reply is dropped instead of a session worker crashing.
+    log.error("%s failed unexpectedly", doing, exc_info=error)
+    return SendError(f"{doing} failed: {error!r}")
+
+
 def _check_recipient(recipient: str) -> None:
-    if not recipient.strip():
-        raise ValueError("recipient screen name is empty")
-    if len(encode_screen_name(recipient)) > 0xFF:
-        raise ValueError("recipient screen name is longer than 255 bytes")
+    problem = screen_name_problem(recipient)
+    if problem is not None:
+        raise ScreenNameError(f"cannot send to {printable(recipient)}: the screen name {problem}")
 
 
 def _snac_name(header: SnacHeader) -> str:

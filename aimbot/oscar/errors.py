@@ -24,6 +24,18 @@ class NotConnected(OscarError):
     """A send was attempted while no session is signed on."""
 
 
+class ScreenNameError(OscarError):
+    """A screen name nobody can be sent to: empty, blank, too long, or with control characters."""
+
+
+class CookieError(OscarError):
+    """An ICBM cookie that is not 8 bytes."""
+
+
+class SendError(OscarError):
+    """A send failed for a reason the protocol layer did not foresee (a bug; see the log)."""
+
+
 class MessageTooLong(OscarError):
     """An IM whose encoded text cannot fit in one SNAC; the caller must split it first."""
 
@@ -33,7 +45,8 @@ class MessageTooLong(OscarError):
         self.limit = limit
 
 
-# BUCP 17/03 TLV 0x0008 codes (doc §4): plain-English reason and whether retrying can help.
+# BUCP 17/03 TLV 0x0008 codes (docs/oscar-protocol.md §4): plain-English reason and whether
+# retrying can help.
 # Bad credentials and suspensions are permanent until an operator acts; rate limits and server
 # trouble go away by themselves, so the session layer retries those with back-off.
 _LOGIN_CODES: dict[int, tuple[str, bool]] = {

@@ -12,7 +12,7 @@ from enum import Enum, IntEnum
 
 
 class TypingState(IntEnum):
-    """MTN event values on the wire (doc §8)."""
+    """MTN event values on the wire (docs/oscar-protocol.md §8)."""
 
     NONE = 0
     PAUSED = 1
@@ -36,7 +36,7 @@ class IncomingIM:
     text: str  # plain text: tags stripped, entities decoded, <br> -> "\n"
     html: str  # the decoded message as sent (usually HTML)
     cookie: bytes
-    auto_response: bool  # an away message: never answer it (doc §12.4)
+    auto_response: bool  # an away message: never answer it (docs/oscar-protocol.md §12.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,8 @@ class TypingNotification:
 class IMError:
     """An ICBM error; cookie/recipient identify the IM (or typing event) it refers to, if known.
 
-    Codes (doc §3): 0x0002/0x0003 rate-limited, 0x0004 recipient not logged on, 0x000A refused
+    Codes (docs/oscar-protocol.md §3): 0x0002/0x0003 rate-limited, 0x0004 recipient not logged on,
+    0x000A refused
     by the client, 0x0010 blocked.
     """
 

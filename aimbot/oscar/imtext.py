@@ -1,4 +1,5 @@
-"""IM text: charsets and the small amount of HTML AIM clients speak (doc §7, §12.2-3).
+"""IM text: charsets and the small amount of HTML AIM clients speak (docs/oscar-protocol.md §7,
+§12.2-3).
 
 Pure functions, because the bot layer needs the exact encoded size of a reply before it sends
 it (servers count bytes, not characters) and because text from other clients arrives in every
@@ -20,13 +21,20 @@ def _sanitize_surrogates(text: str) -> str:
     return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
 
 
+def _plain_ascii(text: str) -> bool:
+    return text.isascii() and "\x00" not in text
+
+
 def encode_im_text(text: str) -> tuple[int, bytes]:
     """(charset, payload): pure ASCII as 0x0000, anything else as UCS-2BE (0x0002).
+
+    ASCII with a NUL goes as UCS-2BE too: receivers (and decode_im_text) read NULs under
+    charset 0 as the sign of mislabelled 16-bit text.
 
     Characters outside the BMP become surrogate pairs, which every UCS-2 client of the 2000s
     shows as the right emoji or at worst as two boxes; nothing is dropped.
     """
-    if text.isascii():
+    if _plain_ascii(text):
         return CHARSET_ASCII, text.encode("ascii")
     try:
         return CHARSET_UCS2BE, text.encode("utf-16-be")
@@ -36,7 +44,7 @@ def encode_im_text(text: str) -> tuple[int, bytes]:
 
 def im_text_size(text: str) -> int:
     """Encoded bytes of `text` on the wire; compare this (not len(text)) with the server limit."""
-    if text.isascii():
+    if _plain_ascii(text):
         return len(text)
     return len(encode_im_text(text)[1])
 
@@ -67,16 +75,37 @@ def _try_utf8(payload: bytes) -> str | None:
         return None
 
 
+def _decode_by_nuls(payload: bytes) -> str:
+    """Mislabelled 16-bit text, told by where its NULs sit.
+
+    In UTF-16BE every ASCII character is 00 xx, so NULs at even offsets mean BE; NULs only at
+    odd offsets mean a little-endian writer. An odd length cannot be 16-bit text: the NULs are
+    dropped and the rest read as usual.
+    """
+    if len(payload) % 2 == 0:
+        even_nul = any(payload[i] == 0 for i in range(0, len(payload), 2))
+        codec = "utf-16-be" if even_nul else "utf-16-le"
+        return payload.decode(codec, errors="replace")
+    rest = payload.replace(b"\x00", b"")
+    return decode_im_text(CHARSET_ASCII, rest)
+
+
 def decode_im_text(charset: int, payload: bytes) -> str:
     """Text from any charset a server or client uses; never raises.
 
-    Charset 0 is ASCII by the book, but servers put UTF-8 there (doc §7): valid UTF-8 wins,
+    Charset 0 is ASCII by the book, but servers put UTF-8 there (docs/oscar-protocol.md §7): valid
+    UTF-8 wins,
     anything else is read as cp1252. Charset 3 gets the same UTF-8 check because mislabelled
     UTF-8 is the commonest client bug, while real Latin-1 text is almost never valid UTF-8.
     UCS-2BE is read as UTF-16BE so surrogate pairs become the characters they encode.
+
+    Text under any other label that holds NUL bytes cannot be what the label says (some servers
+    relabel every IM as charset 0): it is decoded by its content (_decode_by_nuls).
     """
     if charset == CHARSET_UCS2BE:
         return payload.decode("utf-16-be", errors="replace")
+    if b"\x00" in payload:
+        return _decode_by_nuls(payload)
     if payload.isascii():
         return payload.decode("ascii")
     utf8 = _try_utf8(payload)

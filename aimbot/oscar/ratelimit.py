@@ -1,4 +1,5 @@
-"""The OSCAR rate model (doc §6), shared by the client's throttle and the devserver's enforcement.
+"""The OSCAR rate model (docs/oscar-protocol.md §6), shared by the client's throttle and the
+devserver's enforcement.
 
 Both ends run the same integer moving average, so a client that paces itself with this model
 never trips a server that enforces it, and the devserver's behaviour in tests is exactly the
@@ -11,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
-# LP keeps the level this far above the alert line before it sends (doc §6 "throttle").
+# LP keeps the level this far above the alert line before it sends (docs/oscar-protocol.md §6
+# "throttle").
 DEFAULT_MARGIN = 100
 
 
@@ -54,7 +56,8 @@ def next_level(rate_class: RateClass, current: int, elapsed_ms: int) -> int:
 
 
 def classify(rate_class: RateClass, level: int, was_limited: bool) -> RateStatus:
-    """Status for a level; leaving "limited" needs the clear level, not just the limit (doc §6)."""
+    """Status for a level; leaving "limited" needs the clear level, not just the limit
+    (docs/oscar-protocol.md §6)."""
     if level < rate_class.disconnect_level:
         return RateStatus.DISCONNECT
     if was_limited:
@@ -95,24 +98,28 @@ def throttle_target(rate_class: RateClass, margin: int = DEFAULT_MARGIN) -> int:
 class RateMeter:
     """One class's running level, as the server tracks it for one session."""
 
-    __slots__ = ("last_ms", "level", "limited", "rate_class")
+    __slots__ = ("last_ms", "level", "limited", "over_limit_ms", "rate_class")
 
     def __init__(self, rate_class: RateClass, now_ms: int, level: int | None = None) -> None:
         self.rate_class = rate_class
         self.level = rate_class.current_level if level is None else level
         self.last_ms = now_ms
         self.limited = False
+        self.over_limit_ms: int | None = None  # when a SNAC last left us limited or worse
 
     def peek(self, now_ms: int) -> tuple[int, RateStatus]:
         level = next_level(self.rate_class, self.level, now_ms - self.last_ms)
         return level, classify(self.rate_class, level, self.limited)
 
     def record(self, now_ms: int) -> RateStatus:
-        """Count one SNAC now; dropped SNACs count too (doc §6), so call this for every one."""
+        """Count one SNAC now; dropped SNACs count too (docs/oscar-protocol.md §6), so call this
+        for every one."""
         level, status = self.peek(now_ms)
         self.level = level
         self.last_ms = now_ms
         self.limited = status is RateStatus.LIMITED
+        if status in (RateStatus.LIMITED, RateStatus.DISCONNECT):
+            self.over_limit_ms = now_ms
         return status
 
     def delay_ms(self, now_ms: int, margin: int = DEFAULT_MARGIN) -> int:
@@ -182,6 +189,18 @@ class RateTable:
         else:
             meter.adopt(rate_class, now_ms)
 
+    def over_limit_since(self, since_ms: int) -> int | None:
+        """A class that a SNAC sent at or after `since_ms` took past its limit level, if any.
+
+        Servers end a session that goes past a class's disconnect level, and some (Open OSCAR
+        Server) say so with the same sign-off code as "signed on elsewhere"; this is how the
+        client tells the two apart.
+        """
+        for class_id, meter in self._meters.items():
+            if meter.over_limit_ms is not None and meter.over_limit_ms >= since_ms:
+                return class_id
+        return None
+
     def snapshot(self, class_id: int) -> RateClass:
         """The class record with its current level, as a server reports it in 01/07 or 01/0A."""
         meter = self._meters[class_id]
@@ -194,7 +213,7 @@ def _ras_class(
     return RateClass(class_id, window, clear, alert, limit, disc, top, top)
 
 
-# Open OSCAR Server's table (doc §6); every level starts at max.
+# Open OSCAR Server's table (docs/oscar-protocol.md §6); every level starts at max.
 DEFAULT_RATE_CLASSES: tuple[RateClass, ...] = (
     _ras_class(1, 80, 2500, 2000, 1500, 800, 6000),
     _ras_class(2, 80, 3000, 2000, 1500, 1000, 6000),

@@ -1,7 +1,9 @@
-"""The SNAC bodies a bot needs, as frozen dataclasses with encode()/decode() (doc §4-§10).
+"""The SNAC bodies a bot needs, as frozen dataclasses with encode()/decode()
+(docs/oscar-protocol.md §4-§10).
 
 Every class knows its (family, subgroup) so the client and the devserver dispatch on the pair,
-never on request ids (doc §12.11). decode() accepts what real servers send (extra trailing bytes,
+never on request ids (docs/oscar-protocol.md §12.11). decode() accepts what real servers send
+(extra trailing bytes,
 integers of any TLV width, either rate-record size) and raises ProtocolError, and only that, for
 anything it cannot make sense of.
 """
@@ -29,12 +31,13 @@ from aimbot.oscar.wire import (
 )
 
 FAMILY_OSERVICE = 0x0001
+FAMILY_LOCATE = 0x0002
 FAMILY_ICBM = 0x0004
 FAMILY_BUCP = 0x0017
 
 SUBGROUP_ERROR = 0x0001
 
-# Login TLVs (doc §4)
+# Login TLVs (docs/oscar-protocol.md §4)
 TLV_SCREEN_NAME = 0x0001
 TLV_ERROR_URL = 0x0004
 TLV_BOS_ADDRESS = 0x0005
@@ -43,11 +46,21 @@ TLV_ERROR_CODE = 0x0008
 TLV_PASSWORD_HASH = 0x0025
 TLV_STRONG_HASH = 0x004C
 TLV_MULTI_CONN = 0x004A
-# Sign-off TLVs (doc §10)
+# Multi-connection flags of TLV 0x004A (Open OSCAR Server wire/snacs.go): an old client (short
+# sign-off frames), a client that wants several sessions at once, or one session only (a new
+# login signs the older one off).
+MULTI_CONN_OLD_CLIENT = 0x00
+MULTI_CONN_SEVERAL_SESSIONS = 0x01
+MULTI_CONN_ONE_SESSION = 0x03
+# Locate 02/04 TLVs: profile MIME type, profile, capabilities
+TLV_PROFILE_MIME = 0x0001
+TLV_PROFILE = 0x0002
+TLV_CAPABILITIES = 0x0005
+# Sign-off TLVs (docs/oscar-protocol.md §10)
 TLV_SIGNOFF_CODE = 0x0009
 TLV_SIGNOFF_URL = 0x000B
 SIGNOFF_SIGNED_ON_ELSEWHERE = 0x0001
-# ICBM TLVs (doc §7)
+# ICBM TLVs (docs/oscar-protocol.md §7)
 TLV_MESSAGE_DATA = 0x0002
 TLV_WANT_ACK = 0x0003
 TLV_AUTO_RESPONSE = 0x0004
@@ -58,14 +71,14 @@ FRAGMENT_FEATURES = 0x05
 FRAGMENT_TEXT = 0x01
 DEFAULT_FEATURES = b"\x01\x01\x01\x02"
 
-# SNAC error codes (doc §3)
+# SNAC error codes (docs/oscar-protocol.md §3)
 ERR_INVALID_SNAC = 0x0001
 ERR_RATE_TO_HOST = 0x0002
 ERR_RATE_TO_CLIENT = 0x0003
 ERR_NOT_LOGGED_ON = 0x0004
 ERR_SERVICE_UNAVAILABLE = 0x0005
 
-# ICBM parameter flags (doc §5)
+# ICBM parameter flags (docs/oscar-protocol.md §5)
 ICBM_FLAG_CHANNEL_MSGS = 0x0001
 ICBM_FLAG_MISSED_CALLS = 0x0002
 ICBM_FLAG_TYPING = 0x0008
@@ -98,7 +111,8 @@ def describe_error(code: int) -> str:
 
 
 def normalize_screen_name(screen_name: str) -> str:
-    """Identity of a screen name: spaces dropped, lowercase (doc §11, "Bob Smith" = "bobsmith")."""
+    """Identity of a screen name: spaces dropped, lowercase (docs/oscar-protocol.md §11, "Bob
+    Smith" = "bobsmith")."""
     return screen_name.replace(" ", "").lower()
 
 
@@ -145,7 +159,8 @@ def _pack_u16_list(values: tuple[int, ...], what: str) -> bytes:
 
 
 def login_hash(key: bytes, password: str, *, strong: bool) -> bytes:
-    """BUCP MD5 (doc §4): weak = md5(key+pw+SUFFIX), strong = md5(key+md5(pw)+SUFFIX)."""
+    """BUCP MD5 (docs/oscar-protocol.md §4): weak = md5(key+pw+SUFFIX), strong =
+    md5(key+md5(pw)+SUFFIX)."""
     secret = password.encode("utf-8")
     if strong:
         secret = hashlib.md5(secret).digest()
@@ -164,7 +179,7 @@ class BucpChallengeRequest:
 
     @classmethod
     def decode(cls, body: bytes) -> Self:
-        name = decode_tlvs(body, "BUCP challenge request").get_text(TLV_SCREEN_NAME)
+        name = decode_tlvs(body, "BUCP challenge request").get_screen_name(TLV_SCREEN_NAME)
         if name is None:
             raise ProtocolError("BUCP challenge request without a screen name (TLV 0x0001)")
         return cls(name)
@@ -199,7 +214,7 @@ class BucpLoginRequest:
     distribution: int = 0
     language: str = "en"
     country: str = "us"
-    multi_conn: int | None = 0x01
+    multi_conn: int | None = MULTI_CONN_ONE_SESSION
 
     def encode(self) -> bytes:
         if len(self.password_hash) != 16:
@@ -229,7 +244,7 @@ class BucpLoginRequest:
     @classmethod
     def decode(cls, body: bytes) -> Self:
         tlvs = decode_tlvs(body, "BUCP login request")
-        name = tlvs.get_text(TLV_SCREEN_NAME)
+        name = tlvs.get_screen_name(TLV_SCREEN_NAME)
         digest = tlvs.get(TLV_PASSWORD_HASH)
         if name is None:
             raise ProtocolError("BUCP login request without a screen name (TLV 0x0001)")
@@ -289,7 +304,7 @@ class BucpLoginResponse:
     def decode(cls, body: bytes) -> Self:
         tlvs = decode_tlvs(body, "BUCP login response")
         response = cls(
-            screen_name=tlvs.get_text(TLV_SCREEN_NAME),
+            screen_name=tlvs.get_screen_name(TLV_SCREEN_NAME),
             bos_address=tlvs.get_text(TLV_BOS_ADDRESS),
             cookie=tlvs.get(TLV_COOKIE),
             error_code=tlvs.get_int(TLV_ERROR_CODE),
@@ -301,7 +316,7 @@ class BucpLoginResponse:
 
 
 def parse_bos_address(address: str, default_port: int = 5190) -> tuple[str, int]:
-    """ "host:port", "[v6]:port" or a bare host (doc §4: default port 5190)."""
+    """ "host:port", "[v6]:port" or a bare host (docs/oscar-protocol.md §4: default port 5190)."""
     text = address.strip()
     if not text:
         raise ProtocolError("empty BOS address in the login response")
@@ -368,7 +383,8 @@ class SignOff:
     def encode(self, *, one_byte_code: bool = True) -> bytes:
         tlvs: list[tuple[int, bytes]] = []
         if self.error_code is not None:
-            # RAS writes the code as one byte, LP reads two; both widths decode (doc §10).
+            # RAS writes the code as one byte, LP reads two; both widths decode
+            # (docs/oscar-protocol.md §10).
             width_ok = one_byte_code and self.error_code <= 0xFF
             code = pack_u8(self.error_code) if width_ok else pack_u16(self.error_code)
             tlvs.append((TLV_SIGNOFF_CODE, code))
@@ -532,7 +548,8 @@ def decode_rate_class(reader: Reader, *, extended: bool) -> RateClass:
 
 @dataclass(frozen=True, slots=True)
 class RateParamsReply:
-    """01/07: N class records (30 B, or 35 B when `extended`), then N groups (doc §5)."""
+    """01/07: N class records (30 B, or 35 B when `extended`), then N groups
+    (docs/oscar-protocol.md §5)."""
 
     FAMILY: ClassVar[int] = FAMILY_OSERVICE
     SUBGROUP: ClassVar[int] = 0x0007
@@ -696,6 +713,47 @@ class SelfInfoReply:
         return cls(UserInfo.read(reader), reader.rest())
 
 
+# -- LOCATE (family 0x02) --------------------------------------------------------------------------
+
+
+PROFILE_MIME_ASCII = 'text/aolrtf; charset="us-ascii"'
+PROFILE_MIME_UTF8 = 'text/aolrtf; charset="utf-8"'
+
+
+@dataclass(frozen=True, slots=True)
+class LocateSetInfo:
+    """02/04 set user info: the profile (TLV 0x0001 MIME type + 0x0002 text) and the like.
+
+    No answer comes back; a server shows the profile to anyone who asks for our user info.
+    """
+
+    FAMILY: ClassVar[int] = FAMILY_LOCATE
+    SUBGROUP: ClassVar[int] = 0x0004
+
+    tlvs: TlvBlock = field(default_factory=TlvBlock)
+
+    @classmethod
+    def profile_text(cls, profile: str) -> Self:
+        """The profile as us-ascii when it is ASCII, else as UTF-8, labelled accordingly."""
+        if profile.isascii():
+            mime, data = PROFILE_MIME_ASCII, profile.encode("ascii")
+        else:
+            mime, data = PROFILE_MIME_UTF8, profile.encode("utf-8", errors="replace")
+        return cls(TlvBlock.of((TLV_PROFILE_MIME, mime.encode("ascii")), (TLV_PROFILE, data)))
+
+    @property
+    def profile(self) -> str | None:
+        data = self.tlvs.get(TLV_PROFILE)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def encode(self) -> bytes:
+        return self.tlvs.encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Self:
+        return cls(decode_tlvs(body, "set user info"))
+
+
 # -- ICBM (family 0x04) ----------------------------------------------------------------------------
 
 
@@ -825,7 +883,8 @@ class IcbmSendIM:
             tlvs.append((TLV_WANT_ACK, b""))
         if auto_response:
             tlvs.append((TLV_AUTO_RESPONSE, b""))
-        # Tells the peer's client we send typing notifications (doc §8; relayed verbatim).
+        # Tells the peer's client we send typing notifications (docs/oscar-protocol.md §8; relayed
+        # verbatim).
         tlvs.append((TLV_SUPPORTS_TYPING, b""))
         return cls(cookie, 1, recipient, TlvBlock.of(*tlvs))
 
@@ -929,7 +988,8 @@ class IcbmHostAck:
 
 @dataclass(frozen=True, slots=True)
 class IcbmTyping:
-    """04/14 MTN: zero cookie, channel 1, the other user's name, u16 event (doc §8)."""
+    """04/14 MTN: zero cookie, channel 1, the other user's name, u16 event (docs/oscar-protocol.md
+    §8)."""
 
     FAMILY: ClassVar[int] = FAMILY_ICBM
     SUBGROUP: ClassVar[int] = 0x0014
@@ -977,6 +1037,7 @@ SNAC_TYPES: dict[tuple[int, int], type] = {
         SelfInfoRequest,
         SelfInfoReply,
         NoOp,
+        LocateSetInfo,
         IcbmParamsReply,
         IcbmParamsSet,
         IcbmParamsRequest,

@@ -2,7 +2,18 @@
 
 No sockets and no asyncio here, so the client, the devserver and the fuzz tests share one codec,
 and every malformed input surfaces as the one exception type (ProtocolError) that the I/O layer
-turns into a clean disconnect instead of a crash. All lengths are byte counts (doc §12.1).
+turns into a clean disconnect instead of a crash. All lengths are byte counts
+(docs/oscar-protocol.md §12.1).
+
+Screen names are kept as the exact bytes the server sent. They are decoded and encoded as
+Latin-1, the one text codec that maps every byte string to a str and back unchanged, so a reply
+goes to exactly the name an IM came from: a Latin-1 "Jérôme" (4a e9 72 f4 6d 65) is answered at
+those six bytes, and a UTF-8 name at its UTF-8 bytes. The price is display only: a non-ASCII
+UTF-8 name reads as mojibake ("JÃ©rÃ´me") in logs and as the Dify user. Real screen names are
+ASCII (letters, digits, spaces), where both readings agree; any rule that showed UTF-8 names
+nicely would have to map two different byte strings (c3 a9 and e9) to the same "é", and could
+then answer one of them at the wrong address. A str with a character above U+00FF has no
+one-byte form and is not a screen name we can send to (ScreenNameError).
 """
 
 from __future__ import annotations
@@ -74,16 +85,61 @@ def pack_str16(value: bytes, what: str = "string") -> bytes:
     return _U16.pack(len(value)) + value
 
 
+# AOL's longest screen names (name@domain) are 97 bytes; a str8 field could carry 255.
+MAX_SCREEN_NAME_BYTES = 97
+_NAME_CONTROL = frozenset(range(0x20)) | {0x7F}
+
+
 def encode_screen_name(screen_name: str) -> bytes:
-    return screen_name.encode("utf-8", errors="replace")
+    """The wire bytes of a screen name (Latin-1, see above); ProtocolError if it has none."""
+    try:
+        return screen_name.encode("latin-1")
+    except UnicodeEncodeError as e:
+        raise ProtocolError(
+            f"screen name {printable(screen_name)} has characters that have no one-byte form"
+        ) from e
 
 
 def decode_screen_name(raw: bytes) -> str:
-    """Screen names are ASCII in practice; accept UTF-8 and fall back to Latin-1, never fail."""
+    """A screen name as the str whose encode_screen_name() gives back exactly `raw`."""
+    return raw.decode("latin-1")
+
+
+def screen_name_problem(screen_name: str) -> str | None:
+    """Why nobody could answer (or be sent to) this name, or None if it is a usable name."""
+    try:
+        raw = screen_name.encode("latin-1")
+    except UnicodeEncodeError:
+        return "has characters that have no one-byte form"
+    if not raw.strip(b" "):
+        return "is empty" if not raw else "is blank"
+    if len(raw) > MAX_SCREEN_NAME_BYTES:
+        return f"is {len(raw)} bytes long; screen names have at most {MAX_SCREEN_NAME_BYTES}"
+    if any(byte in _NAME_CONTROL for byte in raw):
+        return "contains control characters"
+    return None
+
+
+def decode_text(raw: bytes) -> str:
+    """Free text in a TLV (addresses, URLs, client names): UTF-8, else Latin-1; never fails."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+LOG_TEXT_LIMIT = 200
+
+
+def printable(text: str, limit: int = LOG_TEXT_LIMIT) -> str:
+    """User data made safe for one log line: quoted, control characters as escapes, bounded.
+
+    A screen name or IM with a newline cannot forge a log line: the newline logs as "\\n".
+    """
+    cut = text[:limit]
+    body = "".join(ch if ch.isprintable() and ch != "\\" else repr(ch)[1:-1] for ch in cut)
+    more = "…" if len(text) > limit else ""
+    return f"'{body}{more}'"
 
 
 class Reader:
@@ -172,7 +228,8 @@ class Tlv:
 
 
 def _int_from_width(value: bytes, what: str) -> int:
-    # RAS writes one-byte values as one-byte TLVs (doc §2): the width is the TLV length.
+    # RAS writes one-byte values as one-byte TLVs (docs/oscar-protocol.md §2): the width is the TLV
+    # length.
     if len(value) in (1, 2, 4):
         return int.from_bytes(value, "big")
     raise ProtocolError(f"{what} has {len(value)} bytes; expected an integer of 1, 2 or 4 bytes")
@@ -180,7 +237,8 @@ def _int_from_width(value: bytes, what: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class TlvBlock:
-    """An ordered TLV list; lookups return the FIRST match, as servers and LP do (doc §2)."""
+    """An ordered TLV list; lookups return the FIRST match, as servers and LP do
+    (docs/oscar-protocol.md §2)."""
 
     tlvs: tuple[Tlv, ...] = ()
 
@@ -202,6 +260,10 @@ class TlvBlock:
         return None if value is None else _int_from_width(value, f"TLV 0x{tag:04x}")
 
     def get_text(self, tag: int) -> str | None:
+        value = self.get(tag)
+        return None if value is None else decode_text(value)
+
+    def get_screen_name(self, tag: int) -> str | None:
         value = self.get(tag)
         return None if value is None else decode_screen_name(value)
 
@@ -263,7 +325,8 @@ def encode_frame(channel: int, sequence: int, payload: bytes) -> bytes:
 
 
 class SequenceCounter:
-    """One per connection and direction, +1 for every frame on every channel (doc §1, §12.5)."""
+    """One per connection and direction, +1 for every frame on every channel
+    (docs/oscar-protocol.md §1, §12.5)."""
 
     __slots__ = ("_next",)
 
@@ -413,7 +476,8 @@ class FrameBuffer:
         return frames
 
     def feed_eof(self) -> list[Frame]:
-        """The peer closed: accept the 4-byte sign-off (`2A 04 ss ss`, no length, doc §10)."""
+        """The peer closed: accept the 4-byte sign-off (`2A 04 ss ss`, no length,
+        docs/oscar-protocol.md §10)."""
         self.check()
         buf = self._buf
         if not buf:

@@ -12,6 +12,7 @@ lines for log shippers), because escape codes in a file are noise.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import logging.handlers
@@ -19,7 +20,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TextIO
@@ -52,7 +53,8 @@ class LoggingSetupError(Exception):
 
 
 def _spellings(secret: str) -> set[str]:
-    """The ways a secret shows up in text: as is, inside a repr, in JSON, and URL-encoded."""
+    """The ways a secret shows up in text: as is, inside a repr, in JSON, URL-encoded, and
+    with its control characters escaped."""
     forms = {
         secret,
         repr(secret)[1:-1],
@@ -60,6 +62,7 @@ def _spellings(secret: str) -> set[str]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         quote(secret, safe=""),
         quote_plus(secret),
+        escape_controls(secret),  # as a log argument shows it
     }
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
@@ -105,6 +108,61 @@ def redact(text: str) -> str:
     return _redactor.redact(text)
 
 
+# Characters that end a line or drive a terminal: C0 and C1 controls, DEL, and the Unicode line
+# and paragraph separators. In logged user data (a screen name, an IM, a server's text) they
+# would let a peer forge log lines or recolour a terminal.
+_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_CONTROLS: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED_CONTROLS.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """The text with every control character written as a visible escape (\\n, \\x1b, …)."""
+    return _CONTROLS.sub(_escape_control, text)
+
+
+class _Escaped:
+    """A log argument whose str() and repr() have their control characters escaped."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return escape_controls(str(self._value))
+
+    def __repr__(self) -> str:
+        return escape_controls(repr(self._value))
+
+
+def _escaped_arg(value: object) -> object:
+    # Numbers stay numbers (for %d, %.2f); everything else may carry a peer's text.
+    if value is None or isinstance(value, int | float):
+        return value
+    return _Escaped(value)
+
+
+def _escape_args(record: logging.LogRecord) -> None:
+    """Escape control characters in the %-arguments: our format strings may hold line breaks,
+    the data filled into them may not (a screen name with a newline must not forge a line)."""
+    args = record.args
+    if isinstance(args, tuple):
+        record.args = tuple(_escaped_arg(arg) for arg in args)
+    elif isinstance(args, Mapping):
+        record.args = {key: _escaped_arg(value) for key, value in args.items()}
+    if not isinstance(record.msg, str):  # log.info(obj): the object's text is data too
+        record.msg = _Escaped(record.msg)
+
+
 def _render_message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
@@ -117,13 +175,15 @@ def _render_message(record: logging.LogRecord) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Scrubs secrets from the message, its arguments, the traceback and the stack of a record.
+    """Scrubs secrets from the message, its arguments, the traceback and the stack of a record,
+    and escapes control characters in the arguments (see _escape_args).
 
     The record is rewritten in place (message rendered, args dropped, traceback turned into
     text) so that no later handler or formatter can render the raw values again.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        _escape_args(record)
         record.msg = _redactor.redact(_render_message(record))
         record.args = None
         if hasattr(record, "message"):  # cached by a formatter that saw the record first
@@ -153,11 +213,16 @@ class ColourFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line (ts, level, logger, message, exc), for log shippers."""
+    """One JSON object per line (ts, level, logger, message, exc), for log shippers.
+
+    A record logged with ``extra={"fields": {...}}`` (the traffic log) also carries those
+    figures as keys of their own, so a shipper need not parse the message; they never replace
+    the standard keys, and text values are redacted like the message.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         timestamp = datetime.fromtimestamp(record.created, UTC)
-        payload: dict[str, str] = {
+        payload: dict[str, object] = {
             "ts": timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
@@ -170,7 +235,12 @@ class JsonFormatter(logging.Formatter):
             payload["exc"] = exc
         if record.stack_info:
             payload["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(payload, ensure_ascii=False)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                if isinstance(key, str) and key not in payload:
+                    payload[key] = _redactor.redact(value) if isinstance(value, str) else value
+        return json.dumps(payload, ensure_ascii=False, default=str)
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -191,10 +261,27 @@ def _formatter_for(log_format: str, *, colour: bool) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Log files are 0600: they quote users' screen names and what the bot did for them.
+
+    Each file it opens (the first and every one after a rotation) is created 0600, and an
+    existing one is made 0600, whatever the process umask.
+    """
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
 def _open_log_file(path: Path, max_bytes: int, backup_count: int) -> logging.Handler:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return logging.handlers.RotatingFileHandler(
+        return _PrivateRotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
         )
     except OSError as e:

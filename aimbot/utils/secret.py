@@ -7,9 +7,23 @@ that needs the raw value (the MD5 login hash, the Authorization header) calls `.
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Final
 
 MASK: Final = "********"
+
+# "scheme://user:password@host…": everything of the authority up to its last "@" (as urlsplit
+# reads it), also without a scheme. The password may itself contain "@" or ":".
+_URL_USERINFO: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?([^/?#]*@)")
+
+
+def url_has_credentials(url: str) -> bool:
+    return _URL_USERINFO.match(url) is not None
+
+
+def mask_url_credentials(url: str) -> str:
+    """The URL with any user:password@ replaced by the mask: credentials are a secret."""
+    return _URL_USERINFO.sub(lambda m: (m.group(1) or "") + MASK + "@", url, count=1)
 
 
 class Secret:

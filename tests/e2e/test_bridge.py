@@ -146,7 +146,7 @@ async def test_6_long_markdown_answer_is_split_in_order_within_the_limit(tmp_pat
     assert len(markdown) >= 5000
     async with rig(tmp_path) as r:
         r.dify.answer = lambda ctx: markdown
-        await r.start_bot()
+        await r.start_bot(MAX_REPLY_PARTS="100")
         erin = await r.person("erin")
         await erin.say("tell me everything")
         first = await erin.reply()

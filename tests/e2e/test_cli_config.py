@@ -93,3 +93,19 @@ async def test_misused_options_are_usage_errors(workdir: Path) -> None:
     assert result.code == 2
     assert "--aim-port only applies to --demo" in result.stderr
     assert_no_traceback(result.output)
+
+
+# --- issue 13 item 12: credentials in DIFY_API_URL are a secret ----------------------------------
+
+URL_PASSWORD = "Pr0xyPa55-wordXYZ"
+
+
+async def test_credentials_in_the_dify_url_are_refused_and_never_printed(workdir: Path) -> None:
+    url = f"https://proxyuser:{URL_PASSWORD}@dify.example.com/v1"
+    for args in (("--check-config",), ("doctor",), ()):
+        result = await run(*main_py(*args), env=clean_env(DIFY_API_URL=url), cwd=workdir)
+        assert result.code == 2, result.output
+        assert URL_PASSWORD not in result.output and "proxyuser" not in result.output
+        assert "DIFY_API_URL" in result.output and "********@dify.example.com" in result.output
+        assert "credentials in the URL cannot be used" in result.output
+        assert_no_traceback(result.output)

@@ -84,8 +84,22 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
             assert shown == f"`{defaults[name]}`", name
 
 
-def test_readme_documents_every_benchmark_command_with_figures() -> None:
-    section = sections(README)["Benchmarks"]
+def test_docs_benchmarks_documents_every_benchmark_command_with_figures() -> None:
+    section = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     for command in ("signon", "latency", "throughput", "memory", "chaos"):
         assert f"python -m bench {command}" in section, command
     assert "Latest figures" in section and "commit" in section
+    summary = sections(README)["Benchmarks"].strip()
+    assert len(summary.splitlines()) <= 6 and "docs/benchmarks.md" in summary
+
+
+def test_every_troubleshooting_reference_in_the_code_names_an_existing_section() -> None:
+    """'see TROUBLESHOOTING.md, "X"' in any message must lead to a real heading (issue 13)."""
+    headings = list(TROUBLE_SECTIONS)
+    found = 0
+    for path in (ROOT / "aimbot").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for name in re.findall(r'TROUBLESHOOTING\.md, (?:section )?\\?"([^"\\]+)\\?"', text):
+            found += 1
+            assert any(h.startswith(name) for h in headings), f"{path.name}: {name!r}"
+    assert found >= 5

@@ -67,7 +67,7 @@ async def test_doctor_names_a_wrong_password(
     assert result.code == 1, result.output
     line = line_for(result, "AIM login works")
     assert line.startswith("✗ "), result.stdout
-    assert "incorrect password" in line
+    assert "incorrect password (code 0x0005)" in line  # the same words as the bot's log line
     assert 'TROUBLESHOOTING.md, "Bad password or login rate-limited"' in line
     assert_passed(result, "config valid", "AIM server reachable", "Dify key accepted")
     assert "not-the-password-123" not in result.output

@@ -113,3 +113,52 @@ async def test_unwritable_data_dir_fails_with_a_clear_line(
     assert finished.code == 1, finished.output
     assert 'see TROUBLESHOOTING.md, "Data dir not writable"' in finished.stderr
     assert_no_traceback(finished.output)
+
+
+async def test_a_second_sigterm_ends_at_once_and_keeps_the_unanswered_im(
+    oscar: OscarServer, dify: DifyStandIn, workdir: Path
+) -> None:
+    import sqlite3
+
+    dify.set_latency(60.0)  # the answer would take a minute
+    state = workdir / "state"
+    env = bot_env(oscar, dify, state, SHUTDOWN_GRACE="60")
+    oscar.add_account("waiter", "waiter-pw")
+    async with running(*main_py(), env=env, cwd=workdir) as bot:
+        await oscar.wait_online(BOT, timeout=WAIT)
+        async with signed_on("waiter", "waiter-pw", oscar.port) as user:
+            await user.say(BOT, "a slow question")
+            await dify.wait_requests(1, timeout=WAIT)
+            bot.send_signal(signal.SIGTERM)
+            await bot.wait_stderr("SIGTERM received")
+            bot.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            finished = await bot.finish(within=WAIT)
+            exit_seconds = time.monotonic() - signalled
+
+    assert finished.code == 0, finished.output
+    assert exit_seconds < 10, f"took {exit_seconds:.1f} s after the second SIGTERM (grace 60 s)"
+    assert "SIGTERM again: shutting down now" in finished.stderr
+    assert_no_traceback(finished.output)
+    db = sqlite3.connect(state / "aimbot.sqlite3")
+    try:
+        rows = db.execute("SELECT user_key, text FROM inbox").fetchall()
+    finally:
+        db.close()
+    assert rows == [("waiter", "a slow question")]  # answered on the next start
+
+
+async def test_a_corrupt_database_points_to_its_own_section(
+    oscar: OscarServer, dify: DifyStandIn, workdir: Path
+) -> None:
+    state = workdir / "state"
+    state.mkdir()
+    (state / "aimbot.sqlite3").write_bytes(b"this is not a database, just bytes " * 200)
+    async with running(*main_py(), env=bot_env(oscar, dify, state), cwd=workdir) as bot:
+        finished = await bot.finish()
+
+    assert finished.code == 1, finished.output
+    assert "is damaged" in finished.stderr
+    assert 'see TROUBLESHOOTING.md, "Corrupt state database"' in finished.stderr
+    assert "Data dir not writable" not in finished.stderr
+    assert_no_traceback(finished.output)

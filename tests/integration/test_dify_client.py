@@ -274,12 +274,22 @@ async def test_stream_lingering_after_message_end_still_answers_promptly() -> No
         assert rig.standin.request_count == 1
 
 
-async def test_truncated_stream_is_retried_as_unavailable() -> None:
+async def test_stream_ending_after_text_without_message_end_keeps_the_text() -> None:
     async with dify_rig() as rig:
         partial = sse({"event": "message", "conversation_id": CONV, "answer": "half"})
         rig.standin.script_raw(200, partial, content_type=SSE)
         answer = await rig.client().chat(USER, "hi", None)
-        assert "you said 'hi'" in answer.text
+        # Dify has the turn already: asking again would add a second answer to the conversation.
+        assert (answer.text, answer.ending, answer.conversation_id) == ("half", "interrupted", CONV)
+        assert rig.standin.request_count == 1 and rig.time.sleeps == []
+
+
+async def test_stream_ending_before_any_text_is_retried_as_unavailable() -> None:
+    async with dify_rig() as rig:
+        no_text = sse({"event": "workflow_started", "conversation_id": CONV, "data": {}})
+        rig.standin.script_raw(200, no_text, content_type=SSE)
+        answer = await rig.client().chat(USER, "hi", None)
+        assert "you said 'hi'" in answer.text and answer.ending == "complete"
         assert rig.standin.request_count == 2 and len(rig.time.sleeps) == 1
 
 
@@ -336,3 +346,30 @@ async def test_redirect_is_a_configuration_error() -> None:
         with pytest.raises(DifyBadRequest, match="DIFY_API_URL"):
             await rig.client().chat(USER, "hi", None)
         assert rig.standin.request_count == 1
+
+
+# --- issue 13 item 2: answers are bounded -------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_over_max_answer_chars_is_cut_short(mode: str) -> None:
+    async with dify_rig(answer=lambda ctx: "word " * 4000) as rig:
+        answer = await rig.client(response_mode=mode, max_answer_chars=1000).chat(USER, "hi", None)
+        assert answer.ending == "cut_short"
+        assert answer.text == ("word " * 4000)[:1000]
+        assert answer.conversation_id
+        assert rig.standin.request_count == 1
+
+
+async def test_a_stream_cut_short_stops_the_generation_for_its_user() -> None:
+    async with dify_rig(answer=lambda ctx: "word " * 4000) as rig:
+        answer = await rig.client(max_answer_chars=1000).chat(USER, "hi", None)
+        assert answer.task_id
+        assert [(s.task_id, s.user) for s in rig.standin.stop_requests] == [(answer.task_id, USER)]
+
+
+async def test_an_answer_within_the_cap_is_complete() -> None:
+    async with dify_rig(answer=lambda ctx: "word " * 100) as rig:
+        answer = await rig.client(max_answer_chars=500).chat(USER, "hi", None)
+        assert (answer.ending, answer.text) == ("complete", "word " * 100)
+        assert rig.standin.stop_requests == []

@@ -14,11 +14,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aimbot.ops.health import (
+    CHECK_AIM_LOGIN,
     CHECK_DIFY_CIRCUIT,
+    CHECK_DIFY_KEY,
     CHECK_SIGNED_ON,
     HealthServer,
     HealthServerError,
     HealthStatus,
+    bot_health,
     health_body,
 )
 from aimbot.ops.metrics import Metrics
@@ -47,7 +50,15 @@ async def test_healthy_when_signed_on_and_dify_circuit_closed(
         assert server.port > 0
         status, body = await get_json(client, f"{server.url}/healthz")
     assert status == 200
-    assert body == {"status": "ok", "checks": {CHECK_SIGNED_ON: True, CHECK_DIFY_CIRCUIT: True}}
+    assert body == {
+        "status": "ok",
+        "checks": {
+            CHECK_SIGNED_ON: True,
+            CHECK_AIM_LOGIN: True,
+            CHECK_DIFY_KEY: True,
+            CHECK_DIFY_CIRCUIT: True,
+        },
+    }
 
 
 @pytest.mark.parametrize(
@@ -75,7 +86,12 @@ async def test_unhealthy_is_503_with_the_reasons(
         assert status == 503
         assert body["status"] == "unhealthy"
         assert body["reasons"] == reasons
-        assert body["checks"] == {CHECK_SIGNED_ON: signed_on, CHECK_DIFY_CIRCUIT: circuit_closed}
+        assert body["checks"] == {
+            CHECK_SIGNED_ON: signed_on,
+            CHECK_AIM_LOGIN: True,
+            CHECK_DIFY_KEY: True,
+            CHECK_DIFY_CIRCUIT: circuit_closed,
+        }
         # Health is read on every request: recovery shows at once.
         health.signed_on = health.dify_circuit_closed = True
         status, _ = await get_json(client, f"{server.url}/healthz")
@@ -250,3 +266,95 @@ async def test_container_healthcheck_follows_healthz() -> None:
         assert await run_check(DOCKERFILE_CHECK, port) != 0
     assert await run_check(DOCKERFILE_CHECK, port) != 0  # nobody listening any more
     assert await run_check(DOCKERFILE_CHECK, "0") == 0  # endpoint switched off: nothing to ask
+
+
+def test_a_refused_login_and_a_rejected_key_each_name_their_reason() -> None:
+    code, body = health_body(
+        bot_health(
+            signed_on=False,
+            dify_circuit_closed=True,
+            last_disconnect="sign-on failed: login refused: incorrect password (code 0x0005)",
+            login_refused="login refused: incorrect password (code 0x0005)",
+            dify_key_rejected="401 unauthorized",
+        )
+    )
+    assert code == 503
+    assert body["checks"] == {
+        CHECK_SIGNED_ON: False,
+        CHECK_AIM_LOGIN: False,
+        CHECK_DIFY_KEY: False,
+        CHECK_DIFY_CIRCUIT: True,
+    }
+    assert body["reasons"] == [
+        "not signed on to the AIM server (last disconnect: sign-on failed: login refused: "
+        "incorrect password (code 0x0005))",
+        "the AIM server refuses the bot's login (login refused: incorrect password "
+        "(code 0x0005)); check AIM_USERNAME / AIM_PASSWORD and the account",
+        "Dify rejects DIFY_API_KEY (401 unauthorized)",
+    ]
+
+
+# --- issue 13 item 8: a flood of stalled connections cannot pin the bot's descriptors ---------
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> None:
+    """Until the server has closed the connection (EOF, or a reset for a refused one)."""
+    try:
+        while await reader.read(65536):
+            pass
+    except ConnectionError:
+        pass
+
+
+async def test_half_sent_and_idle_connections_are_closed_and_capped(
+    client: aiohttp.ClientSession,
+) -> None:
+    timeout, cap, flood = 0.5, 50, 500
+    server = HealthServer(
+        "127.0.0.1",
+        0,
+        Metrics(),
+        SwitchableHealth(),
+        connection_timeout=timeout,
+        max_connections=cap,
+    )
+    await server.start()
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        readers = []
+        for n in range(flood):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            if n % 2:  # half a request, never finished; the others send nothing at all
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: bot\r\n")
+            readers.append(reader)
+            writers.append(writer)
+            assert server.open_connections <= cap
+        # Every one of them is closed by the server, within the timeout (plus scheduling).
+        await asyncio.wait_for(asyncio.gather(*(_until_closed(r) for r in readers)), 15)
+        assert loop.time() - started < timeout + 10
+        assert server.open_connections == 0
+        # ... and an ordinary probe is answered as before.
+        status, body = await get_json(client, f"{server.url}/healthz")
+        assert status == 200 and body["status"] == "ok"
+    finally:
+        for writer in writers:
+            writer.close()
+        await server.stop()
+
+
+async def test_a_kept_alive_client_is_served_many_requests_on_one_connection(
+    client: aiohttp.ClientSession,
+) -> None:
+    server = HealthServer(
+        "127.0.0.1", 0, Metrics(), SwitchableHealth(), connection_timeout=30.0, max_connections=4
+    )
+    await server.start()
+    try:
+        for _ in range(10):  # one kept-alive connection, many requests
+            status, _ = await get_json(client, f"{server.url}/healthz")
+            assert status == 200
+        assert server.open_connections <= 4
+    finally:
+        await server.stop()

@@ -24,8 +24,15 @@ from aimbot.oscar.snacs import (
     RateParamsRequest,
     TextFragment,
 )
-from aimbot.oscar.wire import Channel, Frame, TlvBlock, encode_snac
+from aimbot.oscar.snacs_services import (
+    FEEDBAG_BUDDY,
+    BuddyArrived,
+    BuddyDeparted,
+    LocateUserInfoReply,
+)
+from aimbot.oscar.wire import Channel, Frame, TlvBlock, encode_snac, pack_str8, pack_u32
 from tests.helpers.oscar import HOST, PASSWORDS, WAIT, RawPeer, running_server, session_pool
+from tests.helpers.purple_script import feedbag_item, purple_sign_on, user_info_query
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,10 +77,12 @@ async def test_utf8_under_charset_0_in_html_reaches_the_client_as_text() -> None
 async def test_unknown_snac_gets_an_invalid_snac_error_with_our_request_id() -> None:
     async with running_server() as server:
         peer = await RawPeer.sign_on(server.port, "alice", PASSWORDS["alice"])
-        peer.send(Channel.DATA, encode_snac(0x0013, 0x0004, 4242, b""))
-        header, body = await peer.snac(lambda h: h.subgroup == 0x0001)
-        assert (header.family, header.request_id) == (0x0013, 4242)
-        assert body[:2] == b"\x00\x01"
+        for family, subgroup in ((0x0013, 0x0099), (0x0055, 0x0003)):
+            peer.send(Channel.DATA, encode_snac(family, subgroup, 4242, b""))
+            header, body = await peer.snac(lambda h: h.subgroup == 0x0001)
+            assert (header.family, header.request_id) == (family, 4242)
+            assert body[:2] == b"\x00\x01"
+        assert server.is_online("alice")  # an error, never a disconnect
         await peer.close()
 
 
@@ -254,3 +263,49 @@ async def test_a_client_that_stops_reading_is_cut_off_at_the_outbound_cap(
         assert "stopped reading (outbound buffer full)" in caplog.text
         assert alice.client.online
         await deaf.close()
+
+
+async def test_a_user_who_lists_the_bot_sees_it_come_and_go_with_its_profile() -> None:
+    async with session_pool() as pool:
+        pool.server.add_account("helperbot", "bot-pw-1", is_bot=True)
+        user, _ = await purple_sign_on(HOST, pool.server.port, "alice", PASSWORDS["alice"])
+        try:
+            buddy = feedbag_item("helperbot", 1, 3, FEEDBAG_BUDDY)
+            assert await user.request(0x13, 0x08, buddy)
+            bot = await pool.sign_on("helperbot", "bot-pw-1")
+            arrived = BuddyArrived.decode((await user.wait_for((0x03, 0x0B))).body).user
+            assert arrived.screen_name == "helperbot"
+            flags = arrived.tlvs.get_int(0x0001) or 0
+            assert flags & 0x0400 and not flags & 0x0020  # a bot, not away
+            info = await user.request(0x02, 0x05, user_info_query("helperbot", 0x0003))
+            assert LocateUserInfoReply.decode(info[0].body).user.screen_name == "helperbot"
+            await bot.client.close()
+            departed = BuddyDeparted.decode((await user.wait_for((0x03, 0x0C))).body).user
+            assert departed.screen_name == "helperbot"
+            # Back again: the list was kept, so the arrival comes without asking.
+            await pool.sign_on("helperbot", "bot-pw-1")
+            again = BuddyArrived.decode((await user.wait_for((0x03, 0x0B))).body).user
+            assert again.screen_name == "helperbot"
+        finally:
+            await user.close()
+
+
+async def test_a_profile_set_by_02_04_is_what_02_05_shows() -> None:
+    async with running_server() as server:
+        bot, _ = await purple_sign_on(
+            HOST, server.port, "carol", PASSWORDS["carol"], profile="I answer; type help"
+        )
+        user, _ = await purple_sign_on(HOST, server.port, "alice", PASSWORDS["alice"])
+        try:
+            info = await user.request(0x02, 0x15, pack_u32(0x0001) + pack_str8(b"carol"))
+            reply = LocateUserInfoReply.decode(info[0].body)
+            assert reply.tlvs.get(0x0002) == b"I answer; type help"
+            away = TlvBlock.of((0x0003, b"text/plain"), (0x0004, b"back soon")).encode()
+            assert await bot.request(0x02, 0x04, away) == []
+            info = await user.request(0x02, 0x05, user_info_query("carol", 0x0002))
+            reply = LocateUserInfoReply.decode(info[0].body)
+            assert reply.tlvs.get(0x0004) == b"back soon" and not reply.tlvs.has(0x0002)
+            assert (reply.user.tlvs.get_int(0x0001) or 0) & 0x0020
+        finally:
+            await bot.close()
+            await user.close()

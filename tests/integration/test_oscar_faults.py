@@ -10,13 +10,16 @@ import pytest
 from aimbot.oscar.errors import NotConnected
 from aimbot.oscar.events import (
     DisconnectReason,
+    HostAck,
     IMError,
     IncomingIM,
     RateChange,
     SessionEnded,
     TypingState,
 )
-from tests.helpers.oscar import WAIT, FakeClock, Session, session_pool
+from aimbot.oscar.ratelimit import never_limits
+from aimbot.oscar.snacs import IcbmIncomingIM
+from tests.helpers.oscar import PASSWORDS, WAIT, FakeClock, RawPeer, Session, session_pool
 
 KEEPALIVE = 0.25
 READ_TIMEOUT = 0.25
@@ -73,13 +76,16 @@ async def test_idle_but_healthy_session_survives_many_keepalive_rounds() -> None
 async def test_duplicate_login_signs_the_first_session_off() -> None:
     async with session_pool() as pool:
         first = await pool.sign_on("alice", **FAST)
-        second = await pool.sign_on("alice", **FAST)
+        # A login that does not ask for several sessions (0x03) replaces the first one.
+        second = await RawPeer.sign_on(pool.server.port, "alice", PASSWORDS["alice"], multi_conn=3)
         reason, _ = await ended_within(first, BOUND)
         assert reason is DisconnectReason.SIGNED_ON_ELSEWHERE
         bob = await pool.sign_on("bobsmith")
         await bob.client.send_im("alice", "to the new session")
-        assert (await second.log.next(IncomingIM)).text == "to the new session"
-        assert second.client.online
+        _, body = await second.snac(lambda h: (h.family, h.subgroup) == (0x0004, 0x0007))
+        message = IcbmIncomingIM.decode(body).message()
+        assert message is not None and message.texts[0].payload == b"to the new session"
+        await second.close()
 
 
 async def test_a_malformed_write_is_skipped_and_the_im_behind_it_arrives() -> None:
@@ -153,21 +159,31 @@ async def test_a_throttle_wait_ends_when_the_session_does() -> None:
 # -- rate limits -----------------------------------------------------------------------------------
 
 
-async def test_sending_past_the_rate_limit_yields_rate_errors_not_a_crash() -> None:
-    clock = FakeClock()  # frozen: every IM arrives "back to back" (doc §6)
+async def test_sending_past_the_rate_limit_drops_silently_with_notices() -> None:
+    clock = FakeClock()  # frozen: every IM arrives "back to back"
     async with session_pool(clock=clock) as pool:
         alice = await pool.sign_on("alice", throttle=False)
         bob = await pool.sign_on("bobsmith")
-        cookies = [await alice.client.send_im("bobsmith", f"burst {i}") for i in range(9)]
-        errors = [await alice.log.next(IMError) for _ in range(2)]
-        assert [e.code for e in errors] == [0x0002, 0x0002]
-        assert [e.cookie for e in errors] == cookies[7:]  # the 8th and 9th were dropped
-        received = [(await bob.log.next(IncomingIM)).text for _ in range(7)]
-        assert received == [f"burst {i}" for i in range(7)]
-        assert pool.server.stats.rate_limited["alice"] == 2
+        cookies = [
+            await alice.client.send_im("bobsmith", f"burst {i}", request_ack=True) for i in range(8)
+        ]
+        while (await alice.log.next(RateChange)).code != 3:
+            pass  # the limited notice is sent while the 8th IM is dropped
+        clock.now += 120  # the level recovers: the next IM goes through again
+        # and, as on OOS, the server says so on its own, without waiting for another IM
+        assert (await alice.log.next(RateChange)).code == 4
+        later = await alice.client.send_im("bobsmith", "after the pause", request_ack=True)
+        acks = [(await alice.log.next(HostAck)).cookie for _ in range(8)]
+        received = [(await bob.log.next(IncomingIM)).text for _ in range(8)]
+        # Like Open OSCAR Server: the 8th is dropped with no error and no ack; acks and IMs
+        # keep their order, so anything for it would have come before the 9th's.
+        assert acks == [*cookies[:7], later]
+        assert received == [*(f"burst {i}" for i in range(7)), "after the pause"]
+        assert alice.log.of(IMError) == []
+        assert pool.server.stats.rate_limited["alice"] == 1
         assert alice.client.online
         notices = alice.log.of(RateChange)
-        assert [(n.code, n.class_id) for n in notices] == [(2, 3), (3, 3)]
+        assert [(n.code, n.class_id) for n in notices] == [(2, 3), (3, 3), (4, 3)]
 
 
 async def test_sending_past_the_disconnect_level_ends_the_session() -> None:
@@ -178,9 +194,27 @@ async def test_sending_past_the_disconnect_level_ends_the_session() -> None:
         for i in range(14):
             await alice.client.send_im("bobsmith", f"flood {i}")
         ended = await alice.log.ended()
-        assert ended.reason is DisconnectReason.SIGNED_OFF
+        assert ended.reason is DisconnectReason.RATE_LIMITED
+        assert "rate limit (class 3)" in ended.detail
         assert pool.server.stats.rate_disconnects["alice"] == 1
         await pool.server.wait_offline("alice", WAIT)
+
+
+async def test_the_signed_on_elsewhere_code_after_going_over_the_limit_means_rate_limited() -> None:
+    # Open OSCAR Server ends a session past the disconnect level with sign-off code 0x0001, the
+    # code of "signed on elsewhere"; the client's rate bookkeeping tells the two apart.
+    clock = FakeClock()
+    async with session_pool(clock=clock) as pool:
+        alice = await pool.sign_on("alice", throttle=False)
+        await pool.sign_on("bobsmith")
+        for i in range(9):
+            await alice.client.send_im("bobsmith", f"burst {i}")
+        assert (await alice.log.next(RateChange)).code == 2
+        assert (await alice.log.next(RateChange)).code == 3
+        pool.server.sign_off("alice", code=1)
+        ended = await alice.log.ended()
+        assert ended.reason is DisconnectReason.RATE_LIMITED
+        assert "not another login" in ended.detail
 
 
 async def test_throttled_client_never_trips_the_enforced_limit() -> None:
@@ -205,8 +239,11 @@ async def test_bot_accounts_are_exempt_from_rate_limits() -> None:
         pool.server.add_account("bot", "bot-pw", is_bot=True)
         bot = await pool.sign_on("bot", "bot-pw", throttle=False)
         bob = await pool.sign_on("bobsmith")
+        # Like Open OSCAR Server: the ordinary classes are advertised, never enforced, and no
+        # rate notice ever comes (the silence is how a client learns it is exempt).
+        assert not any(never_limits(c) for c in bot.client.rate_classes.values())
         for i in range(30):
             await bot.client.send_im("bobsmith", f"fast {i}")
         received = [(await bob.log.next(IncomingIM)).text for _ in range(30)]
         assert received == [f"fast {i}" for i in range(30)]
-        assert bot.log.of(IMError) == []
+        assert bot.log.of(IMError) == [] and bot.log.of(RateChange) == []

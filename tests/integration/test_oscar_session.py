@@ -9,7 +9,15 @@ import socket
 import pytest
 
 from aimbot.oscar.client import OscarClient, new_cookie
-from aimbot.oscar.errors import ConnectError, LoginError, MessageTooLong, NotConnected
+from aimbot.oscar.errors import (
+    ConnectError,
+    CookieError,
+    LoginError,
+    MessageTooLong,
+    NotConnected,
+    OscarError,
+    ScreenNameError,
+)
 from aimbot.oscar.events import (
     DisconnectReason,
     HostAck,
@@ -102,17 +110,14 @@ async def test_a_cookie_chosen_by_the_caller_is_used_and_checked() -> None:
         )
         assert (await alice.log.next(HostAck)).cookie == chosen
         assert (await bob.log.next(IncomingIM)).cookie == chosen
-        with pytest.raises(ValueError, match="8 bytes"):
+        with pytest.raises(CookieError, match="8 bytes"):
             await alice.client.send_im("bobsmith", "x", cookie=b"short")
 
 
-@pytest.mark.parametrize(("enforce", "is_bot"), [(True, True), (False, False)])
-async def test_exempt_sessions_are_advertised_limits_that_never_bite(
-    enforce: bool, is_bot: bool
-) -> None:
+async def test_a_server_without_limits_advertises_limits_that_never_bite() -> None:
     clock = FakeClock()
-    async with session_pool(enforce_rate_limits=enforce, clock=clock) as pool:
-        pool.server.add_account("robot", "robot-pw", is_bot=is_bot)
+    async with session_pool(enforce_rate_limits=False, clock=clock) as pool:
+        pool.server.add_account("robot", "robot-pw")
         robot = await pool.sign_on("robot", "robot-pw", clock=clock, sleep=clock.sleep)
         await pool.sign_on("bobsmith")
         assert all(never_limits(c) for c in robot.client.rate_classes.values())
@@ -286,9 +291,33 @@ async def test_send_before_connect_and_oversized_text_are_refused_clearly() -> N
         alice = await pool.sign_on("alice")
         with pytest.raises(MessageTooLong, match="8001 bytes"):
             await alice.client.send_im("bobsmith", "y" * 8001)
-        with pytest.raises(ValueError, match="empty"):
-            await alice.client.send_im(" ", "hi")
         await idle.close()
+
+
+@pytest.mark.parametrize(
+    ("recipient", "why"),
+    [
+        ("", "is empty"),
+        ("   ", "is blank"),
+        ("x" * 98, "98 bytes long"),
+        ("é" * 200, "200 bytes long"),
+        ("bob\nsmith", "control characters"),
+        ("\x00", "control characters"),
+        ("你好", "no one-byte form"),
+    ],
+)
+async def test_unsendable_recipients_raise_screen_name_error_for_ims_and_typing(
+    recipient: str, why: str
+) -> None:
+    async with session_pool() as pool:
+        alice = await pool.sign_on("alice")
+        with pytest.raises(ScreenNameError, match=why) as caught:
+            await alice.client.send_im(recipient, "hi")
+        assert isinstance(caught.value, OscarError)
+        assert "\n" not in str(caught.value)  # the name is escaped, even in the message
+        with pytest.raises(ScreenNameError, match=why):
+            await alice.client.send_typing(recipient, TypingState.TYPING)
+        assert alice.client.online  # refusing one recipient costs nothing else
 
 
 async def test_connect_twice_is_refused() -> None:

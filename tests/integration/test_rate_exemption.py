@@ -16,7 +16,7 @@ def test_an_unlimited_class_never_delays() -> None:
     assert limited.delay_ms(now_ms=0) > 0
 
 
-async def _im_class_after_signon(server: OscarServer, name: str) -> bool:
+async def _advertised_unlimited(server: OscarServer, name: str) -> bool:
     client = OscarClient(name, "pw-1234", "127.0.0.1", server.port)
     await client.connect()
     try:
@@ -26,12 +26,15 @@ async def _im_class_after_signon(server: OscarServer, name: str) -> bool:
         await client.close()
 
 
-async def test_exempt_sessions_are_told_they_are_unlimited() -> None:
+async def test_exempt_accounts_are_advertised_the_ordinary_classes_like_on_oos() -> None:
     async with OscarServer(enforce_rate_limits=True) as server:
         server.add_account("normal", "pw-1234")
         server.add_account("robot", "pw-1234", is_bot=True)
-        assert not await _im_class_after_signon(server, "normal")
-        assert await _im_class_after_signon(server, "robot")
+        assert not await _advertised_unlimited(server, "normal")
+        assert not await _advertised_unlimited(server, "robot")
+
+
+async def test_a_server_without_limits_says_so() -> None:
     async with OscarServer(enforce_rate_limits=False) as server:
         server.add_account("normal", "pw-1234")
-        assert await _im_class_after_signon(server, "normal")
+        assert await _advertised_unlimited(server, "normal")

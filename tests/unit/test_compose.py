@@ -39,15 +39,66 @@ def variant(old: str, new: str, count: int = 1) -> str:
     return REAL.replace(old, new, count)
 
 
-def test_the_real_compose_file_passes() -> None:
-    result = run_checker(COMPOSE)
+def shipped_fleet(into: Path) -> Path:
+    """The shipped compose file and bots/ in a fresh directory, as a fresh clone has them."""
+    shutil.copy(COMPOSE, into / "docker-compose.yml")
+    shutil.copytree(
+        REPO_ROOT / "bots",
+        into / "bots",
+        ignore=lambda _d, names: [n for n in names if n.endswith(".env") and n != "example.env"],
+    )
+    return into / "docker-compose.yml"
+
+
+def readme_fleet_commands() -> list[str]:
+    """The `cp bots/…` lines of README's fleet section, as an operator would type them."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A fleet with docker compose", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^cp bots/\S+ bots/\S+", section, re.MULTILINE)
+
+
+def test_the_shipped_compose_file_passes_once_the_examples_are_copied_as_readme_says(
+    tmp_path: Path,
+) -> None:
+    compose = shipped_fleet(tmp_path)
+    fresh = run_checker(compose)
+    assert fresh.returncode == 1
+    assert "env_file bots/alice.env does not exist (cp bots/alice.env.example" in fresh.stderr
+    commands = readme_fleet_commands()
+    assert len(commands) == 2, commands
+    for command in commands:
+        subprocess.run(command.split(), cwd=tmp_path, check=True, timeout=60)
+    result = run_checker(compose)
     assert result.returncode == 0, result.stderr
     assert "OK (2 services: bot-alice, bot-bob)" in result.stdout
     assert check_compose(REAL) == []
 
 
+def test_each_shipped_example_env_file_is_a_template_the_bot_rejects_unfilled() -> None:
+    examples = sorted((REPO_ROOT / "bots").glob("*.env.example"))
+    assert [p.name for p in examples] == ["alice.env.example", "bob.env.example"]
+    for example in examples:
+        assert f"env_file: bots/{example.name.removesuffix('.example')}" in REAL
+        with pytest.raises(ConfigError) as caught:
+            load_settings({}, env_file=example)
+        assert all("placeholder" in p for p in caught.value.problems)
+
+
+def test_a_missing_env_file_fails_the_checker(tmp_path: Path) -> None:
+    compose = shipped_fleet(tmp_path)
+    (tmp_path / "bots" / "alice.env").write_text("AIM_USERNAME=alice\n")
+    result = run_checker(compose)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[1:] == [
+        "  - service bot-bob: env_file bots/bob.env does not exist "
+        "(cp bots/bob.env.example bots/bob.env and fill it in)"
+    ]
+
+
 def test_a_broken_file_exits_1_with_the_list_of_problems(tmp_path: Path) -> None:
-    broken = tmp_path / "docker-compose.yml"
+    broken = shipped_fleet(tmp_path)
+    for name in ("alice", "bob"):
+        (tmp_path / "bots" / f"{name}.env").write_text(f"AIM_USERNAME={name}\n")
     broken.write_text(variant("restart: unless-stopped", "restart: always"))
     result = run_checker(broken)
     assert result.returncode == 1
@@ -98,6 +149,21 @@ BROKEN_VARIANTS = [
         ("- bob-data:/app/data", "- alice-data:/app/data"),
         "service bot-bob: shares data volume alice-data with bot-alice",
         id="shared-data-volume",
+    ),
+    pytest.param(
+        ("- bob-logs:/app/logs", "- alice-logs:/app/logs"),
+        "service bot-bob: shares log volume alice-logs with bot-alice",
+        id="shared-log-volume",
+    ),
+    pytest.param(
+        ("- bob-logs:/app/logs", "- ./logs:/app/logs"),
+        "",
+        id="bind-mounted-logs-alone-are-fine",
+    ),
+    pytest.param(
+        ('"127.0.0.1:8082:8080"', '"8081:8080"'),
+        "service bot-bob: shares published port 8081 with bot-alice",
+        id="shared-published-port",
     ),
     pytest.param(
         ("      - bob-data:/app/data\n", ""),
@@ -168,7 +234,10 @@ BROKEN_VARIANTS = [
 @pytest.mark.parametrize(("edit", "problem"), BROKEN_VARIANTS)
 def test_each_broken_variant_is_caught(edit: tuple[str, str], problem: str) -> None:
     problems = check_compose(variant(*edit))
-    assert any(p.startswith(problem) for p in problems), problems
+    if not problem:  # a variant that must stay fine
+        assert problems == []
+    else:
+        assert any(p.startswith(problem) for p in problems), problems
 
 
 def test_without_the_healthcheck_every_service_is_reported() -> None:

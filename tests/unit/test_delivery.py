@@ -1,6 +1,6 @@
 import asyncio
 
-from aimbot.bot.delivery import DeliveryQueue
+from aimbot.bot.delivery import DeliveryQueue, Upkeep
 from aimbot.store import OutboxItem
 
 
@@ -50,7 +50,7 @@ def test_offline_recipient_is_parked_retried_then_expired() -> None:
     q.written(b"c1", now=0.0)
     assert q.recipient_offline(b"c1", now=1.0) == sent
     assert q.queued == 0 and len(q) == 1
-    assert q.maintain(now=5.0) == ([], [])
+    assert q.maintain(now=5.0) == Upkeep()
     assert q.queued == 0
     q.maintain(now=11.0)
     assert q.queued == 1  # retry time came
@@ -59,28 +59,97 @@ def test_offline_recipient_is_parked_retried_then_expired() -> None:
     q.sending(b"c2", again)
     q.written(b"c2", now=11.0)
     q.recipient_offline(b"c2", now=12.0)
-    silent, expired = q.maintain(now=100.0)
-    assert silent == [] and expired == [sent]
+    assert q.maintain(now=100.0) == Upkeep(expired=[sent])
     assert len(q) == 0
 
 
-def test_servers_that_never_ack_confirm_by_silence() -> None:
-    q = DeliveryQueue(ttl=1000, ack_timeout=30)
-    q.push(item(1))
+def _send(q: DeliveryQueue, cookie: bytes, now: float) -> OutboxItem:
     sent = q.pop()
     assert sent is not None
-    q.sending(b"c1", sent)
-    q.written(b"c1", now=0.0)
-    assert q.maintain(now=29.0) == ([], [])
-    assert q.maintain(now=30.0) == ([sent], [])
+    q.sending(cookie, sent)
+    q.written(cookie, now=now)
+    return sent
+
+
+def test_silence_is_not_delivery_the_reply_is_resent_then_given_up() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, max_attempts=3, resend_delay=5)
+    q.push(item(1))
+    q.push(item(2))
+    sent = _send(q, b"c1", now=0.0)
+    other = _send(q, b"c2", now=0.0)
+    assert q.acked(b"c2") == other  # this server does ack: silence means "dropped"
+    assert q.maintain(now=29.0) == Upkeep()
+    assert q.maintain(now=30.0) == Upkeep(resending=[sent])
+    assert q.queued == 0 and len(q) == 1  # waits resend_delay before going out again
+    q.maintain(now=35.0)
+    assert q.queued == 1
+    _send(q, b"c1", now=35.0)  # the same cookie: the same message
+    assert q.maintain(now=65.0) == Upkeep(resending=[sent])
+    q.maintain(now=75.0)  # the pause doubles: 10 s
+    assert q.queued == 1
+    _send(q, b"c1", now=75.0)
+    assert q.attempts(sent) == 3
+    assert q.maintain(now=105.0) == Upkeep(given_up=[sent])
+    assert len(q) == 0 and not q.never_acks
+
+
+def test_an_ack_for_a_resend_confirms_it() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, resend_delay=0)
+    q.push(item(1))
+    sent = _send(q, b"c1", now=0.0)
+    q.acked(b"other")
+    q.maintain(now=30.0)
+    q.maintain(now=30.0)
+    _send(q, b"c1", now=30.0)
+    assert q.acked(b"c1") == sent
+    assert len(q) == 0
+
+
+def test_a_server_that_acks_nothing_in_a_session_is_learned() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, never_ack_after=3, resend_delay=100)
+    for i in (1, 2, 3, 4):
+        q.push(item(i))
+    first = _send(q, b"c1", now=0.0)
+    second = _send(q, b"c2", now=0.0)
+    assert q.maintain(now=30.0) == Upkeep(resending=[first, second])
+    _send(q, b"c3", now=31.0)
+    upkeep = q.maintain(now=61.0)
+    # The third silence without any ack: the server never acks; what waited is delivered.
+    assert upkeep.learned_never_acks and q.never_acks
+    assert sorted(i.id for i in upkeep.delivered) == [1, 2, 3]
+    assert upkeep.resending == [] and upkeep.given_up == []
+    fourth = _send(q, b"c4", now=62.0)
+    assert q.maintain(now=92.0) == Upkeep(delivered=[fourth])
+    assert len(q) == 0
+
+
+def test_one_ack_in_the_session_means_silence_is_loss() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, never_ack_after=2, max_attempts=1)
+    for i in (1, 2, 3):
+        q.push(item(i))
+    acked = _send(q, b"c1", now=0.0)
+    assert q.acked(b"c1") == acked
+    lost = [_send(q, b"c2", now=0.0), _send(q, b"c3", now=0.0)]
+    assert q.maintain(now=30.0) == Upkeep(given_up=lost)
+    assert not q.never_acks
+
+
+def test_an_ack_after_learning_turns_confirmation_back_on() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, never_ack_after=1, resend_delay=0)
+    q.push(item(1))
+    q.push(item(2))
+    _send(q, b"c1", now=0.0)
+    assert q.maintain(now=30.0).learned_never_acks
+    second = _send(q, b"c2", now=30.0)
+    assert q.acked(b"c2") == second
+    assert not q.never_acks
 
 
 def test_queued_replies_expire_after_ttl() -> None:
     q = DeliveryQueue(ttl=50)
     q.push(item(1, created=0.0))
     q.push(item(2, created=40.0))
-    _, expired = q.maintain(now=60.0)
-    assert [e.id for e in expired] == [1]
+    assert [e.id for e in q.maintain(now=60.0).expired] == [1]
     assert q.pop() == item(2, created=40.0)
 
 
@@ -118,6 +187,6 @@ def test_a_send_waiting_for_rate_budget_is_never_confirmed_by_silence() -> None:
     it = q.pop()
     assert it is not None
     q.sending(b"c1", it)
-    assert q.maintain(now=500.0) == ([], [])
+    assert q.maintain(now=500.0) == Upkeep()
     q.unsent(b"c1")  # the write failed
     assert q.queued == 1

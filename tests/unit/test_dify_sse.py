@@ -283,3 +283,19 @@ def test_non_text_answer_is_a_protocol_error_and_null_is_empty() -> None:
     with pytest.raises(DifyProtocolError, match="non-text"):
         AnswerAssembler().feed(ev("message", answer=["a"]))
     assert assemble([ev("message", answer=None), ev("message_end")]) == ""
+
+
+def test_assembler_keeps_at_most_max_chars_and_says_so() -> None:
+    assembler = AnswerAssembler("c", max_chars=10)
+    assembler.feed({"event": "message", "answer": "12345"})
+    assert not assembler.cut_short and assembler.has_text
+    assembler.feed({"event": "message", "answer": "67890abc"})
+    assert assembler.cut_short
+    result = assembler.partial("cut_short")
+    assert (result.text, result.ending, result.conversation_id) == ("1234567890", "cut_short", "c")
+
+
+def test_assembler_cap_applies_to_a_replacing_message_too() -> None:
+    assembler = AnswerAssembler("c", max_chars=4)
+    assembler.feed({"event": "message_replace", "answer": "abcdefgh"})
+    assert assembler.cut_short and assembler.partial("cut_short").text == "abcd"

@@ -295,3 +295,39 @@ def test_no_part_keeps_a_secret_in_a_printable_attribute() -> None:
     import asyncio
 
     assert "app-topsecret-key" not in asyncio.run(dify_dump())
+
+
+# --- issue 13 item 9: user data cannot forge log lines --------------------------------------------
+
+
+FORGED = "evil\n2026-01-01 00:00:00 ERROR    aimbot.app: forged line\r\x1b[31mred\u2028more"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_control_characters_in_arguments_are_escaped_not_written(log_format: str) -> None:
+    out = setup(log_format=log_format)
+    log.warning("IM from %s (%r) said %s", FORGED, FORGED, ValueError(FORGED))
+    log.info("user %(name)s wrote", {"name": FORGED})
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2  # one line per record, whatever the screen name holds
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\u2028" not in text
+    if log_format == "text":
+        assert "IM from evil\\n2026-01-01 00:00:00 ERROR" in lines[0]
+        assert "\\x1b[31mred\\u2028more" in lines[0]
+        assert "user evil\\n2026" in lines[1]
+
+
+def test_our_own_line_breaks_numbers_and_secrets_are_untouched() -> None:
+    out = setup()
+    log.warning("two\nlines: %d IMs, %.1f s, %s", 3, 2.5, "tab\there")
+    log.warning("key %s", "x\t" + API_KEY)
+    text = out.getvalue()
+    assert "two\nlines: 3 IMs, 2.5 s, tab\\there" in text
+    assert_clean(text)
+
+
+def test_a_non_string_message_is_escaped_too() -> None:
+    out = setup()
+    log.warning(ValueError("line\nforged"))
+    assert out.getvalue().count("\n") == 1 and "line\\nforged" in out.getvalue()

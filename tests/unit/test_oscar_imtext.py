@@ -1,4 +1,4 @@
-"""IM text: charsets in and out, AIM HTML in and out (doc §7, §12.2-3)."""
+"""IM text: charsets in and out, AIM HTML in and out (docs/oscar-protocol.md §7, §12.2-3)."""
 
 from __future__ import annotations
 
@@ -108,3 +108,50 @@ def test_incoming_text_functions_never_raise(charset: int, payload: bytes, marku
     assert isinstance(decode_im_text(charset, payload), str)
     assert isinstance(html_to_plain(markup), str)
     assert isinstance(encode_im_text(markup)[1], bytes)
+
+
+# -- 16-bit text under an 8-bit label (issue 13 item 11) -------------------------------------------
+
+
+def test_ucs2_relabelled_as_charset_0_decodes_intact() -> None:
+    sample = "café 你好 😀"
+    assert sample.encode("utf-16-be")[:4] == b"\x00\x63\x00\x61"
+    assert decode_im_text(0x0000, sample.encode("utf-16-be")) == sample
+    assert decode_im_text(0x0003, sample.encode("utf-16-be")) == sample  # Latin-1 label too
+    assert decode_im_text(0x0000, "clear".encode("utf-16-be")) == "clear"
+
+
+def test_little_endian_16_bit_text_is_told_by_nuls_at_odd_offsets() -> None:
+    assert decode_im_text(0x0000, "clear".encode("utf-16-le")) == "clear"
+
+
+def test_an_odd_length_with_nuls_cannot_be_16_bit_the_nuls_are_dropped() -> None:
+    assert decode_im_text(0x0000, b"hi\x00 there") == "hi there"
+
+
+def test_ascii_with_a_nul_goes_out_as_ucs2_so_it_reads_back_the_same() -> None:
+    charset, payload = encode_im_text("a\x00b")
+    assert charset == 0x0002
+    assert decode_im_text(charset, payload) == "a\x00b"
+    assert im_text_size("a\x00b") == 6
+
+
+# Any text with at least one character U+0001..U+00FF: its UTF-16BE form has a NUL at an even
+# offset, which is what proves the label wrong.
+relabelled = st.tuples(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=30),
+    st.characters(min_codepoint=1, max_codepoint=0xFF),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=30),
+).map("".join)
+
+
+@given(relabelled, st.sampled_from([0x0000, 0x0003, 0x0002]))
+def test_utf16be_under_any_label_decodes_to_the_text(text: str, charset: int) -> None:
+    assert decode_im_text(charset, text.encode("utf-16-be")) == text
+
+
+@given(st.binary(max_size=200), st.integers(0, 0xFFFF))
+def test_any_payload_under_any_charset_decodes_without_raising(
+    payload: bytes, charset: int
+) -> None:
+    assert isinstance(decode_im_text(charset, payload), str)

@@ -1,4 +1,5 @@
-"""The rate model against the figures doc §6 gives for Open OSCAR Server's table."""
+"""The rate model against the figures docs/oscar-protocol.md §6 gives for Open OSCAR Server's
+table."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def statuses(meter: RateMeter, gaps_ms: list[int], start_ms: int = 0) -> list[Ra
 
 
 def test_back_to_back_ims_match_the_documented_sequence() -> None:
-    # doc §6: IMs 1-3 clear, 4-7 alert, 8-13 dropped, the 14th disconnects.
+    # docs/oscar-protocol.md §6: IMs 1-3 clear, 4-7 alert, 8-13 dropped, the 14th disconnects.
     meter = RateMeter(IM_CLASS, 0)
     got = statuses(meter, [0] * 14)
     assert got == [CLEAR] * 3 + [ALERT] * 4 + [LIMITED] * 6 + [DISCONNECT]

@@ -1,4 +1,5 @@
-"""SNAC bodies (doc §4-§10): exact layouts, lenient decoding, round trips and fuzzing."""
+"""SNAC bodies (docs/oscar-protocol.md §4-§10): exact layouts, lenient decoding, round trips and
+fuzzing."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from aimbot.oscar.snacs import (
     IcbmParamsSet,
     IcbmSendIM,
     IcbmTyping,
+    LocateSetInfo,
     MessageData,
     NoOp,
     RateParamsAck,
@@ -50,6 +52,7 @@ from aimbot.oscar.snacs import (
     normalize_screen_name,
     parse_bos_address,
 )
+from aimbot.oscar.snacs_services import SERVICE_SNAC_TYPES
 from aimbot.oscar.wire import Reader, Tlv, TlvBlock, decode_snac, decode_tlvs
 from tests.helpers.oscar import tlvs_from_bytes
 
@@ -91,7 +94,8 @@ def test_login_request_marks_the_strong_hash_and_multi_conn() -> None:
     assert tlvs.get(0x0025) == digest
     assert tlvs.get(0x004C) == b""
     assert tlvs.get(0x0003) == b"aimbot"
-    assert tlvs.get(0x004A) == b"\x01"  # u8 as RAS reads it
+    # u8 as RAS reads it; 0x03 = one session: a second login signs this one off
+    assert tlvs.get(0x004A) == b"\x03"
     weak = BucpLoginRequest("alice", digest, strong_hash=False, multi_conn=None)
     weak_tlvs = Reader(weak.encode()).tlv_rest()
     assert not weak_tlvs.has(0x004C) and not weak_tlvs.has(0x004A)
@@ -190,7 +194,8 @@ def test_family_lists() -> None:
     assert versions.version_of(0x13) is None
     assert HostVersions.decode(versions.encode()).versions == versions.versions
     with pytest.raises(ProtocolError, match="multiple of 4"):
-        ClientVersions.decode(b"\x00\x01\x00\x03\x00\x04")  # odd word count (doc §12.10)
+        # An odd word count (docs/oscar-protocol.md §12.10).
+        ClientVersions.decode(b"\x00\x01\x00\x03\x00\x04")
     with pytest.raises(ProtocolError, match="odd"):
         HostOnline.decode(b"\x00\x01\x00")
     online = ClientOnline(((1, 3, 0x110, 0x164F),))
@@ -294,7 +299,8 @@ def test_incoming_im_from_hand_assembled_bytes() -> None:
     message = b"\x01\x01\x00\x08\x00\x02\x00\x00\x00h\x00i"  # UCS-2BE "hi", no features
     body = (
         b"ABCDEFGH\x00\x01"
-        + b"\x09Bob Smith\x00\x00\x00\x00"  # sender, warning 0, TLV count 0 (doc §7)
+        # sender, warning 0, TLV count 0 (docs/oscar-protocol.md §7)
+        + b"\x09Bob Smith\x00\x00\x00\x00"
         + Tlv(0x0002, message).encode()
         + Tlv(0x0004, b"").encode()
         + Tlv(0x0016, b"\x00\x00\x00\x01").encode()
@@ -332,8 +338,20 @@ def test_host_ack_and_typing_layouts() -> None:
 
 
 def test_every_snac_class_has_its_own_family_and_subgroup() -> None:
-    # 24 classes are registered; a duplicate (family, subgroup) would silently shrink the table.
-    assert len(SNAC_TYPES) == 24
+    # 25 classes are registered; a duplicate (family, subgroup) would silently shrink the table.
+    assert len(SNAC_TYPES) == 25
+
+
+def test_profile_is_labelled_with_its_charset() -> None:
+    ascii_info = LocateSetInfo.profile_text("I am a bot; type help")
+    tlvs = Reader(ascii_info.encode()).tlv_rest()
+    assert tlvs.get(0x0001) == b'text/aolrtf; charset="us-ascii"'
+    assert tlvs.get(0x0002) == b"I am a bot; type help"
+    wide = LocateSetInfo.profile_text("café ✓")
+    wide_tlvs = Reader(wide.encode()).tlv_rest()
+    assert wide_tlvs.get(0x0001) == b'text/aolrtf; charset="utf-8"'
+    assert wide_tlvs.get(0x0002) == "café ✓".encode()
+    assert LocateSetInfo.decode(wide.encode()).profile == "café ✓"
 
 
 # -- properties ------------------------------------------------------------------------------------
@@ -342,7 +360,8 @@ u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
-names = text.filter(lambda s: len(s.encode()) <= 255)
+# Any bytes a server may send as a name: the codec keeps them exactly (Latin-1, see wire.py).
+names = st.binary(max_size=40).map(lambda raw: raw.decode("latin-1"))
 small = st.binary(max_size=24)
 tlvs = st.binary(max_size=60).map(lambda blob: tlvs_from_bytes(blob, 4))
 cookies = st.binary(min_size=8, max_size=8)
@@ -430,6 +449,7 @@ snac_values = st.one_of(
     st.builds(IcbmIncomingIM, cookies, u16, users, tlvs),
     st.builds(IcbmHostAck, cookies, u16, names),
     st.builds(IcbmTyping, names, u16, u16, cookies),
+    st.builds(LocateSetInfo, tlvs),
 )
 
 
@@ -460,6 +480,7 @@ DECODERS: list[Callable[[bytes], object]] = [cls.decode for cls in SNAC_TYPES.va
     decode_snac,
     lambda body: Reader(body).tlv_counted(),
     lambda body: Reader(body).tlv_length_prefixed(),
+    *(cls.decode for cls in SERVICE_SNAC_TYPES.values()),
 ]
 
 

@@ -1,4 +1,5 @@
-"""FLAP framing, SNAC headers and TLV blocks (doc §1-§3): exact bytes, limits, and fuzzing."""
+"""FLAP framing, SNAC headers and TLV blocks (docs/oscar-protocol.md §1-§3): exact bytes, limits,
+and fuzzing."""
 
 from __future__ import annotations
 

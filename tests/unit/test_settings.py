@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from aimbot import wiring
 from aimbot.config import ENV_NAMES, MASK, ConfigError, Secret, Settings, load_settings
 from aimbot.config.settings import PLACEHOLDERS
 from tests.helpers.ops import (
@@ -53,6 +54,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "aim_reconnect_base": 1.0,
         "aim_reconnect_cap": 300.0,
         "aim_throttle": True,
+        "aim_profile": "I am an AI assistant bot. Send me a message; type help for commands.",
         "max_reply_bytes": 0,
         "outbox_ttl": 86400.0,
         "dify_api_url": "https://api.dify.ai/v1",
@@ -75,6 +77,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "reply_format": "html",
         "allowed_users": frozenset(),
         "blocked_users": frozenset(),
+        "ignored_senders": frozenset(),
         "user_rate_limit": 20,
         "max_input_chars": 2000,
         "typing_notifications": True,
@@ -85,11 +88,16 @@ def test_defaults_are_the_documented_contract() -> None:
         "log_format": "text",
         "log_max_bytes": 10 * 1024 * 1024,
         "log_backup_count": 5,
+        "log_message_text": False,
         "health_host": "127.0.0.1",
         "health_port": 8080,
+        "health_connection_timeout": 5.0,
+        "health_max_connections": 64,
         "shutdown_grace": 10.0,
         "event_loop": "auto",
         "restart_notice_window": 120.0,
+        "max_answer_chars": 8000,
+        "max_reply_parts": 10,
     }
     actual = {name: getattr(settings, name) for name in expected}
     assert actual == expected
@@ -257,6 +265,11 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("AIM_RECONNECT_BASE", ["0.1", "60"], ["0.05", "61"]),
     ("AIM_RECONNECT_CAP", ["1", "3600"], ["0.5", "3601"]),
     ("AIM_THROTTLE", ["false", "on"], ["sometimes"]),
+    (
+        "AIM_PROFILE",
+        ["", "Ask me anything — type help", "é" * 512],
+        ["x" * 1025, "é" * 513, "two\nlines"],
+    ),
     ("MAX_REPLY_BYTES", ["0", "64", "8000"], ["1", "63", "8001", "-1"]),
     ("OUTBOX_TTL", ["60", "2592000"], ["59", "2592001"]),
     (
@@ -283,10 +296,13 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("REPLY_FORMAT", ["html", "plain", "HTML"], ["markdown"]),
     ("ALLOWED_USERS", ["bob", "Bob Smith, alice ,", "a@b.c,12345"], ["bob,!!!", "b\x00b"]),
     ("BLOCKED_USERS", ["spammer"], ["sp ammer, <script>"]),
+    ("IGNORED_SENDERS", ["OtherBot, relay"], ["not!a name"]),
     ("USER_RATE_LIMIT", ["0", "1", "10000"], ["-1", "10001"]),
     ("MAX_INPUT_CHARS", ["1", "100000"], ["0", "100001"]),
     ("TYPING_NOTIFICATIONS", ["no", "YES"], ["nope"]),
     ("RESTART_NOTICE_WINDOW", ["0", "86400"], ["-1", "86401"]),
+    ("MAX_ANSWER_CHARS", ["100", "1000000"], ["99", "1000001", "0"]),
+    ("MAX_REPLY_PARTS", ["1", "100"], ["0", "101"]),
     ("DATA_DIR", ["/app/data", "state"], ["."]),
     ("INBOX_MAX_AGE", ["0", "604800"], ["-1", "604801"]),
     ("LOG_LEVEL", ["DEBUG", "info", "Warning", "ERROR"], ["TRACE", "CRITICAL"]),
@@ -294,8 +310,11 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("LOG_FORMAT", ["text", "json"], ["xml"]),
     ("LOG_MAX_BYTES", ["1024", "1073741824"], ["1023", "1073741825"]),
     ("LOG_BACKUP_COUNT", ["1", "100"], ["0", "101"]),
+    ("LOG_MESSAGE_TEXT", ["true", "off"], ["maybe"]),
     ("HEALTH_HOST", ["0.0.0.0", "::1"], ["h\nost"]),
     ("HEALTH_PORT", ["0", "1", "65535"], ["-1", "65536"]),
+    ("HEALTH_CONNECTION_TIMEOUT", ["0.5", "60"], ["0.4", "61", "0"]),
+    ("HEALTH_MAX_CONNECTIONS", ["1", "10000"], ["0", "10001"]),
     ("SHUTDOWN_GRACE", ["0", "300"], ["-1", "301"]),
     ("EVENT_LOOP", ["auto", "asyncio", "uvloop", "UVLOOP"], ["trio", "uv loop"]),
     ("AIM_PASSWORD", ["p", " spaced "], ["two\nlines"]),
@@ -507,3 +526,38 @@ def test_describe_reads_back_as_the_same_settings(values: dict[str, str]) -> Non
     shown = dict(settings.describe())
     shown.update(AIM_PASSWORD=TEST_PASSWORD, DIFY_API_KEY=TEST_API_KEY)
     assert load_settings(shown, env_file=None) == settings
+
+
+def test_the_profile_reaches_the_oscar_client_as_escaped_html() -> None:
+    client = wiring.oscar_client(make_settings(AIM_PROFILE="Ask me <anything> & type help"))
+    assert client.profile == "Ask me &lt;anything&gt; &amp; type help"
+    assert wiring.oscar_client(make_settings(AIM_PROFILE="")).profile is None
+    assert "type help" in (wiring.oscar_client(make_settings()).profile or "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:Zq9Xk7@dify.example.com/v1",
+        "https://user:Zq9@Xk7@dify.example.com/v1",  # an "@" inside the password
+        "https://Zq9Xk7@dify.example.com/v1",
+        "ftp://user:Zq9Xk7@dify.example.com/v1",
+    ],
+)
+def test_credentials_in_dify_api_url_are_refused_and_masked(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(DIFY_API_URL=url)
+    assert "Zq9" not in str(info.value) and "Xk7" not in str(info.value)
+    assert "DIFY_API_URL" in str(info.value) and f"{MASK}@dify.example.com" in str(info.value)
+    good = make_settings()
+    with pytest.raises(ConfigError) as direct:
+        dataclasses.replace(good, dify_api_url=url)
+    assert "Zq9" not in str(direct.value) and "Xk7" not in str(direct.value)
+
+
+def test_dify_options_refuse_credentials_without_echoing_them() -> None:
+    from aimbot.api.dify_client import DifyOptions
+
+    with pytest.raises(ValueError, match="user:password") as info:
+        DifyOptions(base_url="https://user:Zq9Xk7@dify.example.com/v1")
+    assert "Zq9Xk7" not in str(info.value)

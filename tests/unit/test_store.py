@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from aimbot.store import SCHEMA_VERSION, Reply, Store, StoreError
+from aimbot.store import SCHEMA_VERSION, Reply, Store, StoreError, StoreWriteError
 
 
 async def test_conversations_survive_reopening(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ async def test_forget_user_drops_their_conversation_and_inbox_only(tmp_path: Pat
 async def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(StoreError, match="cannot open the state database"):
+    with pytest.raises(StoreError, match="file is a file, not a directory"):
         await Store.open(blocker / "sub" / "s.db")
 
 
@@ -160,9 +160,10 @@ async def test_writes_made_in_one_turn_share_one_commit(tmp_path: Path) -> None:
 async def test_a_failing_operation_leaves_the_rest_of_its_turn_intact(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         kept = await store.inbox_add("bob", "Bob", "kept", 1.0)
-        with pytest.raises(sqlite3.Error):
+        with pytest.raises(StoreWriteError) as info:
             # Half of this operation succeeds (the delete) before the insert fails.
             await store.complete([kept], "Bob", [Reply(None, False)], 2.0)  # type: ignore[arg-type]
+        assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
         other = await store.inbox_add("carol", "Carol", "also kept", 3.0)
     async with await Store.open(tmp_path / "s.db") as store:
         pending, _ = await store.inbox_pending(now=3.0, max_age=10.0)
@@ -234,3 +235,66 @@ async def test_recently_seen_is_who_wrote_near_the_last_im_and_forgets_the_rest(
 async def test_nobody_was_seen_in_a_new_file(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         assert await store.recently_seen(120.0) == []
+
+
+# --- issue 13 item 5: a full disk -----------------------------------------------------------------
+
+
+def fill_to_the_page_limit(store: Store) -> None:
+    """Make the real file 'full': no page may be added, and the inbox's last page is packed.
+
+    SQLite's max_page_count on the store's own connection: an insert that needs one more page
+    fails exactly as on a full disk ("database or disk is full", SQLITE_FULL).
+    """
+    db = store._db  # the store's one connection: the limit is per connection
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count={pages}")
+    for size in (1000, 100, 10, 1):
+        while True:
+            try:
+                with db:
+                    db.execute(
+                        "INSERT INTO inbox(user_key, screen_name, text, received_at) "
+                        "VALUES ('filler', 'filler', ?, 0.5)",
+                        ("f" * size,),
+                    )
+            except sqlite3.OperationalError as e:
+                assert "full" in str(e)
+                break
+
+
+def make_room_for_one_tiny_im(store: Store) -> None:
+    """Free exactly the last filler's cell: an IM no bigger ("amy", "a") fits, nothing more."""
+    store._db.execute("DELETE FROM inbox WHERE id = (SELECT MAX(id) FROM inbox)")
+
+
+def space_returns(store: Store) -> None:
+    store._db.execute("PRAGMA max_page_count=1073741823")
+
+
+async def test_a_full_disk_fails_the_write_and_its_turn_then_recovers(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        fill_to_the_page_limit(store)
+        # Two writes in one turn: the first fits (its table has room), the second needs a page.
+        # SQLite rolls back the whole transaction on SQLITE_FULL, so the first is lost too, and
+        # its ticket says so.
+        await store.set_conversation("amy", "conv-1", 1.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        with pytest.raises(StoreWriteError, match="database or disk is full") as info:
+            await store.inbox_add("bob", "Bob", "x" * 5000, 1.0)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        with pytest.raises(StoreWriteError):
+            await ticket
+        assert await store.get_conversation("amy") is None
+        pending, _ = await store.inbox_pending(now=1.0, max_age=10.0)
+        assert {p.user_key for p in pending} == {"filler"}
+        # Space returns: the very next write works, no restart needed.
+        space_returns(store)
+        kept = await store.inbox_add("bob", "Bob", "x" * 5000, 2.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        await ticket
+    async with await Store.open(tmp_path / "s.db") as store:
+        pending, _ = await store.inbox_pending(now=2.0, max_age=10.0)
+        assert kept in [p.id for p in pending]

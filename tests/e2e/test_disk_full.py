@@ -1,0 +1,66 @@
+"""Issue 13, item 5: IMs that arrive while the disk is full are not lost silently.
+
+The disk is full for real, as SQLite sees it: the store's own connection may not add a page
+(PRAGMA max_page_count on the real file), and the inbox's last page is packed, so storing an IM
+fails with "database or disk is full" exactly as on a full volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from aimbot.bot import messages
+from tests.helpers.botrig import WAIT, bot_rig, incoming
+from tests.helpers.e2e import rig
+from tests.unit.test_store import fill_to_the_page_limit, make_room_for_one_tiny_im, space_returns
+
+
+async def test_an_im_that_cannot_be_stored_gets_an_apology_no_dify_call_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with rig(tmp_path) as r:
+        app = await r.start_bot()
+        jan = await r.person("jan")
+        fill_to_the_page_limit(app.store)
+        await jan.say("are you there? " * 10)
+        reply = await jan.reply()
+        assert reply.text == messages.NOT_STORED
+        await r.quiescent()
+        assert jan.received.empty()
+        assert r.dify.request_count == 0  # nothing was asked about an IM that was not kept
+        log = "\n".join(record.getMessage() for record in caplog.records)
+        assert "NOT kept and not sent to Dify" in log
+        assert "database or disk is full" in log
+        assert "stay in the inbox" not in log
+        # Space returns: the next IM is stored and answered, without a restart.
+        space_returns(app.store)
+        await jan.say("and now?")
+        reply = await jan.reply()
+        assert "you said 'and now?'" in reply.text
+        await r.quiescent()
+        assert jan.received.empty()
+        assert r.dify.request_count == 1
+
+
+async def test_an_im_lost_with_its_turn_is_not_sent_to_dify_and_its_sender_is_told(
+    tmp_path: Path,
+) -> None:
+    # Amy's IM fits and is stored; Bob's, in the same turn, does not: SQLite rolls back the
+    # whole group transaction, Amy's insert with it. Her IM must not be answered as if kept.
+    async with bot_rig(tmp_path) as r:
+        fill_to_the_page_limit(r.store)
+        make_room_for_one_tiny_im(r.store)
+        await asyncio.gather(
+            r.bot.on_message(incoming("amy", "a")), r.bot.on_message(incoming("bob", "b" * 1500))
+        )
+        await r.bot.wait_idle(WAIT)
+        assert r.sink.texts_to("amy") == [messages.NOT_STORED]
+        assert r.sink.texts_to("bob") == [messages.NOT_STORED]
+        assert r.dify.request_count == 0
+        pending, _ = await r.store.inbox_pending(now=r.bot._clock(), max_age=1e12)
+        assert {p.user_key for p in pending} == {"filler"}
