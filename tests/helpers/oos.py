@@ -30,22 +30,13 @@ import aiohttp
 from aimbot.devserver.dify_standin import AnswerContext, AnswerFn, DifyStandIn
 from tests.helpers import e2e
 from tests.helpers.aim_user import WAIT, AimUser
+from tests.helpers.oos_server import oos_binary
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BINARY = ROOT.parent / "shared" / "peers" / "open-oscar-server" / "open_oscar_server"
-BINARY_ENV = "AIMBOT_OOS_BINARY"
 HOST = "127.0.0.1"
 START_DEADLINE = 20.0  # it listens after ~0.3 s when idle; the CI machine is shared
 POLL = 0.05
 PROBE_ADDRESS = "127.0.0.254"
 LOG_TAIL = 6000
-
-
-def oos_binary() -> Path | None:
-    """The server binary: $AIMBOT_OOS_BINARY, else ../shared next to the repository."""
-    override = os.environ.get(BINARY_ENV)
-    path = Path(override) if override else DEFAULT_BINARY
-    return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
 def free_port(host: str = HOST) -> int:
@@ -293,6 +284,10 @@ class Rig:
         self.users.append(who)
         await who.sign_on()
         return who
+
+    async def crowd(self, prefix: str, n: int) -> list[AimUser]:
+        """`n` people signed on at once, each from a loopback address of their own."""
+        return list(await asyncio.gather(*(self.user(f"{prefix}{i:02d}") for i in range(n))))
 
     def logs(self) -> str:
         return "\n".join([self.server.tail(), *(bot.tail() for bot in self.bots)])

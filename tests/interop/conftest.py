@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.oos import BINARY_ENV, DEFAULT_BINARY, oos_binary
+from tests.helpers.oos_server import OOS_SKIP_REASON, oos_binary
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if oos_binary() is not None:
         return
-    skip = pytest.mark.skip(
-        reason=f"Open OSCAR Server not found at {DEFAULT_BINARY} (set {BINARY_ENV} to a build)"
-    )
+    skip = pytest.mark.skip(reason=OOS_SKIP_REASON)
     for item in items:
         if "interop" in item.keywords:
             item.add_marker(skip)

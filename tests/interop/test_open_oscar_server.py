@@ -133,11 +133,6 @@ async def test_a_1500_character_answer_arrives_split_within_the_servers_maximum(
         assert " ".join(joined.split()) == " ".join(answer.split())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for the one-session login (issue 10 item 3): today the bot claims several "
-    "sessions (TLV 0x004A = 0x01), so both processes stay on and both answer",
-)
 async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
     tmp_path: Path,
 ) -> None:
@@ -165,11 +160,6 @@ async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
         assert all(r.user != SYSTEM_USER for r in rig.dify.chat_requests)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for ignoring system senders (issue 10 item 4): today the bot asks Dify as "
-    "aim:oossystemmsg",
-)
 async def test_the_servers_system_notice_never_reaches_dify(tmp_path: Path) -> None:
     async with interop_rig(tmp_path) as rig:
         fay = await rig.user("fay")
@@ -221,11 +211,6 @@ async def test_server_killed_and_restarted_the_bot_is_back_within_one_backoff_st
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for delivery confirmed by the server's ack and resends (issue 10 item 5): "
-    "today a reply the server dropped silently is lost",
-)
 async def test_replies_over_an_ordinary_accounts_rate_limit_are_resent_and_arrive(
     tmp_path: Path,
 ) -> None:
@@ -233,7 +218,7 @@ async def test_replies_over_an_ordinary_accounts_rate_limit_are_resent_and_arriv
     every reply must still arrive, exactly once."""
     async with interop_rig(tmp_path) as rig:
         bot = await rig.online_bot(AIM_THROTTLE="false")
-        people = [await rig.user(f"rate{n:02d}") for n in range(12)]
+        people = await rig.crowd("rate", 12)
         await asyncio.gather(*(who.say(BOT, f"question from {who.screen_name}") for who in people))
         await rig.dify.wait_requests(len(people), timeout=WAIT)
         await all_answered(people, timeout=180)

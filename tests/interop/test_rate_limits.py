@@ -42,7 +42,7 @@ async def test_an_exempt_account_answers_20_simultaneous_users_within_10_s(
 ) -> None:
     async with interop_rig(tmp_path, bot_is_exempt=True) as rig:
         await rig.online_bot()
-        people = [await rig.user(f"exempt{n:02d}") for n in range(20)]
+        people = await rig.crowd("exempt", 20)
         await everyone_asks(people)
         await all_answered(people, timeout=10)
         assert_each_answered_once(people)
@@ -55,7 +55,7 @@ async def test_an_ordinary_account_answers_10_simultaneous_users_none_lost_no_di
 ) -> None:
     async with interop_rig(tmp_path) as rig:
         bot = await rig.online_bot()
-        people = [await rig.user(f"plain{n:02d}") for n in range(10)]
+        people = await rig.crowd("plain", 10)
         await everyone_asks(people)
         await all_answered(people, timeout=120)
         assert_each_answered_once(people)
@@ -66,11 +66,6 @@ async def test_an_ordinary_account_answers_10_simultaneous_users_none_lost_no_di
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for fair scheduling of replies across users (issue 11 item 2): today one "
-    "queue in arrival order sends all 6 parts first",
-)
 async def test_a_one_line_answer_is_not_sent_after_another_users_queued_6_part_answer(
     tmp_path: Path,
 ) -> None:
@@ -86,7 +81,7 @@ async def test_a_one_line_answer_is_not_sent_after_another_users_queued_6_part_a
         await rig.online_bot()
         # Three answers first use up most of the account's burst, so the long answer's parts
         # are paced (queued) rather than all sent at once.
-        early = [await rig.user(f"early{n}") for n in range(3)]
+        early = await rig.crowd("early", 3)
         await everyone_asks(early)
         await asyncio.gather(*(who.replies(BOT, 1, timeout=60) for who in early))
         longwinded = await rig.user("longwinded")
