@@ -293,15 +293,17 @@ class Rig:
         return "\n".join([self.server.tail(), *(bot.tail() for bot in self.bots)])
 
     async def metric(self, bot: BotProcess, name: str) -> float | None:
-        """One series of the bot's /metrics, e.g. "aimbot_reconnects_total"."""
-        port = bot.env["HEALTH_PORT"]
-        url = f"http://{HOST}:{port}/metrics"
+        """A series of the bot's /metrics: `name{labels}` exactly, or a bare name summed over
+        its labels (e.g. "aimbot_ims_given_up_total"); None when the bot exports no such one."""
+        url = f"http://{HOST}:{bot.env['HEALTH_PORT']}/metrics"
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             text = await response.text()
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
+        values = [
+            float(value)
+            for series, _, value in (line.rpartition(" ") for line in text.splitlines())
+            if series == name or ("{" not in name and series.startswith(name + "{"))
+        ]
+        return sum(values) if values else None
 
     async def close(self) -> None:
         for bot in self.bots:
