@@ -221,14 +221,30 @@ async def test_server_killed_and_restarted_the_bot_is_back_within_one_backoff_st
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "users",
+    [
+        12,
+        pytest.param(
+            30,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="waits for resends that outlast rate-limit disconnects (issue 10 item "
+                "5): 30 at once get the bot signed off twice and 5 replies are given up after "
+                "3 unacknowledged sends",
+            ),
+        ),
+    ],
+)
 async def test_replies_over_an_ordinary_accounts_rate_limit_are_resent_and_arrive(
-    tmp_path: Path,
+    tmp_path: Path, users: int
 ) -> None:
-    """The bot is told not to pace itself, so the server drops IMs over the limit silently;
-    every reply must still arrive, exactly once."""
+    """The bot is told not to pace itself, so the server drops IMs over the limit silently
+    (30 at once, as the issue measured, also get it disconnected); every reply must still
+    arrive, exactly once."""
     async with interop_rig(tmp_path) as rig:
         bot = await rig.online_bot(AIM_THROTTLE="false")
-        people = await rig.crowd("rate", 12)
+        people = await rig.crowd("rate", users)
         await asyncio.gather(*(who.say(BOT, f"question from {who.screen_name}") for who in people))
         await rig.dify.wait_requests(len(people), timeout=WAIT)
         await all_answered(people, timeout=180)
