@@ -105,6 +105,7 @@ class Application:
                 store,
                 on_message,
                 metrics=self.metrics,
+                on_typing=lambda event: bot_ref[0].on_typing(event),
             )
             bot = AIMBot(bot_options(s), store, dify, handler, metrics=self.metrics)
             bot_ref.append(bot)

@@ -587,7 +587,10 @@ def _lock_directory(directory: Path) -> int:
     """Take the data directory for this process, or fail with a message an operator can act on."""
     blocker = _file_in_the_way(directory)
     if blocker is not None:
-        raise StoreError(f"DATA_DIR {directory}: {blocker} is a file, not a directory")
+        raise StoreError(
+            f"cannot open the state database: DATA_DIR {directory}: {blocker} is a file, "
+            "not a directory"
+        )
     try:
         _private_directory(directory)
         fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)

@@ -24,7 +24,7 @@ def oscar_client(settings: Settings) -> OscarClient:
         keepalive_interval=settings.aim_keepalive_interval,
         read_timeout=settings.aim_read_timeout,
         connect_timeout=settings.aim_connect_timeout,
-        throttle=settings.aim_throttle,
+        throttle="auto" if settings.aim_throttle == "auto" else settings.aim_throttle == "true",
         profile=plain_to_html(settings.aim_profile) if settings.aim_profile else None,
     )
 
@@ -53,6 +53,7 @@ def handler_options(settings: Settings) -> HandlerOptions:
         reconnect_base=settings.aim_reconnect_base,
         reconnect_cap=settings.aim_reconnect_cap,
         outbox_ttl=settings.outbox_ttl,
+        busy_notice_after=settings.busy_notice_after,
     )
 
 
@@ -61,6 +62,7 @@ def bot_options(settings: Settings) -> BotOptions:
         screen_name=settings.aim_username,
         buffer_window=settings.buffer_window,
         buffer_max_wait=settings.buffer_max_wait,
+        buffer_mode=settings.buffer_mode,
         reply_format=settings.reply_format,
         max_reply_bytes=settings.max_reply_bytes,
         allowed_users=settings.allowed_users,

@@ -15,7 +15,7 @@ from pathlib import Path
 from aimbot.utils import eventloop
 from bench.report import Report, emit
 
-COMMANDS = ("signon", "latency", "throughput", "memory", "chaos")
+COMMANDS = ("signon", "latency", "throughput", "memory", "chaos", "ratelimit")
 
 
 class BenchError(Exception):
@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("signon", help="connect-to-online time of an OSCAR sign-on")
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--count", type=_int_at_least(2), default=20, help="sign-ons (default 20)")
+    p.add_argument(
+        "--flood",
+        type=_int_at_least(1),
+        default=20_000,
+        help="IMs sent to the flooded client for recv_im_per_s (default 20,000)",
+    )
 
     p = commands.add_parser("latency", help="reply latency through the bot vs a bare echo peer")
     p.add_argument("--json", action="store_true", help=json_help)
@@ -115,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000.0,
         help="mean pause between a reply and the user's next message (default 1000; 0 = "
         "saturate, which measures throughput rather than latency)",
+    )
+    p.add_argument(
+        "--typing-users",
+        type=_int_at_least(0),
+        default=20,
+        help="users in the typing-user scenario, run after the others with the bot's default "
+        "buffering (default 20; 0 = skip it)",
     )
 
     p = commands.add_parser("throughput", help="sustained replies/s and CPU per 1,000 messages")
@@ -141,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what answers: the bot (default); echo = the rig's own ceiling (a peer that sends "
         "each IM straight back); dify = the ceiling of a bare Dify bridge",
     )
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="with the bot: skip the bare Dify bridge phase that gives throughput_ratio and "
+        "cpu_ratio (halves the run time)",
+    )
 
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")
     p.add_argument("--json", action="store_true", help=json_help)
@@ -157,6 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_int_at_least(1), default=500, help="users signed on at once")
     p.add_argument(
         "--drift-users", type=_int_at_least(1), default=200, help="users in the drift phase"
+    )
+
+    p = commands.add_parser(
+        "ratelimit", help="waits and fairness under the server's rate limit; exempt vs ordinary"
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    _add_bot_env(p)
+    p.add_argument("--users", type=_int_at_least(2), default=6, help="users (default 6)")
+    p.add_argument(
+        "--parts", type=_int_at_least(1), default=4, help="IMs per long answer (default 4)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=_seconds(positive=True),
+        default=120.0,
+        help="window on the ordinary account (default 120)",
+    )
+    p.add_argument(
+        "--exempt-seconds",
+        type=_seconds(positive=True),
+        default=10.0,
+        help="window on the exempt account (default 10)",
     )
 
     p = commands.add_parser("chaos", help="steady load while faults are injected at random")
@@ -213,6 +254,10 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         from bench import memory
 
         return await memory.run(args, argv)
+    if args.command == "ratelimit":
+        from bench import ratelimit
+
+        return await ratelimit.run(args, argv)
     from bench import chaos
 
     return await chaos.run(args, argv)

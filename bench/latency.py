@@ -3,6 +3,11 @@
 Each simulated user sends a message and waits for its reply (closed loop, optional think time).
 The same users, messages and devserver then go through the "direct" path: user → devserver → an
 echo OscarClient in its own process → user. The ratio of the two p99s is what the bot adds.
+
+The typing-user scenario then restarts the bot with its default buffering (BUFFER_MODE=typing,
+the default 1.5 s window) and lets users type as real clients report it: "typing" on the first
+keystroke, the IM on Enter, "none" once the box is empty. A lone IM should then cost the typing
+grace, not the window; a second line typed after the first should join it in one query.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aimbot.oscar.events import TypingState
+from bench.cli import BenchError
 from bench.procstat import ProcSample, sample
 from bench.report import Figure, Report, Target, make_report
 from bench.rig import (
     BOT,
+    FAST,
     Loopback,
     SimUser,
     bot_config,
@@ -30,7 +38,16 @@ from bench.rig import (
 from bench.stats import ratio, summarize
 
 REPLY_TIMEOUT = 60.0
-TARGETS = (Target("overhead_ratio_p99", "<=", 1.5),)
+TARGETS = (Target("overhead_ratio_p99", "<=", 1.5), Target("bot_over_floor_p99", "<=", 1.2))
+TYPING_TARGETS = (Target("typing_lone_added_ms_p99", "<=", 300),)
+# The bot's own defaults: the scenario shows that a lone IM does not pay this window.
+TYPING_BUFFER = {"BUFFER_MODE": "typing", "BUFFER_WINDOW": "1.5", "BUFFER_MAX_WAIT": "6"}
+SECOND_LINE_S = 0.5  # time to type a burst's second line: past the grace, inside the window
+
+
+def typing_config(args: argparse.Namespace) -> dict[str, str]:
+    """FAST with the default buffering, then the run's --bot-env overrides (they win)."""
+    return {**FAST, **TYPING_BUFFER, **dict(getattr(args, "bot_env", []))}
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,135 @@ async def _measure(
     )
 
 
+@dataclass
+class TypingResult:
+    """Per scenario: the last keystroke (last line's IM) to the Dify query, and to the reply."""
+
+    lone_to_query_ms: list[float]
+    lone_to_reply_ms: list[float]
+    burst_to_query_ms: list[float]
+    burst_to_reply_ms: list[float]
+    bursts_coalesced: int
+
+
+async def typing_users(
+    rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace
+) -> TypingResult:
+    """Lone IMs then two-line bursts from users whose clients send typing notifications."""
+    think = args.think_ms / 1000
+    bursts = max(1, args.messages // 4)
+    sent_at: dict[str, float] = {}  # token of the last line -> monotonic time of its send
+    lone_reply: dict[str, float] = {}
+    burst_reply: dict[str, float] = {}
+    coalesced = 0
+    rig.dify.chat_requests.clear()
+    rig.dify.record_requests = True  # their arrival times give the time to the query
+
+    async def line(user: SimUser, token: str, *, more: bool) -> float:
+        """Send one line as its last keystroke; returns the perf_counter time of the send."""
+        started = time.perf_counter()
+        sent_at[token] = time.monotonic()
+        await user.send(BOT, token)
+        await user.send_typing(BOT, TypingState.TYPING if more else TypingState.NONE)
+        return started
+
+    async def reply_to(user: SimUser, token: str) -> tuple[float, str]:
+        """Wait for the reply naming `token` (a reply to an earlier line may come first)."""
+        while True:
+            arrival = await user.next_arrival(REPLY_TIMEOUT)
+            if token in arrival.im.text:
+                return arrival.at, arrival.im.text
+
+    async def one(user: SimUser) -> None:
+        nonlocal coalesced
+        rng = random.Random(user.name)
+        if think:
+            await asyncio.sleep(rng.uniform(0, think))
+        for i in range(args.warmup + args.messages + bursts):
+            await user.send_typing(BOT, TypingState.TYPING)
+            if i < args.warmup + args.messages:
+                token = f"{user.name}-t{i}"
+                started = await line(user, token, more=False)
+                at, _ = await reply_to(user, token)
+                if i >= args.warmup:
+                    lone_reply[token] = (at - started) * 1000
+            else:
+                first, token = f"{user.name}-t{i}a", f"{user.name}-t{i}b"
+                await line(user, first, more=True)
+                await asyncio.sleep(SECOND_LINE_S)
+                started = await line(user, token, more=False)
+                at, text = await reply_to(user, token)
+                burst_reply[token] = (at - started) * 1000
+                coalesced += first in text
+            if think:
+                await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
+
+    try:
+        await asyncio.gather(*(one(u) for u in users))
+        queried = {q.query.rsplit("\n", 1)[-1]: q.time for q in rig.dify.chat_requests}
+    finally:
+        rig.dify.record_requests = False
+        rig.dify.chat_requests.clear()
+
+    def to_query(tokens: dict[str, float]) -> list[float]:
+        missing = [t for t in tokens if t not in queried]
+        if missing:
+            raise BenchError(f"{len(missing)} answered IMs never reached Dify, e.g. {missing[0]}")
+        return [(queried[t] - sent_at[t]) * 1000 for t in tokens]
+
+    return TypingResult(
+        to_query(lone_reply),
+        list(lone_reply.values()),
+        to_query(burst_reply),
+        list(burst_reply.values()),
+        coalesced,
+    )
+
+
+def _typing_figures(result: TypingResult, dify_ms: float) -> list[Figure]:
+    lq, lr, bq, br = (
+        summarize(x)
+        for x in (
+            result.lone_to_query_ms,
+            result.lone_to_reply_ms,
+            result.burst_to_query_ms,
+            result.burst_to_reply_ms,
+        )
+    )
+    return [
+        Figure(
+            "typing_lone_to_query_ms_p50", lq.p50, "typing user, lone IM to Dify query, p50", "ms"
+        ),
+        Figure(
+            "typing_lone_to_query_ms_p99", lq.p99, "typing user, lone IM to Dify query, p99", "ms"
+        ),
+        Figure("typing_lone_to_reply_ms_p50", lr.p50, "typing user, lone IM to reply, p50", "ms"),
+        Figure("typing_lone_to_reply_ms_p99", lr.p99, "typing user, lone IM to reply, p99", "ms"),
+        Figure(
+            "typing_lone_added_ms_p99",
+            lr.p99 - dify_ms,
+            "typing user, lone IM: reply p99 minus the Dify time",
+            "ms",
+        ),
+        Figure(
+            "typing_burst_to_query_ms_p99", bq.p99, "typing user, last line to query, p99", "ms"
+        ),
+        Figure(
+            "typing_burst_to_reply_ms_p50", br.p50, "typing user, last line to reply, p50", "ms"
+        ),
+        Figure(
+            "typing_burst_to_reply_ms_p99", br.p99, "typing user, last line to reply, p99", "ms"
+        ),
+        Figure(
+            "typing_bursts_coalesced_pct",
+            100 * result.bursts_coalesced / br.count,
+            "two-line bursts answered as one query",
+            "%",
+        ),
+        Figure("typing_samples", lr.count, "measured lone IMs from typing users"),
+    ]
+
+
 def _cpu(before: ProcSample, after: ProcSample) -> float:
     return after.cpu_seconds - before.cpu_seconds
 
@@ -110,6 +256,11 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             floor = await _peer_phase(rig, users, args, "dify")
             bot_proc = await rig.start_bot(bot_config(args))
             bot = await _measure(users, BOT, bot_proc.pid, args)
+            typing = None
+            if args.typing_users:
+                await rig.stop_bot()
+                await rig.start_bot(typing_config(args))
+                typing = await typing_users(rig, users[: args.typing_users], args)
         finally:
             await sign_off_all(users)
     b, e, f = (summarize(p.latencies_ms) for p in (bot, echo, floor))
@@ -144,6 +295,10 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         ),
         Figure("samples_per_path", b.count, "measured messages per path"),
     ]
+    targets: tuple[Target, ...] = TARGETS
+    if typing is not None:
+        figures += _typing_figures(typing, args.dify_ms)
+        targets += TYPING_TARGETS
     notes = [
         f"{args.users} users, closed loop ({args.warmup} warm-up + {args.messages} measured "
         f"messages each, think time {args.think_ms:g} ms); Dify stand-in latency "
@@ -155,4 +310,17 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         "bare bridge = the floor of any Dify bridge: one plain aiohttp streaming request per IM, "
         "nothing stored, nothing formatted (bench/echo_peer.py)",
     ]
-    return make_report("latency", argv, figures, targets=TARGETS, notes=notes)
+    if typing is not None:
+        notes += [
+            f"typing users: the first {min(args.typing_users, args.users)} users, bot restarted "
+            f"with {config_note(typing_config(args))}; each sends typing, the IM, then none "
+            f"({args.warmup} warm-up + {args.messages} measured lone IMs), then "
+            f"{max(1, args.messages // 4)} two-line bursts (typing, line 1, typing, "
+            f"{SECOND_LINE_S:g} s, line 2, none); times run from the last line's send to the "
+            "stand-in receiving the query and to the user seeing the reply",
+            "target typing_lone_added_ms_p99: a lone IM from a user not typing is answered "
+            "within 300 ms over the Dify time (the stand-in's think time, --dify-ms); the "
+            "long-answer (streamed parts) scenario belongs to progressive delivery and is not "
+            "measured here",
+        ]
+    return make_report("latency", argv, figures, targets=targets, notes=notes)

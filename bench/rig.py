@@ -23,7 +23,7 @@ from pathlib import Path
 from aimbot.devserver.dify_standin import AnswerFn, DifyStandIn
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.client import OscarClient
-from aimbot.oscar.events import HostAck, IMError, IncomingIM, SessionEnded
+from aimbot.oscar.events import HostAck, IMError, IncomingIM, SessionEnded, TypingState
 from bench.cli import BenchError
 from bench.procstat import ProcSample, sample
 
@@ -235,13 +235,21 @@ async def reference_peer(
 
 @contextlib.asynccontextmanager
 async def loopback(
-    answer: AnswerFn | None = None, *, ping_interval: float = 10.0
+    answer: AnswerFn | None = None,
+    *,
+    ping_interval: float = 10.0,
+    enforce_rate_limits: bool = False,
+    exempt_bot: bool = True,
 ) -> AsyncIterator[Loopback]:
-    """Servers up on ephemeral loopback ports; everything stopped and removed afterwards."""
+    """Servers up on ephemeral loopback ports; everything stopped and removed afterwards.
+
+    By default the devserver enforces no rate limits; `enforce_rate_limits` turns on Open OSCAR
+    Server's classes, which bind the bot unless `exempt_bot` (its account's is_bot flag).
+    """
     bot_password = secrets.token_urlsafe(12)
     dify_key = "app-" + secrets.token_urlsafe(16)
-    oscar = OscarServer(enforce_rate_limits=False)
-    oscar.add_account(BOT, bot_password, is_bot=True)
+    oscar = OscarServer(enforce_rate_limits=enforce_rate_limits)
+    oscar.add_account(BOT, bot_password, is_bot=exempt_bot)
     dify = DifyStandIn(
         api_key=dify_key, record_requests=False, answer=answer, ping_interval=ping_interval
     )
@@ -302,6 +310,12 @@ class SimUser:
             raise BenchError(f"{self.name} is not signed on")
         await self.client.send_im(to, text)
 
+    async def send_typing(self, to: str, state: TypingState) -> None:
+        """What a real client sends as its user types: typing, paused with text, box cleared."""
+        if self.client is None:
+            raise BenchError(f"{self.name} is not signed on")
+        await self.client.send_typing(to, state)
+
     async def next_arrival(self, timeout: float) -> Arrival:  # noqa: ASYNC109
         try:
             return await asyncio.wait_for(self.arrivals.get(), timeout)
@@ -326,13 +340,16 @@ class SimUser:
 
 
 async def sign_on_all(
-    oscar: OscarServer, names: list[str], *, concurrency: int = 50
+    oscar: OscarServer, names: list[str], *, concurrency: int = 50, exempt: bool = False
 ) -> list[SimUser]:
-    """Accounts made and signed on, `concurrency` at a time (a sign-on storm is not the point)."""
+    """Accounts made and signed on, `concurrency` at a time (a sign-on storm is not the point).
+
+    `exempt` users are not rate-limited by a devserver that enforces limits (is_bot accounts).
+    """
     password = "pw-" + secrets.token_hex(4)
     users = []
     for name in names:
-        oscar.add_account(name, password)
+        oscar.add_account(name, password, is_bot=exempt)
         users.append(SimUser(name, password, oscar.port))
     slots = asyncio.Semaphore(concurrency)
 

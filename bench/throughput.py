@@ -4,6 +4,10 @@ Enough users each keep exactly one message outstanding (send, wait for the reply
 so the bot is never idle and never coalesces messages: every message is one Dify query and one
 reply. Replies are counted over a measured window after a warm-up, and the bot's CPU time over
 the same window (from /proc) gives CPU seconds per 1,000 messages.
+
+Unless told otherwise (--no-floor), the same users first load the bare Dify bridge (the floor of
+any bridge, bench/echo_peer.py) in the same run, so that the bot's figures come with their ratios
+to the floor measured on the same machine at the same moment.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cli import BenchError
@@ -21,6 +26,7 @@ from bench.procstat import sample
 from bench.report import Figure, Report, Target, make_report
 from bench.rig import (
     BOT,
+    Loopback,
     SimUser,
     bot_config,
     config_note,
@@ -32,6 +38,7 @@ from bench.rig import (
 
 REPLY_TIMEOUT = 60.0
 TARGETS = (Target("im_per_s", ">=", 2000),)
+FLOOR_TARGETS = (Target("throughput_ratio", ">=", 0.9), Target("cpu_ratio", "<=", 1.25))
 
 
 class ReplyTally:
@@ -72,51 +79,117 @@ async def _profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Pr
     )
 
 
-async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
-    async with loopback() as rig, contextlib.AsyncExitStack() as stack:
-        if args.peer == "bot":
-            peer, pid = BOT, (await rig.start_bot(bot_config(args))).pid
-        else:
-            peer, pid = await stack.enter_async_context(
-                reference_peer(rig, args.peer, bot_config(args))
-            )
-        users = await sign_on_all(rig.oscar, [f"tp{i:04d}" for i in range(args.users)])
-        counter = ReplyTally()
-        load = [asyncio.create_task(keep_busy(u, peer, counter)) for u in users]
-        profiler = None
-        try:
-            await _wait_or_fail(load, args.warmup_seconds)
-            replies_before, bot_before, bench_before = counter.replies, sample(pid), sample()
-            started = time.perf_counter()
-            if args.profile is not None:
-                profiler = await _profile(pid, args.seconds, args.profile)
-            await _wait_or_fail(load, args.seconds)
-            wall = time.perf_counter() - started
-            replies = counter.replies - replies_before
-            bot_after, bench_after = sample(pid), sample()
-        finally:
-            counter.stop.set()
-            for task in load:
-                task.cancel()
-            await asyncio.gather(*load, return_exceptions=True)
-            if profiler is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(profiler.wait(), 30)
-            await sign_off_all(users)
+@dataclass(frozen=True)
+class Phase:
+    """One answering process under the load, over the measured window."""
+
+    replies: int
+    wall: float
+    cpu: float  # the answering process's CPU seconds
+    bench_cpu: float
+    rss_bytes: int
+
+    @property
+    def rate(self) -> float:
+        return self.replies / self.wall
+
+    @property
+    def cpu_per_1k(self) -> float:
+        return self.cpu / self.replies * 1000
+
+
+async def _load(
+    users: Sequence[SimUser], peer: str, pid: int, args: argparse.Namespace, *, profile: bool
+) -> Phase:
+    """Keep every user busy against `peer` (process `pid`); measure after the warm-up."""
+    counter = ReplyTally()
+    load = [asyncio.create_task(keep_busy(u, peer, counter)) for u in users]
+    profiler = None
+    try:
+        await _wait_or_fail(load, args.warmup_seconds)
+        replies_before, bot_before, bench_before = counter.replies, sample(pid), sample()
+        started = time.perf_counter()
+        if profile and args.profile is not None:
+            profiler = await _profile(pid, args.seconds, args.profile)
+        await _wait_or_fail(load, args.seconds)
+        wall = time.perf_counter() - started
+        replies = counter.replies - replies_before
+        bot_after, bench_after = sample(pid), sample()
+    finally:
+        # Every user finishes the message it has out, so no reply of this phase is left on its
+        # way to be mistaken for one of the next phase's.
+        counter.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*load), REPLY_TIMEOUT)
+        for task in load:
+            task.cancel()
+        await asyncio.gather(*load, return_exceptions=True)
+        if profiler is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(profiler.wait(), 30)
     if replies == 0:
-        raise BenchError("no replies in the measured window")
-    bot_cpu = bot_after.cpu_seconds - bot_before.cpu_seconds
-    bench_cpu = bench_after.cpu_seconds - bench_before.cpu_seconds
+        raise BenchError(f"no replies from {peer} in the measured window")
+    return Phase(
+        replies,
+        wall,
+        bot_after.cpu_seconds - bot_before.cpu_seconds,
+        bench_after.cpu_seconds - bench_before.cpu_seconds,
+        bot_after.rss_bytes,
+    )
+
+
+async def _floor(rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace) -> Phase:
+    async with reference_peer(rig, "dify", bot_config(args)) as (name, pid):
+        return await _load(users, name, pid, args, profile=False)
+
+
+async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    with_floor = args.peer == "bot" and not args.no_floor
+    floor = None
+    async with loopback() as rig, contextlib.AsyncExitStack() as stack:
+        users = await sign_on_all(rig.oscar, [f"tp{i:04d}" for i in range(args.users)])
+        try:
+            if with_floor:
+                floor = await _floor(rig, users, args)
+            if args.peer == "bot":
+                peer, pid = BOT, (await rig.start_bot(bot_config(args))).pid
+            else:
+                peer, pid = await stack.enter_async_context(
+                    reference_peer(rig, args.peer, bot_config(args))
+                )
+            phase = await _load(users, peer, pid, args, profile=True)
+        finally:
+            await sign_off_all(users)
     who = "bot" if args.peer == "bot" else f"{args.peer} peer"
     figures = [
-        Figure("im_per_s", replies / wall, "replies per second", "/s"),
-        Figure("cpu_s_per_1k", bot_cpu / replies * 1000, f"{who} CPU per 1,000 messages", "s"),
-        Figure("replies", replies, "replies in the measured window"),
-        Figure("window_s", wall, "measured window", "s"),
-        Figure("bot_cpu_util", bot_cpu / wall, f"{who} process CPU", "cores"),
-        Figure("bench_cpu_util", bench_cpu / wall, "bench process CPU (load + servers)", "cores"),
-        Figure("bot_rss_bytes", bot_after.rss_bytes, "bot RSS at the end", "B"),
+        Figure("im_per_s", phase.rate, "replies per second", "/s"),
+        Figure("cpu_s_per_1k", phase.cpu_per_1k, f"{who} CPU per 1,000 messages", "s"),
+        Figure("replies", phase.replies, "replies in the measured window"),
+        Figure("window_s", phase.wall, "measured window", "s"),
+        Figure("bot_cpu_util", phase.cpu / phase.wall, f"{who} process CPU", "cores"),
+        Figure(
+            "bench_cpu_util",
+            phase.bench_cpu / phase.wall,
+            "bench process CPU (load + servers)",
+            "cores",
+        ),
+        Figure("bot_rss_bytes", phase.rss_bytes, "bot RSS at the end", "B"),
     ]
+    if floor is not None:
+        figures += [
+            Figure("floor_im_per_s", floor.rate, "bare Dify bridge, replies per second", "/s"),
+            Figure(
+                "floor_cpu_s_per_1k", floor.cpu_per_1k, "bare bridge CPU per 1,000 messages", "s"
+            ),
+            Figure(
+                "floor_bench_cpu_util",
+                floor.bench_cpu / floor.wall,
+                "bench process CPU (floor phase)",
+                "cores",
+            ),
+            Figure("throughput_ratio", phase.rate / floor.rate, "bot replies/s / bare bridge's"),
+            Figure("cpu_ratio", phase.cpu_per_1k / floor.cpu_per_1k, "bot CPU/1k / bare bridge's"),
+        ]
     notes = [
         f"{args.users} users, each with one message outstanding at all times; "
         f"{args.warmup_seconds:g} s warm-up, then {args.seconds:g} s measured",
@@ -131,7 +204,12 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             f"--peer {args.peer}: a reference peer answered instead of the bot, so the figures "
             "are the rig's ceiling, not the bot's (the target applies to the bot only)"
         )
-    targets = TARGETS if args.peer == "bot" else ()
+    if floor is not None:
+        notes.append(
+            "floor: the same users first loaded a bare Dify bridge (bench/echo_peer.py, its own "
+            "process) for the same warm-up and window; the ratios compare the bot with it"
+        )
+    targets = (TARGETS + (FLOOR_TARGETS if floor is not None else ())) if args.peer == "bot" else ()
     return make_report("throughput", argv, figures, targets=targets, notes=notes)
 
 

@@ -261,6 +261,9 @@ class AnswerAssembler:
 
     def partial(self, ending: AnswerEnding) -> StreamResult:
         """The text so far, for an answer that will not be completed (cut short or broken off)."""
+        return self._result(ending)
+
+    def _result(self, ending: AnswerEnding) -> StreamResult:
         return StreamResult(
             text="".join(self._parts),
             conversation_id=self._conversation_id,
@@ -284,13 +287,7 @@ class AnswerAssembler:
             )
         if not self._conversation_id:
             raise DifyProtocolError("Dify stream never said which conversation it belongs to")
-        return StreamResult(
-            text="".join(self._parts),
-            conversation_id=self._conversation_id,
-            message_id=self._message_id,
-            task_id=self._task_id,
-            usage=self._usage,
-        )
+        return self._result("complete")
 
     def _note_ids(self, payload: Mapping[str, Any]) -> None:
         conversation_id = payload.get("conversation_id")

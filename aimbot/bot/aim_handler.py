@@ -1,10 +1,13 @@
 """AIMHandler: keeps one OSCAR session alive for as long as the process runs.
 
 It owns everything that must survive a dropped connection: the reconnect loop (exponential
-back-off with jitter, reset after a successful sign-on, never giving up, never hammering), the
-delivery queue of replies (sent in order, confirmed by host acks, re-sent after a reconnect) and
-best-effort typing notifications. The OscarClient paces each send to the server's advertised rate
-classes, so this layer only has to keep one sender per session.
+back-off with jitter, reset only after a session has stayed up a while, never giving up, never
+hammering), the delivery queue of replies (round-robin across users, each user's in order,
+confirmed by host acks, resent when the server stays silent, re-sent after a reconnect, handed
+over when an offline user comes back) and best-effort typing notifications. The OscarClient paces
+each send to the server's advertised rate classes (learning which it enforces), so this layer
+only has to keep one sender per session; a session whose sender stops is ended, never left
+half alive.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 
@@ -39,11 +43,13 @@ log = logging.getLogger(__name__)
 
 ICBM_FAMILY = 0x0004
 MTN_SUBGROUP = 0x0014
+SEND_IM_SUBGROUP = 0x0006
 ERR_RECIPIENT_OFFLINE = 0x0004
 ERR_RATE = frozenset({0x0002, 0x0003})
 SIGNED_ON_ELSEWHERE_MIN_DELAY = 60.0
 DEFAULT_MAX_MESSAGE_BYTES = 512
 SEND_TIME_SMOOTHING = 0.2  # weight of the newest send in the moving average of send time
+REMEMBERED_BUSY_USERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -61,9 +67,15 @@ class HandlerOptions:
     resend_delay: float = 5.0
     never_ack_after: int = 3
     maintenance_interval: float = 5.0
+    # Tell a user once that their answer is queued when the expected wait is over this (0 = off);
+    # at most one such notice per busy_notice_interval over all users, one per user per hour.
+    busy_notice_after: float = 30.0
+    busy_notice_interval: float = 60.0
+    busy_notice_repeat: float = 3600.0
 
 
 MessageCallback = Callable[[IncomingIM], Awaitable[None]]
+TypingCallback = Callable[[TypingNotification], None]
 
 
 class AIMHandler:
@@ -79,8 +91,10 @@ class AIMHandler:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        on_typing: TypingCallback | None = None,
     ) -> None:
         self.options = options
+        self._on_typing = on_typing
         self._client_factory = client_factory
         self._store = store
         self._on_message = on_message
@@ -112,7 +126,12 @@ class AIMHandler:
         # sign-on), and a refusal that retrying cannot fix (cleared by the next sign-on).
         self.last_disconnect: str | None = None
         self.login_refused: str | None = None
+        # Courtesy notices (the restart notice) that lose their point later: dropped, not held,
+        # when the recipient turns out to be offline. Cookies, a few per start.
+        self._drop_if_offline: set[bytes] = set()
         self._send_seconds = 0.0  # moving average of one send, pacing included
+        self._busy_told: OrderedDict[str, float] = OrderedDict()  # user -> when told (clock)
+        self._busy_last = float("-inf")
         if metrics is not None:
             metrics.reply_queue_length.set_function(lambda: self.queue.queued)
             metrics.reply_queue_users.set_function(lambda: self.queue.waiting_users)
@@ -146,10 +165,43 @@ class AIMHandler:
         self.deliver(items)
         return len(items)
 
-    def deliver(self, items: Iterable[OutboxItem]) -> None:
+    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None:
+        """Queue replies; `urgent` ones (a short notice) go before the round-robin."""
         for item in items:
-            self.queue.push(item)
+            self.queue.push(item, urgent=urgent)
         self._update_depth()
+
+    def busy_wait(self, user_key: str) -> float | None:
+        """The expected wait, if this user should now be told that their answer is queued.
+
+        Only when the queue is really slow (its oldest reply and the expected wait both over
+        busy_notice_after), at most once per user per busy_notice_repeat and once per
+        busy_notice_interval over all users: the notice spends the same scarce send budget.
+        """
+        after = self.options.busy_notice_after
+        if after <= 0:
+            return None
+        wait = self.expected_wait()
+        if wait < after or self.oldest_queued_age() < after:
+            return None
+        now = self._clock()
+        if now - self._busy_last < self.options.busy_notice_interval:
+            return None
+        told = self._busy_told.get(user_key)
+        if told is not None and now - told < self.options.busy_notice_repeat:
+            return None
+        self._busy_last = now
+        self._busy_told[user_key] = now
+        self._busy_told.move_to_end(user_key)
+        while len(self._busy_told) > REMEMBERED_BUSY_USERS:
+            self._busy_told.popitem(last=False)
+        return wait
+
+    def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
+        """Like deliver, but a reply whose recipient is offline is dropped instead of held."""
+        items = list(items)
+        self._drop_if_offline.update(item.cookie for item in items)
+        self.deliver(items)
 
     def typing(self, screen_name: str, state: TypingState) -> None:
         """Best effort: the latest state per user wins; dropped while offline."""
@@ -340,6 +392,8 @@ class AIMHandler:
             log.info("server rate notice: code %d for class %d", event.code, event.class_id)
         elif isinstance(event, TypingNotification):
             log.debug("%s typing state %s", event.sender, event.state.name)
+            if self._on_typing is not None:
+                self._on_typing(event)
 
     async def _on_im_error(self, event: IMError) -> None:
         cookie = event.cookie
@@ -348,7 +402,13 @@ class AIMHandler:
             log.warning("server reported IM error 0x%04x for an unknown message", event.code)
             return
         now = self._clock()
-        if event.code == ERR_RECIPIENT_OFFLINE:
+        if event.code == ERR_RECIPIENT_OFFLINE and cookie in self._drop_if_offline:
+            self._drop_if_offline.discard(cookie)
+            item = self.queue.rejected(cookie)
+            if item is not None:
+                log.info("%s is offline; notice %d dropped, not held", item.screen_name, item.id)
+                await self._confirmed([item], delivered=False, reason="offline_notice")
+        elif event.code == ERR_RECIPIENT_OFFLINE:
             item = self.queue.recipient_offline(cookie, now)
             if item is not None:
                 log.info(
@@ -403,8 +463,16 @@ class AIMHandler:
 
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
-            item = await self.queue.get()
+            await self.queue.wait_queued()
             started = time.monotonic()
+            # Wait for the rate budget first and choose the reply after: the round-robin then
+            # decides among everything queued by the time an IM may go, not before the wait.
+            delay = client.send_delay(ICBM_FAMILY, SEND_IM_SUBGROUP)
+            if delay > 0:
+                await asyncio.sleep(delay)  # send_im paces any remainder itself
+            item = self.queue.pop()
+            if item is None:
+                continue  # expired meanwhile
             cookie = item.cookie  # the same for every attempt: a resend is the same message
             self.queue.sending(cookie, item)
             try:

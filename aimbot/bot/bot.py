@@ -9,23 +9,24 @@ one busy user never delays another beyond that bound.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from aimbot.api.dify_client import DifyClient
+from aimbot.api.dify_client import MAX_USER_CHARS, DifyClient
 from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError, DifyUnavailable
 from aimbot.bot import messages
-from aimbot.bot.buffer import MessageBuffer, PendingMessage
+from aimbot.bot.buffer import BufferMode, MessageBuffer, PendingMessage, Typists
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.senders import IgnoredSenders
-from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning
+from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning, with_note
 from aimbot.ops.metrics import Metrics
 from aimbot.ops.traffic import Answered, conversation_prefix, log_answered
 from aimbot.oscar.client import new_cookie
-from aimbot.oscar.events import IncomingIM, TypingState
+from aimbot.oscar.events import IncomingIM, TypingNotification, TypingState
 from aimbot.oscar.imtext import im_text_size
 from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.store import OutboxItem, Reply, Store, StoreError
@@ -46,11 +47,17 @@ def _cut(text: str, length: int) -> str:
     return head[:space] if space > length * 0.8 else head
 
 
+def _encodable(text: str) -> bool:
+    """Whether the text is valid Unicode (SQLite and the wire need UTF-8: no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _with_note(markdown: str, note: str | None) -> str:
-    if note is None:
-        return markdown
-    body = markdown.rstrip()
-    return f"{body}\n\n{note}" if body else note
+    return markdown if note is None else with_note(markdown, note)
 
 
 class ReplySink(Protocol):
@@ -58,7 +65,12 @@ class ReplySink(Protocol):
 
     max_message_bytes: int
 
-    def deliver(self, items: Iterable[OutboxItem]) -> None: ...
+    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None: ...
+
+    def busy_wait(self, user_key: str) -> float | None: ...
+
+    def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
+        """Like deliver, but dropped instead of held if the recipient is offline."""
 
     def typing(self, screen_name: str, state: TypingState) -> None: ...
 
@@ -68,6 +80,7 @@ class BotOptions:
     screen_name: str
     buffer_window: float = 1.5
     buffer_max_wait: float = 6.0
+    buffer_mode: BufferMode = "typing"  # "window": ignore the users' typing notifications
     reply_format: ReplyFormat = "html"
     max_reply_bytes: int = 0  # 0 = the server's advertised limit
     allowed_users: frozenset[str] = frozenset()
@@ -142,6 +155,7 @@ class AIMBot:
         self._rate = UserRateLimiter(options.user_rate_limit)
         self._dify_slots = asyncio.Semaphore(options.dify_max_concurrency)
         self._users: dict[str, _User] = {}
+        self._typists = Typists()
         self._workers = 0  # users with a live worker task
         self._buffered = 0  # messages waiting in buffers
         self._background = _Background()
@@ -151,7 +165,9 @@ class AIMBot:
         self._idle.set()
         self._seen = 0  # IMs handed to on_message, whatever became of them
         self._seen_changed = asyncio.Condition()
-        self._unstored_ids = 0  # ids of replies sent without an outbox row count down from -1
+        # Ids of replies sent without an outbox row: negative (no row has one) and ascending, so
+        # the parts of one answer keep their order in the delivery queue.
+        self._unstored_ids = -(2**62)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -172,6 +188,18 @@ class AIMBot:
                 self._seen += 1
                 self._seen_changed.notify_all()
 
+    def on_typing(self, event: TypingNotification) -> None:
+        """Called by the AIMHandler for every typing notification a user's client sends."""
+        if self.options.buffer_mode != "typing":
+            return
+        key = normalize_screen_name(event.sender)
+        if key == self._self_key or not self._access.permits(key):
+            return
+        self._typists.heard(key)
+        user = self._users.get(key)
+        if user is not None:
+            user.buffer.note_typing(event.state)
+
     async def wait_seen(self, count: int, timeout: float) -> None:  # noqa: ASYNC109
         """Until `count` IMs in total have gone through intake (for tests and benchmarks)."""
         async with self._seen_changed:
@@ -190,6 +218,13 @@ class AIMBot:
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def _intake(self, im: IncomingIM) -> None:
+        if not _encodable(im.sender):
+            # Not even UTF-8 (lone surrogates): it can be neither stored nor answered.
+            log.warning("dropping an IM from a screen name that is not valid text: %r", im.sender)
+            self._count_dropped("bad_sender")
+            return
+        if not _encodable(im.text):
+            im = replace(im, text=im.text.encode("utf-8", "replace").decode("utf-8"))
         key = normalize_screen_name(im.sender)
         if key == self._self_key:
             return
@@ -246,6 +281,13 @@ class AIMBot:
             log.info("shutting down: IM from %s kept in the inbox for the next start", key)
             return
         self._enqueue(key, im.sender, PendingMessage(inbox_id, text, now, ticket))
+        wait = self._sink.busy_wait(key)
+        if wait is not None:
+            log.info(
+                "replies are queued for about %.0f s: telling %r their answer will wait", wait, key
+            )
+            minutes = max(round(wait / 60), 1)
+            await self._say(im.sender, messages.BUSY.format(minutes=minutes), urgent=True)
 
     async def _not_stored(self, key: str, screen_name: str, count: int, error: Exception) -> None:
         """An IM that the store could not keep is not answered: say so, to the log and the user."""
@@ -290,18 +332,21 @@ class AIMBot:
         OSCAR has no acknowledgement for incoming IMs: what the server wrote into the socket of
         a process as it died is gone, and only the sender knows what it said. So they are asked
         to send it again, rather than wait for an answer that will never come. Users whose last
-        IM was kept (it is being answered now) are not asked.
+        IM was kept (it is being answered now) are not asked; users who are offline by the time
+        it goes out are not asked either: the notice is dropped, not held for their return,
+        when it would only puzzle them.
         """
         told = 0
         for key, screen_name in recent:
             if key in answering:
                 continue
-            await self._say(screen_name, messages.RESTARTED)
+            await self._say(screen_name, messages.RESTARTED, drop_if_offline=True)
             told += 1
         if told:
             log.warning(
-                "the last run ended without a clean stop: asked %d users who wrote within "
-                "%.0f s of it to send their last message again if it is unanswered",
+                "the last run ended without a clean stop: asking %d users who wrote within "
+                "%.0f s of it to send their last message again if it is unanswered (dropped "
+                "for those who are offline)",
                 told,
                 self.options.restart_notice_window,
             )
@@ -309,7 +354,11 @@ class AIMBot:
     def _enqueue(self, key: str, screen_name: str, message: PendingMessage) -> None:
         user = self._users.get(key)
         if user is None:
-            buffer = MessageBuffer(self.options.buffer_window, self.options.buffer_max_wait)
+            buffer = MessageBuffer(
+                self.options.buffer_window,
+                self.options.buffer_max_wait,
+                typist=key in self._typists,
+            )
             user = self._users[key] = _User(key, screen_name, buffer)
             self._idle.clear()
         user.screen_name = screen_name
@@ -491,7 +540,7 @@ class AIMBot:
 
     def _unstored(self, screen_name: str, reply: Reply) -> OutboxItem:
         """A reply the store could not keep, sent anyway: a negative id no outbox row has."""
-        self._unstored_ids -= 1
+        self._unstored_ids += 1
         return OutboxItem(
             self._unstored_ids, screen_name, reply.text, reply.is_html, self._clock(), new_cookie()
         )
@@ -501,8 +550,19 @@ class AIMBot:
             self._sink.typing(user.screen_name, TypingState.TYPING)
             await asyncio.sleep(self.options.typing_refresh)
 
-    async def _say(self, screen_name: str, markdown: str) -> None:
-        """Send one of the bot's own notices, through the same ordered, durable path."""
+    async def _say(
+        self,
+        screen_name: str,
+        markdown: str,
+        *,
+        urgent: bool = False,
+        drop_if_offline: bool = False,
+    ) -> None:
+        """Send one of the bot's own notices, through the same ordered, durable path.
+
+        `urgent`: it goes before the round-robin of replies (a short "you are queued" notice).
+        `drop_if_offline`: the notice is dropped, not held, if the recipient is offline.
+        """
         for reply in await self._render(markdown):
             try:
                 item = await self._store.outbox_add(screen_name, reply, self._clock())
@@ -513,7 +573,10 @@ class AIMBot:
                     e,
                 )
                 item = self._unstored(screen_name, reply)
-            self._sink.deliver([item])
+            if drop_if_offline:
+                self._sink.deliver_or_drop([item])
+            else:
+                self._sink.deliver([item], urgent=urgent)
 
     async def _render(self, markdown: str, note: str | None = None) -> list[Reply]:
         """The answer as at most MAX_REPLY_PARTS IMs; what does not fit is cut, with a note.
@@ -544,7 +607,14 @@ class AIMBot:
         return [Reply(part, fmt == "html") for part in parts]
 
     def _dify_user(self, key: str) -> str:
-        return f"{self.options.dify_user_prefix}{key}"
+        """Dify's end-user id: the prefix and the user key, or a digest of the key when that
+        would not fit Dify's 255 characters (no AIM name is that long; a hostile server's may be).
+        """
+        user = f"{self.options.dify_user_prefix}{key}"
+        if len(user) <= MAX_USER_CHARS:
+            return user
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.options.dify_user_prefix}sha256:{digest}"
 
     def _typing(self, screen_name: str, state: TypingState) -> None:
         if self.options.typing_notifications:

@@ -109,8 +109,8 @@ class DeliveryQueue:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def push(self, item: OutboxItem) -> None:
-        if self._queue.push(item):
+    def push(self, item: OutboxItem, *, urgent: bool = False) -> None:
+        if self._queue.push(item, urgent=urgent):
             self._available.set()
 
     def pop(self) -> OutboxItem | None:
@@ -124,6 +124,12 @@ class DeliveryQueue:
             item = self.pop()
             if item is not None:
                 return item
+            await self._available.wait()
+
+    async def wait_queued(self) -> None:
+        """Until at least one reply is queued (it is not taken: pop() decides which)."""
+        while not len(self._queue):
+            self._available.clear()
             await self._available.wait()
 
     def attempts(self, item: OutboxItem) -> int:

@@ -26,6 +26,7 @@ class FairQueue:
         self._per_user: dict[str, list[tuple[int, OutboxItem]]] = {}
         self._ring: deque[str] = deque()
         self._ids: set[int] = set()
+        self._urgent: deque[OutboxItem] = deque()  # short notices that jump the line
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -38,11 +39,18 @@ class FairQueue:
         """Users with at least one queued reply (the length of one round)."""
         return len(self._per_user)
 
-    def push(self, item: OutboxItem) -> bool:
-        """Queue a reply; False if it was queued already."""
+    def push(self, item: OutboxItem, *, urgent: bool = False) -> bool:
+        """Queue a reply; False if it was queued already.
+
+        `urgent` replies (a one-line "you are in the queue" notice) go before every round; the
+        caller bounds how many there are, or they would starve everyone else.
+        """
         if item.id in self._ids:
             return False
         self._ids.add(item.id)
+        if urgent:
+            self._urgent.append(item)
+            return True
         key = self._key(item)
         heap = self._per_user.get(key)
         if heap is None:
@@ -52,7 +60,11 @@ class FairQueue:
         return True
 
     def pop(self) -> OutboxItem | None:
-        """The next reply: the oldest of the user whose turn it is."""
+        """The next reply: an urgent one, else the oldest of the user whose turn it is."""
+        if self._urgent:
+            urgent = self._urgent.popleft()
+            self._ids.discard(urgent.id)
+            return urgent
         if not self._ring:
             return None
         key = self._ring.popleft()
@@ -67,12 +79,15 @@ class FairQueue:
 
     def heads(self) -> Iterator[OutboxItem]:
         """Each waiting user's next reply (the oldest queued reply is among them)."""
+        yield from self._urgent
         for heap in self._per_user.values():
             yield heap[0][1]
 
     def remove_if(self, doomed: Callable[[OutboxItem], bool]) -> list[OutboxItem]:
         """Take out every queued reply for which `doomed` is true (expiry); returns them."""
-        removed: list[OutboxItem] = []
+        removed = [item for item in self._urgent if doomed(item)]
+        if removed:
+            self._urgent = deque(item for item in self._urgent if not doomed(item))
         for key in list(self._per_user):
             heap = self._per_user[key]
             kept = [(i, item) for i, item in heap if not doomed(item)]

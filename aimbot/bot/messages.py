@@ -32,6 +32,10 @@ RATE_LIMITED_USER = (
     "You're sending messages faster than I can keep up with ({limit} a minute). "
     "I'll skip messages until the minute is over - please wait a moment."
 )
+BUSY = (
+    "Lots of people are writing to me right now: your answer is in the queue and should "
+    "reach you in about {minutes} min. No need to send your message again."
+)
 TOO_LONG = (
     "Your message is too long for me ({length} characters; the limit is {limit}). "
     "Please send a shorter one."

@@ -43,6 +43,8 @@ LogFormat = Literal["text", "json"]
 ResponseMode = Literal["streaming", "blocking"]
 ReplyFormat = Literal["html", "plain"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
+BufferMode = Literal["typing", "window"]
+ThrottleMode = Literal["auto", "true", "false"]
 
 _MINUTE: Final = 60.0
 _HOUR: Final = 3600.0
@@ -186,6 +188,20 @@ class _Bool(_Kind):
 
     def show(self, value: Any) -> str:
         return "true" if value else "false"
+
+
+class _Throttle(_Kind):
+    """auto, or any yes/no word (kept for configs written before auto existed)."""
+
+    allowed = "auto, true or false (also 1/0, yes/no, on/off)"
+
+    def parse(self, raw: str) -> str:
+        if raw.strip().lower() == "auto":
+            return "auto"
+        return "true" if _Bool().parse(raw) else "false"
+
+    def valid(self, value: Any) -> bool:
+        return value in ("auto", "true", "false")
 
 
 class _Choice(_Kind):
@@ -391,7 +407,7 @@ class Settings:
     aim_connect_timeout: float = field(default=10.0, metadata=_rule(_Float(1, 120)))
     aim_reconnect_base: float = field(default=1.0, metadata=_rule(_Float(0.1, 60)))
     aim_reconnect_cap: float = field(default=300.0, metadata=_rule(_Float(0.1, _HOUR)))
-    aim_throttle: bool = field(default=True, metadata=_rule(_Bool()))
+    aim_throttle: ThrottleMode = field(default="auto", metadata=_rule(_Throttle()))
     aim_profile: str = field(
         default=DEFAULT_AIM_PROFILE, metadata=_rule(_Profile(max_bytes=MAX_AIM_PROFILE_BYTES))
     )
@@ -399,6 +415,7 @@ class Settings:
         default=0, metadata=_rule(_Int(64, 8000, zero_means="the server's limit"))
     )
     outbox_ttl: float = field(default=_DAY, metadata=_rule(_Float(_MINUTE, 30 * _DAY)))
+    busy_notice_after: float = field(default=30.0, metadata=_rule(_Float(0, _HOUR)))
     # Dify
     dify_api_key: Secret = field(metadata=_rule(_SecretText()))
     dify_api_url: str = field(default="https://api.dify.ai/v1", metadata=_rule(_Url()))
@@ -425,6 +442,7 @@ class Settings:
     # Bot behaviour
     buffer_window: float = field(default=1.5, metadata=_rule(_Float(0, 30)))
     buffer_max_wait: float = field(default=6.0, metadata=_rule(_Float(0, 120)))
+    buffer_mode: BufferMode = field(default="typing", metadata=_rule(_Choice("typing", "window")))
     reply_format: ReplyFormat = field(default="html", metadata=_rule(_Choice("html", "plain")))
     allowed_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))
     blocked_users: frozenset[str] = field(default=frozenset(), metadata=_rule(_ScreenNameSet()))

@@ -396,8 +396,8 @@ class OscarConnection:
         handler(self, rid, body)
 
     def _within_rate(self, header: SnacHeader) -> bool:
-        """Count the SNAC against its class; False if it must be dropped (docs/oscar-protocol.md
-        §6)."""
+        """Count the SNAC against its class; False if it must be dropped
+        (docs/oscar-protocol.md §6)."""
         if self._rates is None or not self._rates_enforced():
             return True
         class_id, status = self._rates.record(header.family, header.subgroup, self.server.now_ms())

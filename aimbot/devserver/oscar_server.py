@@ -122,8 +122,8 @@ class OscarServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`accepted_hashes` ⊆ {"strong", "weak"} emulates servers that take only one
-        (docs/oscar-protocol.md §4);
-        `clock` drives the rate model, so tests can replay exact timings without sleeping."""
+        (docs/oscar-protocol.md §4); `clock` drives the rate model, so tests can replay exact
+        timings without sleeping."""
         unknown = set(accepted_hashes) - {"strong", "weak"}
         if unknown or not accepted_hashes:
             raise ValueError(
@@ -391,8 +391,7 @@ class OscarServer:
             sender.send_snac(IcbmError(ERR_NOT_LOGGED_ON), request_id)
             return
         # All of the sender's TLVs go through untouched except the ack request
-        # (docs/oscar-protocol.md §7); every
-        # session of the recipient gets the IM.
+        # (docs/oscar-protocol.md §7); every session of the recipient gets the IM.
         incoming = IcbmIncomingIM(
             snac.cookie, snac.channel, sender.user_info(), snac.tlvs.without(TLV_WANT_ACK)
         )
@@ -403,9 +402,9 @@ class OscarServer:
             sender.send_snac(IcbmHostAck(snac.cookie, snac.channel, snac.recipient), request_id)
 
     def relay_typing(self, sender: OscarConnection, snac: IcbmTyping, request_id: int) -> None:
-        """Relayed with the sender's name and request id; never an error (docs/oscar-protocol.md
-        §8). Like OOS,
-        only to the recipient's active sessions (not away, not idle)."""
+        """Relayed with the sender's name and request id; never an error
+        (docs/oscar-protocol.md §8). Like OOS, only to the recipient's active sessions (not
+        away, not idle)."""
         if sender.account is None:
             return
         targets = [

@@ -55,7 +55,8 @@ class Metrics:
         )
         self.ims_given_up = Counter(
             "ims_given_up",
-            "Reply parts never delivered, by reason (no_ack, refused, expired, unsendable)",
+            "Reply parts never delivered, by reason "
+            "(no_ack, refused, expired, unsendable, offline_notice)",
             ["reason"],
             namespace=NAMESPACE,
             registry=r,

@@ -19,6 +19,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Literal
 
 from aimbot.oscar.errors import (
     ConnectError,
@@ -74,6 +75,7 @@ from aimbot.oscar.snacs import (
     login_hash,
     parse_bos_address,
 )
+from aimbot.oscar.throttle import ThrottleLearner
 from aimbot.oscar.wire import (
     Channel,
     Frame,
@@ -198,7 +200,7 @@ class OscarClient:
         keepalive_interval: float = 30.0,
         read_timeout: float = 15.0,
         connect_timeout: float = 10.0,
-        throttle: bool = True,
+        throttle: bool | Literal["auto"] = True,
         client_name: str = "aimbot",
         profile: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -224,6 +226,8 @@ class OscarClient:
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
         self._throttle = throttle
+        # "auto": pace only the classes the server turns out to enforce (oscar/throttle.py).
+        self._learner = ThrottleLearner() if throttle == "auto" else None
         self._client_name = client_name
         self._profile = profile
         self._clock = clock
@@ -315,8 +319,11 @@ class OscarClient:
 
     def send_delay(self, family: int, subgroup: int) -> float:
         """Seconds until a SNAC of this kind can go out without leaving the clear zone."""
-        if self._rates is None:
+        if self._rates is None or not self._throttle:
             return 0.0
+        if self._learner is not None:
+            meter = self._rates.meter_for(family, subgroup)
+            return self._learner.delay_ms(meter, self._now_ms()) / 1000
         return self._rates.delay_ms(family, subgroup, self._now_ms()) / 1000
 
     # -- connect -----------------------------------------------------------------------------------
@@ -745,6 +752,8 @@ class OscarClient:
             self._limited_classes.discard(class_id)
         if self._rates is not None:
             self._rates.adopt(notice.rate_class, self._now_ms())
+        if self._learner is not None:
+            self._learner.notice(notice.rate_class.class_id, notice.code)
         self._emit(RateChange(notice.code, notice.rate_class.class_id))
 
     def _on_other_error(self, header: SnacHeader, error: SnacError) -> None:
@@ -860,7 +869,9 @@ class OscarClient:
         if self._rates is not None:
             now = self._now_ms()
             for snac, _ in snacs:
-                self._rates.record(snac.FAMILY, snac.SUBGROUP, now)
+                class_id, status = self._rates.record(snac.FAMILY, snac.SUBGROUP, now)
+                if self._learner is not None:
+                    self._learner.sent(class_id, status, now)
 
     async def _drain(self, link: _Link) -> None:
         """Wait for the kernel to take our bytes; a server that stops reading ends the session."""

@@ -50,8 +50,7 @@ class IMError:
     """An ICBM error; cookie/recipient identify the IM (or typing event) it refers to, if known.
 
     Codes (docs/oscar-protocol.md §3): 0x0002/0x0003 rate-limited, 0x0004 recipient not logged on,
-    0x000A refused
-    by the client, 0x0010 blocked.
+    0x000A refused by the client, 0x0010 blocked.
     """
 
     code: int

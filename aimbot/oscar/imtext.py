@@ -1,5 +1,5 @@
-"""IM text: charsets and the small amount of HTML AIM clients speak (docs/oscar-protocol.md §7,
-§12.2-3).
+"""IM text: charsets and the small amount of HTML AIM clients speak
+(docs/oscar-protocol.md §7, §12.2, §12.3).
 
 Pure functions, because the bot layer needs the exact encoded size of a reply before it sends
 it (servers count bytes, not characters) and because text from other clients arrives in every
@@ -93,10 +93,10 @@ def _decode_by_nuls(payload: bytes) -> str:
 def decode_im_text(charset: int, payload: bytes) -> str:
     """Text from any charset a server or client uses; never raises.
 
-    Charset 0 is ASCII by the book, but servers put UTF-8 there (docs/oscar-protocol.md §7): valid
-    UTF-8 wins,
-    anything else is read as cp1252. Charset 3 gets the same UTF-8 check because mislabelled
-    UTF-8 is the commonest client bug, while real Latin-1 text is almost never valid UTF-8.
+    Charset 0 is ASCII by the book, but servers put UTF-8 there (docs/oscar-protocol.md §7):
+    valid UTF-8 wins, anything else is read as cp1252. Charset 3 gets the same UTF-8 check
+    because mislabelled UTF-8 is the commonest client bug, while real Latin-1 text is almost
+    never valid UTF-8.
     UCS-2BE is read as UTF-16BE so surrogate pairs become the characters they encode.
 
     Text under any other label that holds NUL bytes cannot be what the label says (some servers

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
-# LP keeps the level this far above the alert line before it sends (docs/oscar-protocol.md §6
-# "throttle").
+# LP keeps the level this far above the alert line before it sends
+# (docs/oscar-protocol.md §6, "throttle").
 DEFAULT_MARGIN = 100
 
 

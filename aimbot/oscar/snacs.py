@@ -3,9 +3,8 @@
 
 Every class knows its (family, subgroup) so the client and the devserver dispatch on the pair,
 never on request ids (docs/oscar-protocol.md §12.11). decode() accepts what real servers send
-(extra trailing bytes,
-integers of any TLV width, either rate-record size) and raises ProtocolError, and only that, for
-anything it cannot make sense of.
+(extra trailing bytes, integers of any TLV width, either rate-record size) and raises
+ProtocolError, and only that, for anything it cannot make sense of.
 """
 
 from __future__ import annotations
@@ -988,8 +987,8 @@ class IcbmHostAck:
 
 @dataclass(frozen=True, slots=True)
 class IcbmTyping:
-    """04/14 MTN: zero cookie, channel 1, the other user's name, u16 event (docs/oscar-protocol.md
-    §8)."""
+    """04/14 MTN: zero cookie, channel 1, the other user's name, u16 event
+    (docs/oscar-protocol.md §8)."""
 
     FAMILY: ClassVar[int] = FAMILY_ICBM
     SUBGROUP: ClassVar[int] = 0x0014

@@ -57,7 +57,8 @@ async def chat_once(oscar: OscarServer, text: str) -> None:
 def user_entry(body: dict[str, Any]) -> dict[str, Any]:
     entries = [u for u in body["users"] if u["user"] == USER.lower()]
     assert len(entries) == 1, body
-    return entries[0]
+    entry: dict[str, Any] = entries[0]
+    return entry
 
 
 async def test_commands_against_a_live_bot_ask_it_through_its_health_port(

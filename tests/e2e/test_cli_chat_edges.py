@@ -4,7 +4,9 @@ reply (bounded), and its own words instead of the library's WARNING lines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.events import Event, IncomingIM
 from tests.helpers.cli import (
     USER,
+    AimUser,
+    Process,
     chat,
     clean_env,
     oscar_fixture,  # noqa: F401 - fixture "oscar"
@@ -34,14 +38,20 @@ def with_peer(oscar: OscarServer) -> OscarServer:
     return oscar
 
 
-async def test_piped_lines_wait_for_every_reply(with_peer: OscarServer, workdir: Path) -> None:
-    oscar = with_peer
+@contextlib.asynccontextmanager
+async def piped_chat(oscar: OscarServer, workdir: Path) -> AsyncIterator[tuple[AimUser, Process]]:
+    """The peer signed on, and the chat client talking to it with its stdin a pipe."""
     async with (
         signed_on(PEER, PEER_PASSWORD, oscar.port) as peer,
         running(
             *chat(oscar.port, peer=PEER), env=clean_env(), cwd=workdir, stdin_pipe=True
         ) as client,
     ):
+        yield peer, client
+
+
+async def test_piped_lines_wait_for_every_reply(with_peer: OscarServer, workdir: Path) -> None:
+    async with piped_chat(with_peer, workdir) as (peer, client):
         for n in (1, 2, 3):
             await client.write_line(f"question {n}")
         client.close_stdin()
@@ -56,13 +66,7 @@ async def test_piped_lines_wait_for_every_reply(with_peer: OscarServer, workdir:
 async def test_piped_lines_a_peer_joined_into_one_answer_end_after_a_quiet_spell(
     with_peer: OscarServer, workdir: Path
 ) -> None:
-    oscar = with_peer
-    async with (
-        signed_on(PEER, PEER_PASSWORD, oscar.port) as peer,
-        running(
-            *chat(oscar.port, peer=PEER), env=clean_env(), cwd=workdir, stdin_pipe=True
-        ) as client,
-    ):
+    async with piped_chat(with_peer, workdir) as (peer, client):
         await client.write_line("part one")
         await client.write_line("part two")
         client.close_stdin()
@@ -108,12 +112,21 @@ class PacedSession(ChatSession):
         super().__init__(options, self.recorder)
         self.release = asyncio.Event()
         self.sending = asyncio.Event()
+        self.sent = 0
+        self.sent_changed = asyncio.Condition()
         self.incoming: asyncio.Queue[Event] = asyncio.Queue()
 
     async def send(self, text: str) -> bool:
         self.sending.set()
         await self.release.wait()
+        async with self.sent_changed:
+            self.sent += 1
+            self.sent_changed.notify_all()
         return True
+
+    async def wait_sent(self, count: int) -> None:
+        async with self.sent_changed:
+            await self.sent_changed.wait_for(lambda: self.sent >= count)
 
     async def next_event(self, within: float | None) -> Event | None:
         try:
@@ -132,6 +145,7 @@ async def test_replies_show_while_a_send_is_paced() -> None:
         await asyncio.wait_for(session.recorder.wait_said("an earlier answer"), 10)
         assert not session.release.is_set()  # shown while the send was still held
         session.release.set()
+        await asyncio.wait_for(session.wait_sent(2), 10)  # answers count only after the sends
         session.incoming.put_nowait(im("answer", b"d"))
         session.incoming.put_nowait(im("answer 2", b"e"))
         assert await asyncio.wait_for(runner, 10) == 0

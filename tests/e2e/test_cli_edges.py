@@ -82,7 +82,9 @@ async def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path, inside: bool) 
     data_dir = blocker / "state" if inside else blocker
     with pytest.raises(StoreError) as caught:
         await Store.open(data_dir / "aimbot.sqlite3")
-    assert str(caught.value) == f"DATA_DIR {data_dir}: {blocker} is a file, not a directory"
+    assert str(caught.value) == (
+        f"cannot open the state database: DATA_DIR {data_dir}: {blocker} is a file, not a directory"
+    )
 
 
 @pytest.mark.skipif(shutil.which("python3", path="/usr/bin") is None, reason="no /usr/bin/python3")

@@ -64,3 +64,30 @@ async def test_an_im_lost_with_its_turn_is_not_sent_to_dify_and_its_sender_is_to
         assert r.dify.request_count == 0
         pending, _ = await r.store.inbox_pending(now=r.bot._clock(), max_age=1e12)
         assert {p.user_key for p in pending} == {"filler"}
+
+
+async def test_an_answer_that_cannot_be_stored_is_still_sent_in_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with bot_rig(tmp_path, reply_format="plain") as r:
+        long_answer = " ".join(f"word{n}" for n in range(1200))  # > one page of outbox rows
+
+        def answer(ctx: object) -> str:
+            fill_to_the_page_limit(r.store)  # the disk fills while Dify thinks
+            return long_answer
+
+        r.dify.answer = answer
+        await r.bot.on_message(incoming("amy", "tell me a lot"))
+        await r.bot.wait_idle(WAIT)
+        items = [item for item in r.sink.items if item.screen_name == "amy"]
+        assert len(items) >= 2
+        assert [item.text.split(" ", 1)[0] for item in items] == [
+            f"({n}/{len(items)})" for n in range(1, len(items) + 1)
+        ]
+        ids = [item.id for item in items]
+        assert ids == sorted(ids) and all(i < 0 for i in ids)  # no outbox row, order kept
+        log = "\n".join(record.getMessage() for record in caplog.records)
+        assert "could not store the answer for amy" in log
+        pending, _ = await r.store.inbox_pending(now=r.bot._clock(), max_age=1e12)
+        assert "tell me a lot" in [p.text for p in pending]  # as the log says: still there

@@ -10,7 +10,8 @@ import pytest
 
 from tests.helpers.cli import ROOT
 
-REFERENCE = re.compile(r"docs/([\w./-]+\.md)((?:(?:,? |-|–)§\d+(?:\.\d+)?)*)")
+# A path, then any "§N" / ", §N.M" / "-§N" after it (a line break and "#" between allowed).
+REFERENCE = re.compile(r"docs/([\w./-]+\.md)((?:(?:,|-|–)?\s*#?\s*§\d+(?:\.\d+)?)*)")
 SECTION = re.compile(r"§(\d+(?:\.\d+)?)")
 SOURCES = [
     path

@@ -99,7 +99,11 @@ async def test_a_wrong_aim_password_is_unhealthy_with_the_servers_reason(
         )
         r.app = app
         await app.start()
-        await records.wait_for(lambda rec: "cannot sign on as" in rec.getMessage(), 1, WAIT)
+        logged = await records.wait_for(
+            lambda rec: "cannot sign on as" in rec.getMessage(), 1, WAIT
+        )
+        # One format for the server's code, in the log as in /healthz and the doctor.
+        assert "incorrect password (code 0x0005)" in logged[0].getMessage()
         status, body = await healthz(app)
         assert status == 503, body
         assert body["checks"][CHECK_AIM_LOGIN] is False

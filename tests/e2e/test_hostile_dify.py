@@ -9,9 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import aiohttp
+import pytest
+
+from aimbot.api.dify_client import MAX_JSON_BODY_BYTES, DifyClient, DifyOptions
+from aimbot.api.errors import DifyProtocolError, DifyUnavailable
 from aimbot.bot import messages
 from tests.helpers.e2e import rig
-from tests.helpers.hostile_dify import TASK_ID, hostile_dify
+from tests.helpers.hostile_dify import TASK_ID, HostileDify, hostile_dify
 
 MIB = 1024 * 1024
 
@@ -50,34 +55,46 @@ async def test_a_50_mb_answer_is_read_only_to_the_cap_stopped_and_sent_in_few_pa
         assert dify.chat_turns == 1
 
 
+async def one_question(tmp_path: Path, dify: HostileDify, name: str) -> str:
+    """A person asks the bot (Dify: the hostile one) once; the one reply they get."""
+    async with rig(tmp_path) as r:
+        await r.start_bot(DIFY_API_URL=dify.url)
+        who = await r.person(name)
+        await who.say("a question")
+        reply = await who.reply()
+        await r.quiescent()
+        assert who.received.empty()
+    assert dify.chat_turns == 1  # one Dify turn: the conversation holds one answer
+    return reply.text
+
+
 async def test_a_stream_broken_after_text_is_answered_with_that_text_and_not_asked_again(
     tmp_path: Path,
 ) -> None:
-    async with hostile_dify(chunk_chars=100, break_after=300) as dify, rig(tmp_path) as r:
-        await r.start_bot(DIFY_API_URL=dify.url)
-        hal = await r.person("hal")
-        await hal.say("a question")
-        reply = await hal.reply()
-        await r.quiescent()
-        assert hal.received.empty()
-        assert reply.text.startswith("x" * 200)
-        assert reply.text.rstrip().endswith(messages.ANSWER_INTERRUPTED)
-        assert dify.chat_turns == 1  # one Dify turn: the conversation holds one answer
+    async with hostile_dify(chunk_chars=100, break_after=300) as dify:
+        reply = await one_question(tmp_path, dify, "hal")
+        assert reply.startswith("x" * 200)
+        assert reply.rstrip().endswith(messages.ANSWER_INTERRUPTED)
         assert dify.stops == [(TASK_ID, "aim:hal")]
 
 
 async def test_a_stream_broken_after_only_blank_text_gets_one_friendly_error(
     tmp_path: Path,
 ) -> None:
-    async with (
-        hostile_dify(chunk_chars=50, chunk_text=" ", break_after=300) as dify,
-        rig(tmp_path) as r,
-    ):
-        await r.start_bot(DIFY_API_URL=dify.url)
-        ida = await r.person("ida")
-        await ida.say("a question")
-        reply = await ida.reply()
-        await r.quiescent()
-        assert ida.received.empty()
-        assert reply.text == messages.for_error(messages.DifyUnavailable("x"))
-        assert dify.chat_turns == 1
+    async with hostile_dify(chunk_chars=50, chunk_text=" ", break_after=300) as dify:
+        reply = await one_question(tmp_path, dify, "ida")
+        assert reply == messages.for_error(DifyUnavailable("x"))
+
+
+async def test_a_50_mb_blocking_answer_is_refused_after_a_bounded_read() -> None:
+    async with hostile_dify(answer_bytes=50 * MIB) as dify, aiohttp.ClientSession() as session:
+        client = DifyClient(
+            session,
+            "app-hostile-0123456789",
+            DifyOptions(base_url=dify.url, response_mode="blocking"),
+        )
+        with pytest.raises(DifyProtocolError, match="larger than"):
+            await client.chat("aim:kim", "hi", None)
+        assert dify.finished == 0
+        assert dify.written < MAX_JSON_BODY_BYTES + 16 * MIB, dify.written
+        assert dify.chat_turns == 1  # a protocol error is not asked again

@@ -27,8 +27,14 @@ class RecordingSink:
     items: list[OutboxItem] = field(default_factory=list)
     typing_states: list[tuple[str, TypingState]] = field(default_factory=list)
 
-    def deliver(self, items: Iterable[OutboxItem]) -> None:
+    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None:
         self.items.extend(items)
+
+    def busy_wait(self, user_key: str) -> float | None:
+        return None  # the reply queue is never slow here
+
+    def deliver_or_drop(self, items: Iterable[OutboxItem]) -> None:
+        self.deliver(items)
 
     def typing(self, screen_name: str, state: TypingState) -> None:
         self.typing_states.append((screen_name, state))

@@ -101,6 +101,11 @@ class Person:
         assert self.client is not None
         await self.client.send_im(to, text, auto_response=auto_response)
 
+    async def send_typing(self, state: TypingState, *, to: str = BOT) -> None:
+        """What their client sends as they type (2), pause with text in the box (1), or clear it."""
+        assert self.client is not None
+        await self.client.send_typing(to, state)
+
     async def reply(self, timeout: float = WAIT) -> IncomingIM:  # noqa: ASYNC109
         return await asyncio.wait_for(self.received.get(), timeout)
 

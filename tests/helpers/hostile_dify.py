@@ -42,8 +42,10 @@ class HostileDify:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
+        body = await request.json()
         self.chat_turns += 1
+        if body.get("response_mode") == "blocking":
+            return await self._blocking(request)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         base = {"task_id": TASK_ID, "conversation_id": CONVERSATION_ID, "message_id": "m1"}
@@ -63,6 +65,24 @@ class HostileDify:
             self.finished += 1
         except (ConnectionError, RuntimeError):
             pass  # the bot hung up: exactly what a bounded reader does
+        return response
+
+    async def _blocking(self, request: web.Request) -> web.StreamResponse:
+        """One JSON document whose "answer" never ends (answer_bytes of it, then the rest)."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = (self.chunk_text * self.chunk_chars).encode()
+        sent = 0
+        try:
+            await response.write(b'{"event": "message", "answer": "')
+            while sent < self.answer_bytes:
+                await response.write(chunk)
+                sent += len(chunk)
+                self.written += len(chunk)
+            await response.write(f'", "conversation_id": "{CONVERSATION_ID}"}}'.encode())
+            self.finished += 1
+        except (ConnectionError, RuntimeError):
+            pass
         return response
 
     async def _stop(self, request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import IO
+from typing import TextIO
 
 from aimbot.config.settings import Settings, load_settings
 from aimbot.ops.health import HealthServer, HealthStatus, bot_health
@@ -59,7 +59,7 @@ def root_logging_restored() -> Iterator[None]:
 
 
 @contextmanager
-def terminal() -> Iterator[tuple[IO[str], int]]:
+def terminal() -> Iterator[tuple[TextIO, int]]:
     """A real pseudo-terminal: (text stream on the terminal side, fd to read what it shows)."""
     controller, device = os.openpty()
     stream = os.fdopen(device, "w", buffering=1, encoding="utf-8")

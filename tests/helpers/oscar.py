@@ -52,7 +52,7 @@ def tlvs_from_bytes(blob: bytes, max_items: int = 6) -> TlvBlock:
     Property tests draw one bytes value and carve structures out of it: one draw per example
     instead of one per field keeps the 10,000-example CI profile fast.
     """
-    items = []
+    items: list[tuple[int, bytes]] = []
     pos = 0
     while pos + 3 <= len(blob) and len(items) < max_items:
         tag, size = int.from_bytes(blob[pos : pos + 2], "big"), blob[pos + 2] % 21
@@ -63,7 +63,7 @@ def tlvs_from_bytes(blob: bytes, max_items: int = 6) -> TlvBlock:
 
 def frames_from_bytes(blob: bytes, max_items: int = 5) -> list[Frame]:
     """FLAP frames carved out of one byte string (channel, sequence, size byte, payload, ...)."""
-    frames = []
+    frames: list[Frame] = []
     pos = 0
     while pos + 4 <= len(blob) and len(frames) < max_items:
         channel, sequence, size = (

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aimbot.oscar.imtext import CHARSET_ASCII
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, DEFAULT_RATE_GROUPS
@@ -157,7 +158,7 @@ class StrictServer:
                         send(Channel.DATA, incoming_im_payload(sender, text))
 
 
-class _Send:
+class _Send(Protocol):
     def __call__(self, channel: int, payload: bytes) -> None: ...
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ class RecordWaiter(logging.Handler):
 
 
 @pytest.fixture
-def records() -> RecordWaiter:
+def records() -> Iterator[RecordWaiter]:
     waiter = RecordWaiter()
     logger = logging.getLogger("aimbot.bot.aim_handler")
     logger.addHandler(waiter)

@@ -11,7 +11,7 @@ profile can be read, IMs and typing notifications go both ways, and its departur
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,6 +30,7 @@ from aimbot.oscar.wire import pack_str8, pack_u16
 from tests.helpers.oos_server import OOS_SKIP_REASON, oos_binary, running_oos
 from tests.helpers.purple_script import (
     PurpleSession,
+    Received,
     SignOnTrace,
     SnacType,
     feedbag_item,
@@ -184,8 +185,8 @@ async def exchange_im(
     assert IcbmTyping.decode((await user.wait_for((0x04, 0x14))).body).event == 0
 
 
-def types(answers: list[object]) -> list[SnacType]:
-    return [snac_type(a.header) for a in answers]  # type: ignore[attr-defined]
+def types(answers: Sequence[Received]) -> list[SnacType]:
+    return [snac_type(a.header) for a in answers]
 
 
 @pytest.mark.parametrize("server", BOTH)

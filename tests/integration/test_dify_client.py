@@ -14,7 +14,6 @@ from aimbot.api.errors import (
     ConversationNotFound,
     DifyAuthError,
     DifyBadRequest,
-    DifyError,
     DifyHttpError,
     DifyProtocolError,
     DifyStreamError,
@@ -205,7 +204,7 @@ async def test_server_text_echoing_the_key_is_redacted_everywhere() -> None:
         rig.standin.script_error(400, "invalid_param", f"token Bearer {SECRET_KEY} is odd")
         rig.standin.fail_mid_stream(message=f"provider said {SECRET_KEY}")
         client = rig.client()
-        errors: list[DifyError] = []
+        errors: list[DifyBadRequest] = []
         for _ in range(2):
             with pytest.raises(DifyBadRequest) as info:
                 await client.chat(USER, "hi", None)

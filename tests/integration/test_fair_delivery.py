@@ -18,6 +18,7 @@ from aimbot.oscar.events import IncomingIM
 from aimbot.oscar.snacs import IcbmSendIM
 from aimbot.store import Reply, Store
 from tests.helpers.e2e import Person
+from tests.helpers.logs import log_signal
 
 WAIT = 10.0
 
@@ -86,15 +87,6 @@ async def test_a_held_reply_goes_out_first_when_its_user_writes(
     async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
         for name in ("bot", "alice"):
             server.add_account(name, f"pw-{name}1")
-        parked = asyncio.Event()
-
-        class Parked(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                if "is offline; reply" in record.getMessage():
-                    parked.set()
-
-        watcher = Parked()
-        logging.getLogger("aimbot.bot.aim_handler").addHandler(watcher)
 
         async def answer(im: IncomingIM) -> None:
             # What the bot does with an IM: store an answer, hand it to the handler.
@@ -116,8 +108,10 @@ async def test_a_held_reply_goes_out_first_when_its_user_writes(
         handler.deliver([held])
         runner = asyncio.create_task(handler.run())
         alice = Person("alice", "pw-alice1", server.port)
+        parked_signal = log_signal("aimbot.bot.aim_handler", "is offline; reply")
         try:
-            await asyncio.wait_for(parked.wait(), WAIT)  # alice is offline: the reply is held
+            with parked_signal as parked:
+                await asyncio.wait_for(parked.wait(), WAIT)  # alice is offline: reply held
             await alice.sign_on()
             await alice.say("I'm back", to="bot")
             first, second = await alice.replies(2, WAIT)
@@ -125,7 +119,6 @@ async def test_a_held_reply_goes_out_first_when_its_user_writes(
             assert second.text == "answer to I'm back"
             assert await handler.flush(WAIT)
         finally:
-            logging.getLogger("aimbot.bot.aim_handler").removeHandler(watcher)
             await alice.sign_off()
             await handler.stop()
             await asyncio.wait_for(runner, WAIT)

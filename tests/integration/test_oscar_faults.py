@@ -4,6 +4,7 @@ are enforced by the devserver and respected by the client's throttle."""
 from __future__ import annotations
 
 import asyncio
+from typing import TypedDict
 
 import pytest
 
@@ -25,7 +26,14 @@ KEEPALIVE = 0.25
 READ_TIMEOUT = 0.25
 BOUND = KEEPALIVE + READ_TIMEOUT
 SLACK = 0.75  # scheduling noise on a loaded 2-core machine
-FAST = {"keepalive_interval": KEEPALIVE, "read_timeout": READ_TIMEOUT}
+
+
+class Timeouts(TypedDict):
+    keepalive_interval: float
+    read_timeout: float
+
+
+FAST: Timeouts = {"keepalive_interval": KEEPALIVE, "read_timeout": READ_TIMEOUT}
 
 
 async def ended_within(session: Session, bound: float) -> tuple[DisconnectReason, float]:

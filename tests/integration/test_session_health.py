@@ -24,6 +24,7 @@ from aimbot.oscar.client import OscarClient
 from aimbot.oscar.events import DisconnectReason, Event, IncomingIM, SessionEnded
 from aimbot.store import Reply, Store
 from tests.helpers.e2e import Person
+from tests.helpers.logs import log_signal
 
 WAIT = 10.0
 LOGGER = "aimbot.bot.aim_handler"
@@ -88,7 +89,7 @@ class _EndsAt(OscarClient):
     async def connect(self) -> None:
         return None
 
-    async def events(self) -> AsyncIterator[Event]:  # type: ignore[override]
+    async def events(self) -> AsyncIterator[Event]:
         yield SessionEnded(self.reason, "test")
 
     async def close(self) -> None:
@@ -110,15 +111,6 @@ async def test_how_the_session_ended_decides_the_wait(
     at_least: float,
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    found = asyncio.Event()
-
-    class Until(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if says in record.getMessage():
-                found.set()
-
-    watcher = Until()
-    logging.getLogger(LOGGER).addHandler(watcher)
     async with await Store.open(tmp_path / "s.db") as store:
         handler = AIMHandler(
             HandlerOptions("bot", reconnect_base=0.5, reconnect_cap=5.0),
@@ -126,12 +118,12 @@ async def test_how_the_session_ended_decides_the_wait(
             store,
             _ignore,
         )
-        runner = asyncio.create_task(handler.run())
-        try:
-            await asyncio.wait_for(found.wait(), WAIT)
-        finally:
-            logging.getLogger(LOGGER).removeHandler(watcher)
-            await handler.stop()
+        with log_signal(LOGGER, says) as found:
+            runner = asyncio.create_task(handler.run())
+            try:
+                await asyncio.wait_for(found.wait(), WAIT)
+            finally:
+                await handler.stop()
             await asyncio.wait_for(runner, WAIT)
     line = next(r.getMessage() for r in caplog.records if says in r.getMessage())
     delay = float(line.rsplit(" in ", 1)[1].split()[0])

@@ -1,4 +1,5 @@
 import random
+from typing import Required, TypedDict
 
 import pytest
 
@@ -38,6 +39,12 @@ def test_huge_attempt_counts_do_not_overflow() -> None:
     assert backoff.ceiling(10_000) == 300.0
 
 
+class BackoffArgs(TypedDict, total=False):
+    base: Required[float]
+    cap: Required[float]
+    factor: float
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -46,6 +53,8 @@ def test_huge_attempt_counts_do_not_overflow() -> None:
         ({"base": 1, "cap": 2, "factor": 0.5}, "factor must be >= 1"),
     ],
 )
-def test_bad_parameters_are_rejected_with_a_clear_message(kwargs: dict, message: str) -> None:
+def test_bad_parameters_are_rejected_with_a_clear_message(
+    kwargs: BackoffArgs, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         Backoff(**kwargs)

@@ -22,6 +22,14 @@ def test_defaults_match_the_issue() -> None:
     assert all(parse_args([c]).json is False for c in COMMANDS)
 
 
+def test_issue_15_options_default_to_the_full_measurement() -> None:
+    assert parse_args(["signon"]).flood == 20_000
+    assert parse_args(["latency"]).typing_users == 20
+    assert parse_args(["latency", "--typing-users", "0"]).typing_users == 0
+    assert parse_args(["throughput"]).no_floor is False
+    assert parse_args(["throughput", "--no-floor"]).no_floor is True
+
+
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [

@@ -2,7 +2,8 @@ import asyncio
 
 import pytest
 
-from aimbot.bot.buffer import MessageBuffer, PendingMessage
+from aimbot.bot.buffer import MessageBuffer, PendingMessage, Typists
+from aimbot.oscar.events import TypingState
 
 
 class FakeClock:
@@ -70,3 +71,113 @@ async def test_waiting_consumer_wakes_for_a_later_message() -> None:
 def test_bad_parameters_rejected() -> None:
     with pytest.raises(ValueError, match="max_wait"):
         MessageBuffer(5.0, 1.0)
+
+
+# -- typing-aware release ------------------------------------------------------------------------
+
+
+def typist_buffer(
+    clock: FakeClock, *, window: float = 5.0, max_wait: float = 10.0
+) -> MessageBuffer:
+    return MessageBuffer(window, max_wait, clock, typist=True, grace=0.2)
+
+
+def test_lone_im_from_a_typist_goes_after_the_grace_not_the_window() -> None:
+    clock = FakeClock()
+    buf = typist_buffer(clock)
+    buf.note_typing(TypingState.TYPING)
+    clock.now += 3.0  # typing before anything is pending holds nothing back
+    buf.add(msg(1))
+    assert not buf.composing
+    assert buf.seconds_until_ready() == pytest.approx(0.2)
+    buf.note_typing(TypingState.NONE)  # clients clear the box after sending
+    assert buf.seconds_until_ready() == pytest.approx(0.2)
+    clock.now += 0.2
+    assert buf.seconds_until_ready() == 0.0
+
+
+def test_typing_the_next_line_holds_the_batch_until_it_is_sent() -> None:
+    clock = FakeClock()
+    buf = typist_buffer(clock)
+    buf.add(msg(1))
+    clock.now += 0.05
+    buf.note_typing(TypingState.TYPING)  # the next line, 50 ms after the IM
+    assert buf.composing
+    clock.now += 4.0  # far past the grace and most of the window
+    assert buf.seconds_until_ready() == pytest.approx(5.95)  # only max_wait bounds it
+    buf.add(msg(2))
+    assert buf.seconds_until_ready() == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("then", "wait"),
+    [
+        (TypingState.PAUSED, 9.0),  # text still in the box: held, up to max_wait
+        (TypingState.NONE, 0.2),  # they deleted what they were writing: a grace from now
+    ],
+)
+def test_what_the_client_says_after_typing_decides_the_wait(then: TypingState, wait: float) -> None:
+    clock = FakeClock()
+    buf = typist_buffer(clock)
+    buf.add(msg(1))
+    buf.note_typing(TypingState.TYPING)
+    clock.now += 1.0
+    buf.note_typing(then)
+    assert buf.composing is (then is TypingState.PAUSED)
+    assert buf.seconds_until_ready() == pytest.approx(wait)
+    clock.now += wait
+    assert buf.seconds_until_ready() == 0.0
+
+
+def test_stale_typing_state_is_bounded_by_max_wait() -> None:
+    clock = FakeClock()
+    buf = typist_buffer(clock, max_wait=6.0)
+    buf.add(msg(1))
+    buf.note_typing(TypingState.TYPING)  # and then the client crashed
+    clock.now += 6.0
+    assert buf.seconds_until_ready() == 0.0
+
+
+def test_grace_never_exceeds_the_window() -> None:
+    clock = FakeClock()
+    buf = MessageBuffer(0.0, 0.0, clock, typist=True, grace=0.2)
+    buf.add(msg(1))
+    assert buf.seconds_until_ready() == 0.0
+
+
+def test_a_typing_notification_makes_a_user_typing_aware() -> None:
+    clock = FakeClock()
+    buf = MessageBuffer(5.0, 10.0, clock, grace=0.2)
+    buf.add(msg(1))
+    assert buf.seconds_until_ready() == pytest.approx(5.0)  # window: silence says nothing
+    buf.note_typing(TypingState.NONE)
+    assert buf.seconds_until_ready() == pytest.approx(0.2)
+
+
+async def test_waiting_consumer_sees_typing_stop() -> None:
+    buf = MessageBuffer(30.0, 60.0, typist=True, grace=0.0)
+    buf.add(msg(1))
+    buf.note_typing(TypingState.TYPING)
+    waiter = asyncio.create_task(buf.next_batch())
+    await asyncio.sleep(0)  # let the waiter block on the composing user
+    assert not waiter.done()
+    buf.note_typing(TypingState.NONE)
+    batch = await asyncio.wait_for(waiter, timeout=5)
+    assert [m.inbox_id for m in batch] == [1]
+
+
+def test_typists_forget_the_least_recently_heard() -> None:
+    typists = Typists(capacity=2)
+    typists.heard("a")
+    typists.heard("b")
+    typists.heard("a")  # a is now the most recent
+    typists.heard("c")
+    assert "a" in typists and "c" in typists and "b" not in typists
+    assert len(typists) == 2
+
+
+def test_bad_grace_and_capacity_rejected() -> None:
+    with pytest.raises(ValueError, match="grace"):
+        MessageBuffer(1.0, 2.0, grace=-1.0)
+    with pytest.raises(ValueError, match="capacity"):
+        Typists(capacity=0)

@@ -298,7 +298,7 @@ YAML_VALUES = st.recursive(
 
 
 # Each example parses whole configurations; 1,000 are plenty even under the CI profile.
-@hypothesis_settings(max_examples=min(hypothesis_settings.default.max_examples, 1000))
+@hypothesis_settings(max_examples=min(hypothesis_settings().max_examples, 1000))
 @given(services=st.dictionaries(st.text(min_size=1, max_size=8), YAML_VALUES, max_size=3))
 def test_any_shape_of_services_gives_problems_never_a_crash(services: dict[str, object]) -> None:
     document = {"x-aimbot": {"restart": "unless-stopped"}, "services": services}

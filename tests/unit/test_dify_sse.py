@@ -288,7 +288,7 @@ def test_non_text_answer_is_a_protocol_error_and_null_is_empty() -> None:
 def test_assembler_keeps_at_most_max_chars_and_says_so() -> None:
     assembler = AnswerAssembler("c", max_chars=10)
     assembler.feed({"event": "message", "answer": "12345"})
-    assert not assembler.cut_short and assembler.has_text
+    assert (assembler.cut_short, assembler.has_text) == (False, True)
     assembler.feed({"event": "message", "answer": "67890abc"})
     assert assembler.cut_short
     result = assembler.partial("cut_short")

@@ -8,6 +8,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 from urllib.parse import quote_plus
 
 import pytest
@@ -35,9 +36,17 @@ def isolated_logging() -> Iterator[None]:
         yield
 
 
-def setup(stream: io.StringIO | None = None, **kwargs: object) -> io.StringIO:
+class LoggingArgs(TypedDict, total=False):
+    level: str
+    log_file: Path | None
+    log_format: str
+    max_bytes: int
+    backup_count: int
+
+
+def setup(stream: io.StringIO | None = None, **kwargs: Unpack[LoggingArgs]) -> io.StringIO:
     stream = stream or io.StringIO()
-    setup_logging(secrets=[PASSWORD, API_KEY], stream=stream, **kwargs)  # type: ignore[arg-type]
+    setup_logging(secrets=[PASSWORD, API_KEY], stream=stream, **kwargs)
     return stream
 
 
@@ -91,7 +100,7 @@ def test_exception_seen_first_by_another_handler_is_still_redacted() -> None:
 def test_stack_info_is_redacted() -> None:
     out = setup()
     record = log.makeRecord(
-        log.name, logging.INFO, __file__, 1, "with stack", None, None, sinfo=f"Stack: {API_KEY}"
+        log.name, logging.INFO, __file__, 1, "with stack", (), None, sinfo=f"Stack: {API_KEY}"
     )
     log.handle(record)
     text = out.getvalue()
@@ -249,7 +258,7 @@ def test_setup_is_idempotent_and_respects_the_level() -> None:
     ],
 )
 def test_bad_arguments_are_rejected_and_keep_the_previous_setup(
-    kwargs: dict[str, object], message: str
+    kwargs: LoggingArgs, message: str
 ) -> None:
     out = setup()
     with pytest.raises(ValueError, match=message):

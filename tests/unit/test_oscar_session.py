@@ -81,7 +81,7 @@ def test_the_conventional_order_one_step_per_answer() -> None:
     for noise in unsolicited():  # nothing at all goes out before 01/03
         result = m.receive(noise)
         assert result.send == () and result.unhandled == noise
-    assert m.step is Step.HOST_ONLINE
+    assert (m.step, m.done) == (Step.HOST_ONLINE, False)
 
     sent = m.receive(frame(HostOnline(FAMILIES))).send
     assert names(sent) == ["01/17"]
@@ -96,7 +96,7 @@ def test_the_conventional_order_one_step_per_answer() -> None:
 
     sent = m.receive(frame(RATES, request_id_of(sent[0]))).send
     assert names(sent) == ["04/04"]
-    assert m.rate_reply == RATES and not m.done
+    assert (m.rate_reply, m.done) == (RATES, False)
 
     sent = m.receive(frame(IcbmParamsReply(max_message_bytes=2544), request_id_of(sent[0]))).send
     assert names(sent) == ["01/08", "04/02", "02/04", "01/02"]

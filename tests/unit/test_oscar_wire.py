@@ -4,6 +4,7 @@ and fuzzing."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -284,7 +285,12 @@ def test_reader_errors_say_what_was_being_read() -> None:
 def test_packers_check_their_ranges() -> None:
     assert pack_u8(255) == b"\xff" and pack_u16(65535) == b"\xff\xff"
     assert pack_u32(2**32 - 1) == b"\xff" * 4
-    for bad in (lambda: pack_u8(256), lambda: pack_u16(-1), lambda: pack_u32(2**32)):
+    bad_packs: list[Callable[[], bytes]] = [
+        lambda: pack_u8(256),
+        lambda: pack_u16(-1),
+        lambda: pack_u32(2**32),
+    ]
+    for bad in bad_packs:
         with pytest.raises(ProtocolError):
             bad()
     with pytest.raises(ProtocolError, match="255"):

@@ -53,10 +53,11 @@ def test_defaults_are_the_documented_contract() -> None:
         "aim_connect_timeout": 10.0,
         "aim_reconnect_base": 1.0,
         "aim_reconnect_cap": 300.0,
-        "aim_throttle": True,
+        "aim_throttle": "auto",
         "aim_profile": "I am an AI assistant bot. Send me a message; type help for commands.",
         "max_reply_bytes": 0,
         "outbox_ttl": 86400.0,
+        "busy_notice_after": 30.0,
         "dify_api_url": "https://api.dify.ai/v1",
         "dify_response_mode": "streaming",
         "dify_inputs": {},
@@ -74,6 +75,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "dify_delete_on_clear": False,
         "buffer_window": 1.5,
         "buffer_max_wait": 6.0,
+        "buffer_mode": "typing",
         "reply_format": "html",
         "allowed_users": frozenset(),
         "blocked_users": frozenset(),
@@ -154,7 +156,11 @@ def test_env_example_values_are_exactly_the_defaults() -> None:
     for f in dataclasses.fields(Settings):
         if f.name.upper() in REQUIRED:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            assert f.default_factory is not dataclasses.MISSING, f.name
+            default = f.default_factory()
         assert getattr(settings, f.name) == default, f.name.upper()
 
 
@@ -264,7 +270,7 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("AIM_CONNECT_TIMEOUT", ["1", "120"], ["0", "121"]),
     ("AIM_RECONNECT_BASE", ["0.1", "60"], ["0.05", "61"]),
     ("AIM_RECONNECT_CAP", ["1", "3600"], ["0.5", "3601"]),
-    ("AIM_THROTTLE", ["false", "on"], ["sometimes"]),
+    ("AIM_THROTTLE", ["auto", "AUTO", "false", "on"], ["sometimes"]),
     (
         "AIM_PROFILE",
         ["", "Ask me anything — type help", "é" * 512],
@@ -293,10 +299,12 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("DIFY_DELETE_ON_CLEAR", ["true", "off"], ["maybe", "2"]),
     ("BUFFER_WINDOW", ["0", "6"], ["-0.1", "30.5", "7"]),
     ("BUFFER_MAX_WAIT", ["1.5", "120"], ["1", "121"]),
+    ("BUFFER_MODE", ["typing", "window", "Window"], ["typed", "both"]),
     ("REPLY_FORMAT", ["html", "plain", "HTML"], ["markdown"]),
     ("ALLOWED_USERS", ["bob", "Bob Smith, alice ,", "a@b.c,12345"], ["bob,!!!", "b\x00b"]),
     ("BLOCKED_USERS", ["spammer"], ["sp ammer, <script>"]),
     ("IGNORED_SENDERS", ["OtherBot, relay"], ["not!a name"]),
+    ("BUSY_NOTICE_AFTER", ["0", "30", "3600"], ["-1", "3601", "soon"]),
     ("USER_RATE_LIMIT", ["0", "1", "10000"], ["-1", "10001"]),
     ("MAX_INPUT_CHARS", ["1", "100000"], ["0", "100001"]),
     ("TYPING_NOTIFICATIONS", ["no", "YES"], ["nope"]),
@@ -519,7 +527,7 @@ VALID_VALUES = st.fixed_dictionaries(
 
 
 # Each example parses whole configurations; 1,000 are plenty even under the CI profile.
-@hypothesis_settings(max_examples=min(hypothesis_settings.default.max_examples, 1000))
+@hypothesis_settings(max_examples=min(hypothesis_settings().max_examples, 1000))
 @given(values=VALID_VALUES)
 def test_describe_reads_back_as_the_same_settings(values: dict[str, str]) -> None:
     settings = make_settings(**values)

@@ -16,6 +16,7 @@ from aimbot.bot.text import (
     markdown_to_plain,
     render_reply,
     split_reply,
+    with_note,
 )
 
 # -- the wire rules, written out here independently of the code under test ---------------------
@@ -610,3 +611,24 @@ def test_the_plain_prose_fast_path_matches_the_full_pipeline(
 
     full = _split_markdown(text, fmt == "html", max_bytes, im_size, plain_escape)
     assert split_reply(text, fmt, max_bytes, im_size, escape=plain_escape) == full
+
+
+# -- issue 13: the "(answer cut short)" note is never swallowed by the answer's code block -----
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Here:\n```python\nprint(1)",  # cut inside a fenced block
+        "~~~~",
+        "   ~~~ info\ncode\n~~\nmore code",  # a shorter "closing" fence does not close
+        "```\ncode\n```\nafter",  # closed: nothing to close
+        "> quote\n> ```\n> code",
+    ],
+)
+def test_a_note_after_a_cut_answer_is_its_own_paragraph_not_code(answer: str) -> None:
+    note = "(answer cut short)"
+    html = markdown_to_aim_html(with_note(answer, note))
+    plain = markdown_to_plain(with_note(answer, note))
+    assert html.endswith(note) and plain.rstrip().endswith(note)
+    assert "Courier" not in html.rsplit("<br>", 1)[-1]

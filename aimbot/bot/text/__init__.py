@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Final, Literal
 
 from aimbot.bot.text._atoms import _atomize, _AtomOptions
-from aimbot.bot.text._blocks import _Block, _layout, _parse_blocks
+from aimbot.bot.text._blocks import _FENCE, _Block, _layout, _parse_blocks
 from aimbot.bot.text._cleanup import _normalize
 from aimbot.bot.text._markup import _html_escape, _Style, _tags
 from aimbot.bot.text._pack import _Packer, _render_atoms, _whole
@@ -41,6 +41,7 @@ __all__ = [
     "render_reply",
     "split_reply",
     "strip_reasoning",
+    "with_note",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,6 +209,30 @@ def _split_markdown(
         max_bytes,
     )
     return parts
+
+
+def with_note(markdown: str, note: str) -> str:
+    """The answer with a note of ours as its last paragraph, never inside a code block.
+
+    An answer cut at a size cap (or broken off) may end inside a fenced code block; the note
+    would then be shown as code, or vanish into it. The open fence is closed first, by the same
+    rules the block parser uses.
+    """
+    lines = _normalize(markdown)
+    fence: str | None = None
+    closing: re.Pattern[str] | None = None
+    for line in lines:
+        if closing is None:
+            opening = _FENCE.match(line)
+            if opening and not (opening["fence"][0] == "`" and "`" in opening["info"]):
+                fence = opening["fence"]
+                closing = re.compile(rf"^ *{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+        elif closing.match(line):
+            fence, closing = None, None
+    body = "\n".join(lines).rstrip()
+    if fence is not None:
+        body = f"{body}\n{fence}"
+    return f"{body}\n\n{note}" if body else note
 
 
 _REASONING = re.compile(

@@ -1,0 +1,104 @@
+"""Every `python -m bench` runner, end to end at the smallest load, so that bench code cannot rot.
+
+Each runs exactly as from the command line (the real bot process, devserver, Dify stand-in,
+reference peers) and must print its table and a JSON line with its figures. Speed is not checked
+here — targets belong to the benchmarks themselves — only that each runner measures what it says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bench import cli
+from tests.helpers.ops import root_logging_restored
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """bench's main() quiets the aimbot loggers for its own output; give other tests them back."""
+    aimbot_logger = logging.getLogger("aimbot")
+    level = aimbot_logger.level
+    with root_logging_restored():
+        yield
+    aimbot_logger.setLevel(level)
+
+
+def run_bench(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """Run one bench command with --json; its figures, after checking the table came too."""
+    code = cli.main([*argv, "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    *table, last = out.strip().splitlines()
+    report: dict[str, Any] = json.loads(last)
+    assert report["bench"] == argv[0]
+    assert report["meta"]["command_line"] == "python -m bench " + " ".join([*argv, "--json"])
+    assert any("targets:" in line for line in table)
+    for key, verdict in report["targets"].items():
+        assert key in report and isinstance(verdict["met"], bool)
+    return report
+
+
+def test_signon_reports_sign_on_times_and_intake_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_bench(["signon", "--count", "2", "--flood", "200"], capsys)
+    assert report["signons"] == 2
+    assert 0 < report["signon_ms_p50"] <= report["signon_ms_max"]
+    assert report["recv_im_per_s"] > 0
+    assert set(report["targets"]) == {"signon_ms_p50", "recv_im_per_s"}
+
+
+def test_latency_reports_all_paths_and_the_typing_users(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["latency", "--users", "2", "--messages", "1", "--warmup", "0", "--think-ms", "0"]
+    report = run_bench([*argv, "--typing-users", "1"], capsys)
+    assert report["samples_per_path"] == 2
+    assert report["bot_p99_ms"] > 0 and report["floor_p99_ms"] > 0 and report["echo_p99_ms"] > 0
+    assert report["typing_samples"] == 1
+    assert 0 <= report["typing_bursts_coalesced_pct"] <= 100  # coalescing: tests/e2e/test_typing
+    assert report["typing_lone_to_query_ms_p50"] <= report["typing_lone_to_reply_ms_p50"]
+    assert {"bot_over_floor_p99", "typing_lone_added_ms_p99"} <= set(report["targets"])
+
+
+def test_throughput_reports_the_bot_and_its_ratios_to_the_floor(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["throughput", "--users", "2", "--seconds", "0.5", "--warmup-seconds", "0"]
+    report = run_bench(argv, capsys)
+    assert report["replies"] > 0
+    assert report["throughput_ratio"] == pytest.approx(
+        report["im_per_s"] / report["floor_im_per_s"], rel=1e-3
+    )
+    assert report["cpu_ratio"] > 0
+    assert {"im_per_s", "throughput_ratio", "cpu_ratio"} == set(report["targets"])
+
+
+def test_memory_reports_rss_per_user_and_drift(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["memory", "--users", "2", "--batch", "2", "--messages", "4", "--drift-users", "2"]
+    report = run_bench(argv, capsys)
+    assert report["rss_before_bytes"] > 0 and report["rss_end_bytes"] > 0
+    assert report["messages_per_s"] > 0
+
+
+def test_chaos_injects_faults_and_accounts_for_every_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["chaos", "--minutes", "0.1", "--users", "3", "--drain-seconds", "10"]
+    report = run_bench([*argv, "--think-ms", "100", "--seed", "7"], capsys)
+    assert report["seed"] == 7
+    assert report["faults_injected"] > 0
+    assert report["sent"] > 0
+    assert report["crashes"] == 0
+
+
+def test_ratelimit_reports_waits_fairness_and_the_exempt_speedup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["ratelimit", "--users", "2", "--parts", "1", "--seconds", "1.5"]
+    report = run_bench([*argv, "--exempt-seconds", "1"], capsys)
+    assert 0 < report["fairness_jain"] <= 1
+    assert report["ims_min_user"] <= report["ims_max_user"]
+    assert report["ordinary_im_per_s"] > 0 and report["exempt_im_per_s"] > 0
+    assert {"fairness_jain", "exempt_speedup"} <= set(report["targets"])
