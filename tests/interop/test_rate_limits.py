@@ -32,11 +32,6 @@ def assert_each_answered_once(people: list[AimUser]) -> None:
         assert f"question from {who.screen_name}" in texts[0], texts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for AIM_THROTTLE=auto (issue 11 item 1): today the bot paces an exempt "
-    "account to the advertised ordinary classes",
-)
 async def test_an_exempt_account_answers_20_simultaneous_users_within_10_s(
     tmp_path: Path,
 ) -> None:
