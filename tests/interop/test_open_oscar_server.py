@@ -169,7 +169,9 @@ async def test_two_bot_processes_one_screen_name_every_im_is_answered_once(
         assert all(r.user != SYSTEM_USER for r in rig.dify.chat_requests)
 
 
-async def test_the_servers_system_notice_never_reaches_dify(tmp_path: Path) -> None:
+async def test_the_servers_system_notice_never_reaches_dify_and_the_kept_im_is_answered(
+    tmp_path: Path,
+) -> None:
     async with interop_rig(tmp_path) as rig:
         fay = await rig.user("fay")
         # Written while the bot is offline and kept by the server: at the bot's sign-on the
@@ -185,8 +187,13 @@ async def test_the_servers_system_notice_never_reaches_dify(tmp_path: Path) -> N
             "the bot logging the server's notice",
             WAIT,
         )
+        # The kept IM itself is fetched at sign-on (04/10) and answered like any other.
+        await fay.wait_for(
+            lambda u: any("are you there?" in im.text for im in u.from_(BOT)),
+            "the answer to the IM kept while the bot was offline",
+        )
         assert "after the notice" in await ask(fay, "after the notice")
-        assert [r.user for r in rig.dify.chat_requests] == ["aim:fay"]
+        assert {r.user for r in rig.dify.chat_requests} == {"aim:fay"}
         assert await rig.metric(bot, "aimbot_ims_ignored_total") == 1.0
 
 
