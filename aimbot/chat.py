@@ -75,7 +75,7 @@ _SESSION_ENDS: Final = {
     DisconnectReason.CLOSED: "you closed the session",
 }
 
-_PART_PREFIX: Final = re.compile(r"\s*\((\d{1,4})/(\d{1,4})\)\s")
+_PART_PREFIX: Final = re.compile(r"\s*\((\d{1,4})/(\d{1,4}|\.\.\.)\)\s")
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,17 @@ def describe_login_error(error: LoginError) -> str:
 
 
 def part_position(text: str) -> tuple[int, int] | None:
-    """(i, n) when the text starts with the bot's "(i/n) " split-reply prefix, else None.
+    """(i, n) when the text starts with the bot's "(i/n) " split-reply prefix, else None;
+    (i, 0) for "(i/...) ", a part of an answer sent while it streams (more parts follow).
 
     The one-shot mode uses it to wait for every part of a long answer, not just the first.
     """
     match = _PART_PREFIX.match(text)
     if match is None:
         return None
-    index, total = int(match.group(1)), int(match.group(2))
-    if not 1 <= index <= total:
+    index = int(match.group(1))
+    total = 0 if match.group(2) == "..." else int(match.group(2))
+    if index < 1 or (total and index > total):
         return None
     return index, total
 
@@ -339,7 +341,10 @@ class ReplyTracker:
         position = part_position(text)
         if position is not None:
             index, total = position
-            if self._total != total:
+            if not total:  # streamed, count still unknown: more parts follow
+                self._parts.add(index)
+                return
+            if self._total is not None and self._total != total:
                 self._parts.clear()
             self._parts.add(index)
             self._total = total

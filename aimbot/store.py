@@ -39,7 +39,7 @@ from aimbot.oscar.client import new_cookie
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LOCK_FILENAME = "aimbot.lock"
 # Conversation ids kept in memory (least recently stored dropped first): each answer reads its
 # user's twice, and a read outside a transaction costs a read snapshot of its own.
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     user_key    TEXT NOT NULL,
     screen_name TEXT NOT NULL,
     text        TEXT NOT NULL,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    parts_sent  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS inbox_user ON inbox(user_key);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -77,8 +78,20 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 # Upgrades that CREATE TABLE IF NOT EXISTS cannot do. 1 -> 2: each reply keeps one message
-# cookie for every attempt (see OutboxItem). 2 -> 3 only adds tables (seen, meta).
-_MIGRATIONS = {1: "ALTER TABLE outbox ADD COLUMN cookie BLOB"}
+# cookie for every attempt (see OutboxItem). 2 -> 3 only adds tables (seen, meta). 3 -> 4: an
+# IM records how many parts of its streamed answer are already in the outbox (see stream_part).
+# Each adds a column (table, column, type) to a table an older file has; a table it lacks is
+# created whole by _SCHEMA afterwards.
+_MIGRATIONS = {
+    1: ("outbox", "cookie", "BLOB"),
+    3: ("inbox", "parts_sent", "INTEGER NOT NULL DEFAULT 0"),
+}
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+    columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}  # ours
+    if columns and column not in columns:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class StoreError(Exception):
@@ -119,6 +132,7 @@ class InboxItem:
     screen_name: str
     text: str
     received_at: float
+    parts_sent: int = 0  # parts of its streamed answer already stored for delivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +227,7 @@ class Store:
                 with db:
                     for step in range(version, SCHEMA_VERSION):
                         if step in _MIGRATIONS:
-                            db.execute(_MIGRATIONS[step])
+                            _add_column(db, *_MIGRATIONS[step])
                 log.info("state database %s upgraded to schema %d", path, SCHEMA_VERSION)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -341,9 +355,13 @@ class Store:
                 "DELETE FROM inbox WHERE received_at < ?", (now - max_age,)
             ).rowcount
             rows = self._db.execute(
-                "SELECT id, user_key, screen_name, text, received_at FROM inbox ORDER BY id"
+                "SELECT id, user_key, screen_name, text, received_at, parts_sent "
+                "FROM inbox ORDER BY id"
             ).fetchall()
-        items = [InboxItem(int(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows]
+        items = [
+            InboxItem(int(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4]), int(r[5]))
+            for r in rows
+        ]
         return items, max(expired, 0)
 
     async def complete(
@@ -358,6 +376,24 @@ class Store:
             items = [self._insert_outbox(screen_name, reply, now) for reply in replies]
         await self._committed()
         return items
+
+    async def stream_part(
+        self, inbox_ids: Sequence[int], screen_name: str, reply: Reply, now: float
+    ) -> OutboxItem:
+        """Store one part of an answer still streaming, and count it on the IMs it answers.
+
+        Atomic, like complete(): after a restart the IMs show that part of their answer went
+        out, so they are not asked again (Dify has the turn; asking again would repeat the
+        parts already sent). Returns once committed, so the part may be sent.
+        """
+        with self._write():
+            self._db.executemany(
+                "UPDATE inbox SET parts_sent = parts_sent + 1 WHERE id = ?",
+                [(i,) for i in inbox_ids],
+            )
+            item = self._insert_outbox(screen_name, reply, now)
+        await self._committed()
+        return item
 
     # -- outbox --------------------------------------------------------------------------------
 

@@ -79,4 +79,5 @@ def bot_options(settings: Settings) -> BotOptions:
         log_message_text=settings.log_message_text,
         max_answer_chars=settings.max_answer_chars,
         max_reply_parts=settings.max_reply_parts,
+        stream_parts=settings.stream_parts,
     )

@@ -123,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
         "saturate, which measures throughput rather than latency)",
     )
     p.add_argument(
+        "--long-answers",
+        type=_int_at_least(0),
+        default=3,
+        help="streamed 3-part answers to time to their first part, one at a time (default 3; "
+        "0 = skip)",
+    )
+    p.add_argument(
+        "--long-pause",
+        type=_seconds(positive=False),
+        default=3.0,
+        help="seconds between the long answer's paragraphs (default 3: 3 parts over 6 s)",
+    )
+    p.add_argument(
         "--typing-users",
         type=_int_at_least(0),
         default=20,

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aimbot.oscar.events import TypingState
+from bench import longanswer
 from bench.cli import BenchError
 from bench.procstat import ProcSample, sample
 from bench.report import Figure, Report, Target, make_report
@@ -256,6 +257,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             floor = await _peer_phase(rig, users, args, "dify")
             bot_proc = await rig.start_bot(bot_config(args))
             bot = await _measure(users, BOT, bot_proc.pid, args)
+            long = await longanswer.long_answers(rig, users, args) if args.long_answers else None
             typing = None
             if args.typing_users:
                 await rig.stop_bot()
@@ -294,6 +296,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             "cores",
         ),
         Figure("samples_per_path", b.count, "measured messages per path"),
+        *(longanswer.figures(long) if long is not None else []),
     ]
     targets: tuple[Target, ...] = TARGETS
     if typing is not None:
@@ -310,6 +313,9 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         "bare bridge = the floor of any Dify bridge: one plain aiohttp streaming request per IM, "
         "nothing stored, nothing formatted (bench/echo_peer.py)",
     ]
+    if long is not None:
+        notes.append(longanswer.note(args))
+        targets += longanswer.TARGETS
     if typing is not None:
         notes += [
             f"typing users: the first {min(args.typing_users, args.users)} users, bot restarted "

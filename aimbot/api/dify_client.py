@@ -50,6 +50,7 @@ from aimbot.api.sse import (
     SseDecoder,
     SseEvent,
     StreamResult,
+    TextListener,
     parse_event_json,
 )
 from aimbot.utils.backoff import Backoff
@@ -247,8 +248,17 @@ class DifyClient:
 
     # ------------------------------------------------------------------ public calls
 
-    async def chat(self, user: str, query: str, conversation_id: str | None) -> Answer:
+    async def chat(
+        self,
+        user: str,
+        query: str,
+        conversation_id: str | None,
+        *,
+        on_text: TextListener | None = None,
+    ) -> Answer:
         """Ask the app; ``conversation_id=None`` starts a new conversation.
+
+        ``on_text`` hears the answer's text as it streams in (never in blocking mode).
 
         Raises a DifyError subclass (ValueError only for an invalid ``user``, a caller's bug).
         ConversationNotFound is never retried here: the caller forgets the id and asks once
@@ -263,7 +273,7 @@ class DifyClient:
         started = self._clock()
         try:
             answer = await self._with_retries(
-                "chat", lambda: self._chat_attempt(user, query, conversation_id)
+                "chat", lambda: self._chat_attempt(user, query, conversation_id, on_text)
             )
         except DifyError as e:
             self._observe(e.kind, started)
@@ -425,10 +435,12 @@ class DifyClient:
 
     # ------------------------------------------------------------------ chat attempts
 
-    async def _chat_attempt(self, user: str, query: str, conversation_id: str | None) -> Answer:
+    async def _chat_attempt(
+        self, user: str, query: str, conversation_id: str | None, on_text: TextListener | None
+    ) -> Answer:
         mode = self._mode
         try:
-            return await self._chat_once(user, query, conversation_id, mode)
+            return await self._chat_once(user, query, conversation_id, mode, on_text)
         except _BlockingRejected:
             if self._mode == "blocking":
                 self._mode = "streaming"
@@ -436,10 +448,15 @@ class DifyClient:
                     "this Dify app does not support blocking mode (Agent app); "
                     "switching to streaming — set DIFY_RESPONSE_MODE=streaming"
                 )
-            return await self._chat_once(user, query, conversation_id, "streaming")
+            return await self._chat_once(user, query, conversation_id, "streaming", on_text)
 
     async def _chat_once(
-        self, user: str, query: str, conversation_id: str | None, mode: ResponseMode
+        self,
+        user: str,
+        query: str,
+        conversation_id: str | None,
+        mode: ResponseMode,
+        on_text: TextListener | None = None,
     ) -> Answer:
         opts = self._options
         body: dict[str, Any] = {
@@ -451,7 +468,7 @@ class DifyClient:
         if conversation_id:
             body["conversation_id"] = conversation_id
         assembler = AnswerAssembler(
-            conversation_id, redact=self._redact, max_chars=opts.max_answer_chars
+            conversation_id, redact=self._redact, max_chars=opts.max_answer_chars, on_text=on_text
         )
         loop = asyncio.get_running_loop()
         try:

@@ -187,6 +187,23 @@ class StreamResult:
     ending: AnswerEnding = "complete"
 
 
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """Answer text as it arrives, for progressive delivery.
+
+    ``replaces``: the chunk is all the text so far rather than more of it (output moderation,
+    an agent's closing message, or the first text of another attempt). ``task_id`` is what
+    Dify's stop endpoint needs to end this generation.
+    """
+
+    text: str
+    replaces: bool
+    task_id: str
+
+
+TextListener = Callable[[TextChunk], None]
+
+
 class AnswerAssembler:
     """Folds Dify stream events into one answer, the way Dify's own apps mean them.
 
@@ -205,9 +222,12 @@ class AnswerAssembler:
         *,
         redact: Callable[[str], str] = str,
         max_chars: int | None = None,
+        on_text: TextListener | None = None,
     ) -> None:
         self._redact = redact
         self._max_chars = max_chars
+        self._on_text = on_text
+        self._told = False  # on_text has heard from this answer
         self._parts: list[str] = []
         self._length = 0  # characters in _parts
         self._conversation_id = conversation_id or ""
@@ -267,17 +287,20 @@ class AnswerAssembler:
         """Whether any answer text has arrived: from then on the turn exists in Dify."""
         return self._length > 0
 
-    def _append(self, chunk: str) -> None:
+    def _append(self, chunk: str, *, replaces: bool = False) -> None:
         if self._max_chars is not None and self._length + len(chunk) > self._max_chars:
             chunk = chunk[: self._max_chars - self._length]
             self.cut_short = True
         self._parts.append(chunk)
         self._length += len(chunk)
+        if self._on_text is not None and (chunk or replaces):
+            self._on_text(TextChunk(chunk, replaces or not self._told, self._task_id))
+            self._told = True
 
     def _replace(self, text: str) -> None:
         self._parts = []
         self._length = 0
-        self._append(text)
+        self._append(text, replaces=True)
 
     def partial(self, ending: AnswerEnding) -> StreamResult:
         """The text so far, for an answer that will not be completed (cut short or broken off)."""

@@ -18,18 +18,27 @@ from typing import Protocol
 
 from aimbot.api.dify_client import MAX_USER_CHARS, DifyClient
 from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError, DifyUnavailable
+from aimbot.api.sse import TextListener
 from aimbot.bot import messages
 from aimbot.bot.buffer import BufferMode, MessageBuffer, PendingMessage, Typists
 from aimbot.bot.policy import AccessPolicy, RateDecision, UserRateLimiter
 from aimbot.bot.senders import IgnoredSenders
-from aimbot.bot.text import ReplyFormat, split_reply, strip_reasoning, with_note
+from aimbot.bot.streaming import PartCollector
+from aimbot.bot.text import (
+    ReplyFormat,
+    part_stream,
+    split_bodies,
+    split_reply,
+    strip_reasoning,
+    with_note,
+)
 from aimbot.ops.metrics import Metrics
 from aimbot.ops.traffic import Answered, conversation_prefix, log_answered
 from aimbot.oscar.client import new_cookie
 from aimbot.oscar.events import IncomingIM, TypingNotification, TypingState
 from aimbot.oscar.imtext import im_text_size
 from aimbot.oscar.snacs import normalize_screen_name
-from aimbot.store import OutboxItem, Reply, Store, StoreError
+from aimbot.store import InboxItem, OutboxItem, Reply, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,7 @@ class BotOptions:
     log_message_text: bool = False  # the traffic log shows texts (DEBUG only)
     max_answer_chars: int = 8000
     max_reply_parts: int = 10
+    stream_parts: bool = True  # send each part of a streamed answer as soon as it is final
 
 
 @dataclass(eq=False)
@@ -310,6 +320,9 @@ class AIMBot:
         items, expired = await self._store.inbox_pending(self._clock(), self.options.inbox_max_age)
         if expired:
             log.warning("dropped %d unanswered IMs older than INBOX_MAX_AGE", expired)
+        cut = [item for item in items if item.parts_sent]
+        items = [item for item in items if not item.parts_sent]
+        await self._end_cut_answers(cut)
         for item in items:
             self._enqueue(
                 item.user_key,
@@ -321,8 +334,36 @@ class AIMBot:
         # Read on every start: it also forgets everyone older, so the table stays small.
         recent = await self._store.recently_seen(self.options.restart_notice_window)
         if after_crash and self.options.restart_notice_window > 0:
-            await self._notify_after_crash(recent, {item.user_key for item in items})
+            await self._notify_after_crash(recent, {item.user_key for item in [*items, *cut]})
         return len(items)
+
+    async def _end_cut_answers(self, items: Sequence[InboxItem]) -> None:
+        """IMs whose streamed answer was partly sent when the last run stopped: one note each.
+
+        Dify has that turn already, and its first parts went out; asking again would repeat
+        them (a new answer streams from its start). So the user is told to ask for the rest.
+        """
+        batches: dict[str, list[InboxItem]] = {}
+        for item in items:
+            batches.setdefault(item.user_key, []).append(item)
+        for key, batch in batches.items():
+            screen_name = batch[-1].screen_name
+            log.warning(
+                "the answer to %d IM(s) from %s was cut off by the restart after %d part(s); "
+                "told them instead of asking Dify again",
+                len(batch),
+                key,
+                max(item.parts_sent for item in batch),
+            )
+            replies = await self._render(messages.STREAM_CUT_BY_RESTART)
+            try:
+                stored = await self._store.complete(
+                    [item.id for item in batch], screen_name, replies, self._clock()
+                )
+            except StoreError as e:
+                log.error("could not store the note for %s (%s); sending it anyway", key, e)
+                stored = [self._unstored(screen_name, reply) for reply in replies]
+            self._sink.deliver(stored)
 
     async def _notify_after_crash(
         self, recent: Sequence[tuple[str, str]], answering: set[str]
@@ -433,22 +474,32 @@ class AIMBot:
         if not batch:
             return
         query = "\n".join(m.text for m in batch)
+        inbox_ids = [m.inbox_id for m in batch]
         refresher = None
         if self.options.typing_notifications:
             refresher = asyncio.create_task(self._keep_typing(user), name=f"typing-{user.key}")
+        collector = self._collector(user, inbox_ids)
         asked = time.monotonic()
         try:
             async with self._dify_slots:
-                text, note, outcome = await self._ask(user.key, query)
+                if collector is None:
+                    text, note, outcome = await self._ask(user.key, query)
+                else:
+                    text, note, outcome = await self._ask_streaming(user, query, collector)
         finally:
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
         dify_seconds = time.monotonic() - asked  # includes waiting for a DIFY_MAX_CONCURRENCY slot
-        replies = await self._render(text, note)
+        if collector is not None and collector.started:
+            if outcome not in ("ok", "cut_short", "interrupted"):
+                note = messages.ANSWER_INTERRUPTED  # an error after parts went out: one note
+            replies = await self._render_rest(collector, note)
+        else:
+            replies = await self._render(text, note)
         # Once the answer exists it must reach the store even if "clear" cancels us now.
         user.commit = asyncio.create_task(
-            self._commit(user, [m.inbox_id for m in batch], replies), name=f"commit-{user.key}"
+            self._commit(user, inbox_ids, replies), name=f"commit-{user.key}"
         )
         await asyncio.shield(user.commit)
         user.commit = None
@@ -458,7 +509,7 @@ class AIMBot:
                 ims=len(batch),
                 chars_in=len(query),
                 chars_out=len(text),
-                parts=len(replies),
+                parts=len(replies) + (collector.stream.emitted if collector is not None else 0),
                 dify_seconds=dify_seconds,
                 total_seconds=max(0.0, self._clock() - batch[0].received_at),
                 conversation=conversation_prefix(await self._store.get_conversation(user.key)),
@@ -488,7 +539,82 @@ class AIMBot:
             await self._not_stored(user.key, user.screen_name, count, lost)
         return kept
 
-    async def _ask(self, key: str, query: str) -> tuple[str, str | None, str]:
+    def _collector(self, user: _User, inbox_ids: list[int]) -> PartCollector | None:
+        """Progressive delivery's state for one answer, or None when STREAM_PARTS is off."""
+        if not self.options.stream_parts:
+            return None
+        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
+        stream = part_stream(
+            self.options.reply_format, limit, im_text_size, self.options.max_reply_parts
+        )
+
+        async def send(part: str) -> None:
+            await self._commit_part(user, inbox_ids, part)
+
+        return PartCollector(stream, send, f"parts-{user.key}")
+
+    async def _ask_streaming(
+        self, user: _User, query: str, collector: PartCollector
+    ) -> tuple[str, str | None, str]:
+        """_ask, with each part of the answer stored and sent as soon as it is final.
+
+        On cancellation ("clear", shutdown) the generation is stopped in Dify and nothing more
+        is sent; a part already being stored still goes out (clear waits for it).
+        """
+        try:
+            result = await self._ask(user.key, query, collector.hear)
+        except asyncio.CancelledError:
+            collector.abandon()
+            if collector.task_id:
+                self._background.start(
+                    self._stop_generation(user.key, collector.task_id), f"stop-{user.key}"
+                )
+            await collector.wait()
+            raise
+        await collector.wait()
+        return result
+
+    async def _stop_generation(self, key: str, task_id: str) -> None:
+        try:
+            await self._dify.stop(task_id, self._dify_user(key))
+        except DifyError as e:
+            log.info("could not stop the Dify generation for %s (%s); it may run on", key, e)
+
+    async def _commit_part(self, user: _User, inbox_ids: list[int], part: str) -> None:
+        reply = Reply(part, self.options.reply_format == "html")
+        try:
+            item = await self._store.stream_part(inbox_ids, user.screen_name, reply, self._clock())
+        except StoreError as e:
+            log.error(
+                "could not store a part of the answer for %s (%s): sending it without a durable "
+                "copy; a restart may answer their IMs again",
+                user.key,
+                e,
+            )
+            item = self._unstored(user.screen_name, reply)
+        self._sink.deliver([item])
+        self._typing(user.screen_name, TypingState.TYPING)  # an IM clears "typing" in clients
+
+    async def _render_rest(self, collector: PartCollector, note: str | None) -> list[Reply]:
+        """The last parts of a streamed answer: what was not sent yet, and the note if any."""
+        stream = collector.stream
+        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
+        fmt = self.options.reply_format
+
+        def split(markdown: str) -> list[str]:
+            return split_bodies(markdown, fmt, limit, im_text_size, stream.reserve)
+
+        rest = stream.rest()
+        room = self.options.max_reply_parts - stream.emitted
+        bodies = await self._fit(rest, note, room, split)
+        if not bodies:
+            # The last part sent said "(n/...)": the user must not wait for more.
+            bodies = split(messages.ANSWER_END)
+        return [Reply(part, fmt == "html") for part in stream.number(bodies)]
+
+    async def _ask(
+        self, key: str, query: str, on_text: TextListener | None = None
+    ) -> tuple[str, str | None, str]:
         """The answer's Markdown; when it is not the whole answer, the note that says so; and
         the outcome for the traffic log ("ok", "cut_short", … or the Dify error's kind)."""
         conversation_id = await self._store.get_conversation(key)
@@ -496,10 +622,10 @@ class AIMBot:
         started = time.monotonic()
         try:
             try:
-                answer = await self._dify.chat(dify_user, query, conversation_id)
+                answer = await self._dify.chat(dify_user, query, conversation_id, on_text=on_text)
             except ConversationNotFound:
                 log.info("Dify forgot conversation of %s; starting a new one", key)
-                answer = await self._dify.chat(dify_user, query, None)
+                answer = await self._dify.chat(dify_user, query, None, on_text=on_text)
         except DifyError as e:
             self._observe_dify(started, type(e).__name__)
             if isinstance(e, DifyAuthError):
@@ -587,13 +713,30 @@ class AIMBot:
         """
         limit = self.options.max_reply_bytes or self._sink.max_message_bytes
         fmt = self.options.reply_format
-        max_parts = self.options.max_reply_parts
+
+        def split(text: str) -> list[str]:
+            return split_reply(text, fmt, limit, im_text_size)
+
+        parts = await self._fit(markdown, note, self.options.max_reply_parts, split)
+        if not parts:
+            parts = split(messages.EMPTY_ANSWER)
+        return [Reply(part, fmt == "html") for part in parts]
+
+    async def _fit(
+        self,
+        markdown: str,
+        note: str | None,
+        max_parts: int,
+        split: Callable[[str], list[str]],
+    ) -> list[str]:
+        """`markdown` and the note split into at most `max_parts` parts, cut if need be."""
+        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
         # More than this cannot fit max_parts parts: at best one byte a character, and Markdown
         # markers (removed when rendered) are allowed to double the source.
         cap = min(self.options.max_answer_chars, 2 * max_parts * limit)
         if len(markdown) > cap:
             markdown, note = _cut(markdown, cap), note or messages.ANSWER_CUT_SHORT
-        parts = split_reply(_with_note(markdown, note), fmt, limit, im_text_size)
+        parts = split(_with_note(markdown, note))
         for attempt in range(_MAX_SHRINKS + 1):
             if len(parts) <= max_parts:
                 break
@@ -601,10 +744,8 @@ class AIMBot:
             keep = int(len(markdown) * max_parts / len(parts) * 0.9)
             markdown = _cut(markdown, keep) if attempt < _MAX_SHRINKS else ""
             note = note or messages.ANSWER_CUT_SHORT
-            parts = split_reply(_with_note(markdown, note), fmt, limit, im_text_size)
-        if not parts:
-            parts = split_reply(messages.EMPTY_ANSWER, fmt, limit, im_text_size)
-        return [Reply(part, fmt == "html") for part in parts]
+            parts = split(_with_note(markdown, note))
+        return parts
 
     def _dify_user(self, key: str) -> str:
         """Dify's end-user id: the prefix and the user key, or a digest of the key when that

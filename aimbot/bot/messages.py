@@ -46,6 +46,8 @@ NOT_STORED = (
 )
 ANSWER_CUT_SHORT = "(answer cut short)"
 ANSWER_INTERRUPTED = "(answer cut short: my answer service stopped mid-way; ask again for more)"
+ANSWER_END = "(end of answer)"
+STREAM_CUT_BY_RESTART = "(my answer was cut off by a restart; ask again for the rest)"
 
 _FOR_ERROR: list[tuple[type[DifyError], str]] = [
     (DifyRateLimited, "I'm getting a lot of questions right now. Please try again in a minute."),

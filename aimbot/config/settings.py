@@ -453,6 +453,7 @@ class Settings:
     restart_notice_window: float = field(default=120.0, metadata=_rule(_Float(0, _DAY)))
     max_answer_chars: int = field(default=8000, metadata=_rule(_Int(100, 1_000_000)))
     max_reply_parts: int = field(default=10, metadata=_rule(_Int(1, 100)))
+    stream_parts: bool = field(default=True, metadata=_rule(_Bool()))
     # State
     data_dir: Path = field(default=Path("data"), metadata=_rule(_PathKind(optional=False)))
     inbox_max_age: float = field(default=_HOUR, metadata=_rule(_Float(0, 7 * _DAY)))

@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -147,7 +147,84 @@ class _DropFault:
     pass
 
 
-_Fault = _StatusFault | _MidStreamFault | _PingOnlyFault | _LingerFault | _DropFault
+class ScriptedStream:
+    """A streamed answer written piece by piece, for progressive delivery's tests and bench.
+
+    Each piece is one ``message`` event. Before every piece after the first the stand-in waits
+    for ``release()`` (tests: the test decides, nothing sleeps) or, with ``pause``, that many
+    seconds (benchmarks). ``error_after=n``: an ``error`` event follows the n-th piece instead
+    of the rest. A stop request ends it with ``message_end`` at once, as Dify does. ``sent_at``
+    holds when each piece was written (time.perf_counter()), ``ended`` is set once the stream's
+    last event (``message_end`` or ``error``) is written, ``end_sent`` says it was message_end.
+    """
+
+    def __init__(
+        self,
+        pieces: Sequence[str],
+        *,
+        pause: float | None = None,
+        error_after: int | None = None,
+    ) -> None:
+        if not pieces:
+            raise ValueError("a scripted stream needs at least one piece")
+        if pause is not None and not 0 <= pause < math.inf:
+            raise ValueError(f"pause must be a finite number >= 0, got {pause}")
+        self.pieces = tuple(pieces)
+        self.pause = pause
+        self.error_after = error_after
+        self.sent_at: list[float] = []
+        self.ended = asyncio.Event()
+        self.end_sent = False
+        self.stopped = False
+        self._released = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def sent(self) -> int:
+        return len(self.sent_at)
+
+    async def release(self) -> None:
+        """Let the next piece go."""
+        async with self._changed:
+            self._released += 1
+            self._changed.notify_all()
+
+    async def wait_sent(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.sent >= count), timeout)
+
+    async def _written(self) -> None:
+        async with self._changed:
+            self.sent_at.append(time.perf_counter())
+            self._changed.notify_all()
+
+    async def _gate(
+        self, index: int, flight: _InFlight, ping: Callable[[], Awaitable[None]], every: float
+    ) -> None:
+        """Until piece `index` may go: released, paused for, or the generation stopped."""
+        if self.pause is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flight.wake.wait(), self.pause)
+            return
+        while not flight.wake.is_set():
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._released >= index), every
+                    )
+                if self._released >= index or flight.wake.is_set():
+                    return
+            await ping()  # also notices a client that went away
+
+
+@dataclass(frozen=True)
+class _ScriptedFault:
+    script: ScriptedStream
+
+
+_Fault = (
+    _StatusFault | _MidStreamFault | _PingOnlyFault | _LingerFault | _DropFault | _ScriptedFault
+)
 
 
 class _InFlight:
@@ -407,6 +484,11 @@ class DifyStandIn:
         for _ in range(_positive_times(times)):
             self._faults.append(fault)
 
+    def script_stream(self, script: ScriptedStream) -> ScriptedStream:
+        """The next chat request is answered by this scripted stream (blocking: all at once)."""
+        self._faults.append(_ScriptedFault(script))
+        return script
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -607,7 +689,8 @@ class DifyStandIn:
         if isinstance(fault, _MidStreamFault):
             # Blocking mode re-raises the pipeline's error as an HTTP error.
             return envelope(fault.status, fault.code, fault.message)
-        text = await self._compose(ctx)
+        text = "".join(fault.script.pieces) if isinstance(fault, _ScriptedFault) else None
+        text = text if text is not None else await self._compose(ctx)
         if text is None:
             return envelope(500, "internal_server_error", MSG_INTERNAL)
         message_id = str(uuid.uuid4())
@@ -645,7 +728,9 @@ class DifyStandIn:
             "conversation_id": ctx.conversation_id,
             "created_at": int(time.time()),
         }
-        if not latency and not isinstance(fault, _PingOnlyFault | _LingerFault | _DropFault):
+        if not latency and not isinstance(
+            fault, _PingOnlyFault | _LingerFault | _DropFault | _ScriptedFault
+        ):
             # Nothing to wait for: the same bytes in one write (benchmarks push thousands of
             # these a second, and every extra send costs as much as the rest of the work).
             body = PING + await self._stream_body(ctx, base, fault)
@@ -661,6 +746,9 @@ class DifyStandIn:
             if flight.stopped:
                 await response.write(_frame({"event": "message_end", **base, "metadata": {}}))
                 return response
+            if isinstance(fault, _ScriptedFault):
+                await self._stream_scripted(request, fault.script, base, flight, response)
+                return response
             body = await self._stream_body(ctx, base, fault)
             if isinstance(fault, _DropFault):
                 await response.write(body[: len(body) // 2])
@@ -673,6 +761,44 @@ class DifyStandIn:
         except (ConnectionResetError, ConnectionError) as e:
             logger.debug("stand-in client went away mid-stream (%s)", e)
         return response
+
+    async def _stream_scripted(
+        self,
+        request: web.Request,
+        script: ScriptedStream,
+        base: Mapping[str, Any],
+        flight: _InFlight,
+        response: web.StreamResponse,
+    ) -> None:
+        async def ping() -> None:
+            if request.transport is None or request.transport.is_closing():
+                raise ConnectionResetError("the client went away")
+            await response.write(PING)
+
+        try:
+            for index, piece in enumerate(script.pieces):
+                if index:
+                    await script._gate(index, flight, ping, self.ping_interval)
+                if flight.stopped:
+                    script.stopped = True
+                    break
+                await response.write(_frame({"event": "message", **base, "answer": piece}))
+                await script._written()
+                if script.error_after == index + 1:
+                    error = {
+                        "event": "error",
+                        "conversation_id": base["conversation_id"],
+                        "message_id": base["message_id"],
+                        "code": "completion_request_error",
+                        "status": 400,
+                        "message": MSG_MID_STREAM,
+                    }
+                    await response.write(_frame(error))
+                    return
+            await response.write(_frame({"event": "message_end", **base, "metadata": {}}))
+            script.end_sent = True
+        finally:
+            script.ended.set()  # also when the client went away: nothing more will be written
 
     async def _stream_body(
         self, ctx: AnswerContext, base: Mapping[str, Any], fault: _Fault | None

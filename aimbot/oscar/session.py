@@ -45,6 +45,7 @@ from aimbot.oscar.snacs import (
     IcbmParamsRequest,
     IcbmParamsSet,
     LocateSetInfo,
+    OfflineMessagesRequest,
     RateParamsAck,
     RateParamsReply,
     RateParamsRequest,
@@ -234,6 +235,8 @@ class SignOn:
                 log.info("server offers no locate family (02); our profile is not set")
         families = self._families_with_versions()
         snacs.append(ClientOnline(tuple((f, v, TOOL_ID, TOOL_VERSION) for f, v in families)))
+        # After 01/02, as real clients do: the IMs people sent while we were away.
+        snacs.append(OfflineMessagesRequest())
         self.step = Step.ONLINE
         out = self._encode(snacs)
         self._waiting_for = None

@@ -812,6 +812,19 @@ class IcbmParamsRequest(_EmptyBody):
 
 
 @dataclass(frozen=True, slots=True)
+class OfflineMessagesRequest(_EmptyBody):
+    """04/10: "send me the IMs you kept while I was offline" (as 04/07s, then 04/17).
+
+    Servers keep an IM for an offline screen name when its sender asked for that (ICBM TLV
+    0x0006); a client that never asks never gets them, so the people who wrote to the bot while
+    it was down would go unanswered (docs/oscar-protocol.md §7).
+    """
+
+    FAMILY: ClassVar[int] = FAMILY_ICBM
+    SUBGROUP: ClassVar[int] = 0x0010
+
+
+@dataclass(frozen=True, slots=True)
 class TextFragment:
     charset: int
     subset: int

@@ -53,13 +53,18 @@ def test_signon_reports_sign_on_times_and_intake_rate(capsys: pytest.CaptureFixt
 
 def test_latency_reports_all_paths_and_the_typing_users(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["latency", "--users", "2", "--messages", "1", "--warmup", "0", "--think-ms", "0"]
-    report = run_bench([*argv, "--typing-users", "1"], capsys)
+    long = ["--long-answers", "1", "--long-pause", "0"]
+    report = run_bench([*argv, "--typing-users", "1", *long], capsys)
     assert report["samples_per_path"] == 2
     assert report["bot_p99_ms"] > 0 and report["floor_p99_ms"] > 0 and report["echo_p99_ms"] > 0
     assert report["typing_samples"] == 1
     assert 0 <= report["typing_bursts_coalesced_pct"] <= 100  # coalescing: tests/e2e/test_typing
     assert report["typing_lone_to_query_ms_p50"] <= report["typing_lone_to_reply_ms_p50"]
     assert {"bot_over_floor_p99", "typing_lone_added_ms_p99"} <= set(report["targets"])
+    # The long answer: three streamed parts, the first timed from Dify writing its text.
+    assert report["long_answer_runs"] == 1
+    assert 0 < report["time_to_first_part_ms"] <= report["part_after_text_ms_max"]
+    assert "time_to_first_part_ms" in report["targets"]
 
 
 def test_throughput_reports_the_bot_and_its_ratios_to_the_floor(

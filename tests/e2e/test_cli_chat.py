@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aimbot.chat import describe_im_error, part_position
+from aimbot.chat import ReplyTracker, describe_im_error, part_position
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.events import TypingState
 from tests.helpers.cli import (
@@ -155,6 +155,8 @@ async def test_wrong_password_and_missing_password_are_plain_errors(
     [
         ("(1/3) first", (1, 3)),
         ("(12/12) last", (12, 12)),
+        ("(2/...) streamed, more to come", (2, 0)),
+        ("(0/...) zero", None),
         ("(0/3) zero is not a part", None),
         ("(4/3) past the end", None),
         ("(1/3)no space", None),
@@ -163,6 +165,16 @@ async def test_wrong_password_and_missing_password_are_plain_errors(
 )
 def test_part_position(text: str, expected: tuple[int, int] | None) -> None:
     assert part_position(text) == expected
+
+
+def test_a_streamed_answer_is_complete_only_with_its_last_numbered_part() -> None:
+    tracker = ReplyTracker()
+    tracker.sent()
+    for early in ("(1/...) one", "(2/...) two"):
+        tracker.answered(early)
+        assert tracker.waiting
+    tracker.answered("(3/3) three")
+    assert not tracker.waiting and tracker.settled
 
 
 def test_im_errors_are_plain_english() -> None:

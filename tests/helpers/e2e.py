@@ -120,6 +120,16 @@ class Person:
                 timeout,
             )
 
+    async def wait_typing_after(self, seen: int, state: TypingState, timeout: float = WAIT) -> None:  # noqa: ASYNC109
+        """Until a typing notification with this state arrives after the first `seen` ones."""
+        async with self._typing_changed:
+            await asyncio.wait_for(
+                self._typing_changed.wait_for(
+                    lambda: any(t.state is state for t in self.typing[seen:])
+                ),
+                timeout,
+            )
+
     async def sign_off(self) -> None:
         if self.client is not None:
             await self.client.close()

@@ -46,7 +46,17 @@ from tests.helpers.oscar import HOST, WAIT
 
 COOKIE = b"strict-cookie-1"
 # What a conventional client sends, in order: each awaited request alone, 01/02 last.
-CONVENTIONAL_ORDER = ["cookie", "01/17", "01/06", "04/04", "01/08", "04/02", "02/04", "01/02"]
+CONVENTIONAL_ORDER = [
+    "cookie",
+    "01/17",
+    "01/06",
+    "04/04",
+    "01/08",
+    "04/02",
+    "02/04",
+    "01/02",
+    "04/10",
+]
 ANSWERS: dict[tuple[int, int], SnacBody] = {
     (0x0001, 0x0017): HostVersions(((0x0001, 3), (0x0002, 1), (0x0004, 1))),
     (0x0001, 0x0006): RateParamsReply(DEFAULT_RATE_CLASSES, DEFAULT_RATE_GROUPS),

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimbot.api.errors import DifyBadRequest, DifyProtocolError, DifyStreamError, DifyUnavailable
-from aimbot.api.sse import AnswerAssembler, SseDecoder, SseEvent, parse_event_json
+from aimbot.api.sse import AnswerAssembler, SseDecoder, SseEvent, TextChunk, parse_event_json
 
 CONV = "8f0c1f8e-5a3e-4b8e-9d55-0c2b7d9a1e01"
 MSG = "5b1d4b2e-0b9f-4c55-8f3a-7a5d7c1e9f02"
@@ -331,3 +331,21 @@ def test_assembler_cap_applies_to_a_replacing_message_too() -> None:
     assembler = AnswerAssembler("c", max_chars=4)
     assembler.feed({"event": "message_replace", "answer": "abcdefgh"})
     assert assembler.cut_short and assembler.partial("cut_short").text == "abcd"
+
+
+def test_on_text_hears_each_chunk_and_whether_it_replaces_the_text_so_far() -> None:
+    heard: list[TextChunk] = []
+    assembler = AnswerAssembler(max_chars=12, on_text=heard.append)
+    base = {"conversation_id": "c", "message_id": "m", "task_id": "t-1"}
+    assembler.feed({"event": "message", **base, "answer": "Hello"})
+    assembler.feed({"event": "message", **base, "answer": ""})  # nothing new: not told
+    assembler.feed({"event": "message", **base, "answer": " world"})
+    assembler.feed({"event": "message_replace", **base, "answer": "Moderated."})
+    assembler.feed({"event": "message", **base, "answer": " and a long tail"})
+    assert heard == [
+        TextChunk("Hello", True, "t-1"),  # the first text of an attempt replaces any before it
+        TextChunk(" world", False, "t-1"),
+        TextChunk("Moderated.", True, "t-1"),
+        TextChunk(" a", False, "t-1"),  # cut at max_chars, like the answer itself
+    ]
+    assert assembler.cut_short

@@ -99,7 +99,7 @@ def test_the_conventional_order_one_step_per_answer() -> None:
     assert (m.rate_reply, m.done) == (RATES, False)
 
     sent = m.receive(frame(IcbmParamsReply(max_message_bytes=2544), request_id_of(sent[0]))).send
-    assert names(sent) == ["01/08", "04/02", "02/04", "01/02"]
+    assert names(sent) == ["01/08", "04/02", "02/04", "01/02", "04/10"]
     assert m.done and m.step is Step.ONLINE
     assert m.icbm_params is not None and m.icbm_params.max_message_bytes == 2544
     ack = RateParamsAck.decode(decode_snac(sent[0].payload)[1])
@@ -125,7 +125,7 @@ def test_request_ids_are_unique_across_the_sign_on() -> None:
     ids += [request_id_of(o) for o in sent]
     sent = m.receive(frame(IcbmParamsReply(), ids[-1])).send
     ids += [request_id_of(o) for o in sent]
-    assert len(ids) == len(set(ids)) == 7
+    assert len(ids) == len(set(ids)) == 8
 
 
 def test_no_locate_family_means_no_profile_and_no_locate_version() -> None:
@@ -136,7 +136,7 @@ def test_no_locate_family_means_no_profile_and_no_locate_version() -> None:
     sent = m.receive(frame(HostVersions(), request_id_of(sent[0]))).send
     sent = m.receive(frame(RATES, request_id_of(sent[0]))).send
     sent = m.receive(frame(IcbmParamsReply(), request_id_of(sent[0]))).send
-    assert names(sent) == ["01/08", "04/02", "01/02"]
+    assert names(sent) == ["01/08", "04/02", "01/02", "04/10"]
 
 
 def test_without_a_profile_no_set_info_is_sent() -> None:
@@ -149,6 +149,7 @@ def test_without_a_profile_no_set_info_is_sent() -> None:
         "01/08",
         "04/02",
         "01/02",
+        "04/10",
     ]
 
 
@@ -162,7 +163,7 @@ def test_errors_instead_of_answers_move_on_with_defaults() -> None:
     assert names(sent) == ["04/04"]
     assert m.rate_reply == RateParamsReply((), ())
     sent = m.receive(error_frame(0x0004, request_id_of(sent[0]))).send
-    assert names(sent) == ["01/08", "04/02", "02/04", "01/02"]
+    assert names(sent) == ["01/08", "04/02", "02/04", "01/02", "04/10"]
     assert m.icbm_params is not None
     assert m.icbm_params.max_message_bytes == FALLBACK_MAX_MESSAGE_BYTES
     assert RateParamsAck.decode(decode_snac(sent[0].payload)[1]).class_ids == ()
@@ -255,7 +256,7 @@ def test_a_server_that_handles_one_frame_per_read_gets_every_request() -> None:
                 pending.append(server.read(result.send))
     assert m.done and m.step is Step.ONLINE
     assert server.dropped == 0
-    assert server.reads == [1, 1, 1, 1, 4]
+    assert server.reads == [1, 1, 1, 1, 5]
     assert server.handled == CONVENTIONAL_ORDER
 
 
@@ -274,7 +275,7 @@ def test_unreadable_rate_and_icbm_answers_move_on_with_defaults() -> None:
     sent = m.receive(
         Frame(Channel.DATA, 0, encode_snac(4, 5, request_id_of(sent[0]), b"\x00"))
     ).send
-    assert names(sent) == ["01/08", "04/02", "02/04", "01/02"]
+    assert names(sent) == ["01/08", "04/02", "02/04", "01/02", "04/10"]
     assert m.icbm_params is not None
     assert m.icbm_params.max_message_bytes == FALLBACK_MAX_MESSAGE_BYTES
 

@@ -100,6 +100,7 @@ def test_defaults_are_the_documented_contract() -> None:
         "restart_notice_window": 120.0,
         "max_answer_chars": 8000,
         "max_reply_parts": 10,
+        "stream_parts": True,
     }
     actual = {name: getattr(settings, name) for name in expected}
     assert actual == expected
@@ -311,6 +312,7 @@ RANGES: list[tuple[str, list[str], list[str]]] = [
     ("RESTART_NOTICE_WINDOW", ["0", "86400"], ["-1", "86401"]),
     ("MAX_ANSWER_CHARS", ["100", "1000000"], ["99", "1000001", "0"]),
     ("MAX_REPLY_PARTS", ["1", "100"], ["0", "101"]),
+    ("STREAM_PARTS", ["false", "on"], ["sometimes"]),
     ("DATA_DIR", ["/app/data", "state"], ["."]),
     ("INBOX_MAX_AGE", ["0", "604800"], ["-1", "604801"]),
     ("LOG_LEVEL", ["DEBUG", "info", "Warning", "ERROR"], ["TRACE", "CRITICAL"]),

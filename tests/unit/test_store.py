@@ -327,3 +327,40 @@ async def test_a_full_disk_fails_the_write_and_its_turn_then_recovers(tmp_path: 
     async with await Store.open(tmp_path / "s.db") as store:
         pending, _ = await store.inbox_pending(now=2.0, max_age=10.0)
         assert kept in [p.id for p in pending]
+
+
+async def test_a_schema_3_file_is_upgraded_in_place_keeping_its_inbox(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, user_key TEXT NOT NULL,"
+        " screen_name TEXT NOT NULL, text TEXT NOT NULL, received_at REAL NOT NULL);"
+        "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES ('bob', 'Bob', 'q', 1);"
+        "PRAGMA user_version=3;"
+    )
+    db.close()
+    async with await Store.open(path) as store:
+        [old] = (await store.inbox_pending(now=2.0, max_age=100.0))[0]
+        assert (old.text, old.parts_sent) == ("q", 0)
+        await store.stream_part([old.id], "Bob", Reply("part 1", False), 3.0)
+    async with await Store.open(path) as store:
+        [again] = (await store.inbox_pending(now=4.0, max_age=100.0))[0]
+        assert (again.id, again.parts_sent) == (old.id, 1)
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    finally:
+        check.close()
+
+
+async def test_a_streamed_part_and_its_count_are_stored_together(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        a = await store.inbox_add("bob", "Bob", "hi", 1.0)
+        b = await store.inbox_add("bob", "Bob", "there", 1.0)
+        first = await store.stream_part([a, b], "Bob", Reply("(1/...) one", True), 2.0)
+        second = await store.stream_part([a, b], "Bob", Reply("(2/...) two", True), 2.0)
+        assert [i.id for i in await store.outbox_pending()] == [first.id, second.id]
+        pending, _ = await store.inbox_pending(now=3.0, max_age=100.0)
+        assert [(p.id, p.parts_sent) for p in pending] == [(a, 2), (b, 2)]
+        await store.complete([a, b], "Bob", [Reply("(3/3) three", True)], 4.0)
+        assert await store.counts() == {"conversations": 0, "inbox": 0, "outbox": 3}

@@ -27,18 +27,22 @@ from functools import lru_cache
 from typing import Final, Literal
 
 from aimbot.bot.text._atoms import _atomize, _AtomOptions
-from aimbot.bot.text._blocks import _FENCE, _Block, _layout, _parse_blocks
-from aimbot.bot.text._cleanup import _normalize
+from aimbot.bot.text._blocks import _FENCE, _Block, _fence_closing, _layout, _parse_blocks
+from aimbot.bot.text._cleanup import _REASONING, _normalize
 from aimbot.bot.text._markup import _html_escape, _Style, _tags
 from aimbot.bot.text._pack import _Packer, _render_atoms, _whole
+from aimbot.bot.text._stream import PartStream
 from aimbot.oscar.imtext import plain_to_html
 
 __all__ = [
     "MIN_MAX_BYTES",
+    "PartStream",
     "ReplyFormat",
     "markdown_to_aim_html",
     "markdown_to_plain",
+    "part_stream",
     "render_reply",
+    "split_bodies",
     "split_reply",
     "strip_reasoning",
     "with_note",
@@ -133,14 +137,33 @@ def split_reply(
     return _split_markdown(markdown, html, max_bytes, measure, escape)
 
 
+def split_bodies(
+    markdown: str,
+    fmt: ReplyFormat,
+    max_bytes: int,
+    measure: Callable[[str], int],
+    reserve: str,
+    escape: Callable[[str], str] = plain_to_html,
+) -> list[str]:
+    """Like split_reply, but unnumbered: each body fits `max_bytes` behind a prefix as wide as
+    `reserve`, which the caller adds (a streamed answer numbers parts before knowing their
+    count). [] for an empty answer."""
+    _check_format(fmt)
+    if max_bytes < MIN_MAX_BYTES:
+        raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}, got {max_bytes}")
+    return _split_markdown(markdown, fmt == "html", max_bytes, measure, escape, reserve)
+
+
 def _split_markdown(
     markdown: str,
     html: bool,
     max_bytes: int,
     measure: Callable[[str], int],
     escape: Callable[[str], str],
+    reserve: str | None = None,
 ) -> list[str]:
-    """split_reply's full pipeline: parse, lay out, cut into parts, number them."""
+    """split_reply's full pipeline: parse, lay out, cut into parts, number them (or, with a
+    `reserve`, leave room for the caller's prefix on every part)."""
     blocks = _parse_blocks(_normalize(markdown))
 
     # Each part re-opens its formatting, so formatting that cannot fit beside a numbering
@@ -182,13 +205,15 @@ def _split_markdown(
     whole = _render_blocks(blocks, html) if dropped else _whole(rendered)
     if not whole:
         return []
-    whole_size = measure(whole if html else escape(whole))
+    whole_size = measure((reserve or "") + whole if html else escape((reserve or "") + whole))
     if whole_size <= max_bytes:
         return [whole]
     if dropped:
         logger.debug("Reply limit of %d bytes is too small for some %s", max_bytes, dropped)
 
     packer = _Packer(rendered, html, max_bytes, measure, escape)
+    if reserve is not None:
+        return packer.pack(reserve)
     digits = len(str(whole_size // max_bytes + 1))
     while True:
         bodies = packer.pack(_numbering(digits))
@@ -211,6 +236,28 @@ def _split_markdown(
     return parts
 
 
+def part_stream(
+    fmt: ReplyFormat,
+    max_bytes: int,
+    measure: Callable[[str], int],
+    max_parts: int,
+    escape: Callable[[str], str] = plain_to_html,
+) -> PartStream:
+    """A PartStream that cuts by split_reply's rules (see _stream for when a part is final)."""
+    _check_format(fmt)
+    if max_bytes < MIN_MAX_BYTES:
+        raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}, got {max_bytes}")
+    html = fmt == "html"
+
+    def split(markdown: str, reserve: str) -> list[str]:
+        return _split_markdown(markdown, html, max_bytes, measure, escape, reserve)
+
+    def size(part: str) -> int:
+        return measure(part if html else escape(part))
+
+    return PartStream(split, size, max_bytes, max_parts)
+
+
 def with_note(markdown: str, note: str) -> str:
     """The answer with a note of ours as its last paragraph, never inside a code block.
 
@@ -223,22 +270,17 @@ def with_note(markdown: str, note: str) -> str:
     closing: re.Pattern[str] | None = None
     for line in lines:
         if closing is None:
-            opening = _FENCE.match(line)
-            if opening and not (opening["fence"][0] == "`" and "`" in opening["info"]):
+            closing = _fence_closing(line)
+            if closing is not None:
+                opening = _FENCE.match(line)
+                assert opening is not None
                 fence = opening["fence"]
-                closing = re.compile(rf"^ *{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
         elif closing.match(line):
             fence, closing = None, None
     body = "\n".join(lines).rstrip()
     if fence is not None:
         body = f"{body}\n{fence}"
     return f"{body}\n\n{note}" if body else note
-
-
-_REASONING = re.compile(
-    r"<think>.*?(?:</think>|\Z)|<details[^>]*>\s*<summary>\s*Thinking.*?</details>",
-    re.DOTALL | re.IGNORECASE,
-)
 
 
 def strip_reasoning(answer: str) -> str:

@@ -74,6 +74,18 @@ _TABLE_DELIMITER: Final = re.compile(r"^ *\|? *:?-+:? *(?:\| *:?-+:? *)*\|? *$")
 _CELL_SEPARATOR: Final = re.compile(r"(?<!\\)\|")
 
 
+def _fence_closing(line: str) -> re.Pattern[str] | None:
+    """When `line` opens a fenced code block: the pattern of the line that closes it.
+
+    A backtick fence whose info string holds a backtick is not a fence (CommonMark).
+    """
+    opening = _FENCE.match(line)
+    if opening is None or (opening["fence"][0] == "`" and "`" in opening["info"]):
+        return None
+    fence = opening["fence"]
+    return re.compile(rf"^ *{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+
+
 def _table_starts(lines: Sequence[str], index: int) -> bool:
     return (
         "|" in lines[index]

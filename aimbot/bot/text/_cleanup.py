@@ -12,6 +12,11 @@ from typing import Final
 _CONTROL_CHARS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]")
 _SURROGATES: Final = re.compile("[\ud800-\udfff]")
 _LINE_BREAKS: Final = re.compile("\r\n?|[\u2028\u2029\x85]")
+# A reasoning model's thinking: an unterminated <think> swallows the rest.
+_REASONING: Final = re.compile(
+    r"<think>.*?(?:</think>|\Z)|<details[^>]*>\s*<summary>\s*Thinking.*?</details>",
+    re.DOTALL | re.IGNORECASE,
+)
 
 
 def _normalize(markdown: str) -> list[str]:

@@ -1,0 +1,272 @@
+"""Cutting an answer into IMs while it is still arriving (progressive delivery).
+
+A part may go out only once no text that follows can change it. The block parser (_blocks)
+reads lines, and the only state it carries across a blank line is an open code fence and the
+nesting of a list; inline Markdown never crosses a block. So the Markdown received so far is cut
+only where a new block starts that the parser would start anyway:
+
+* after a blank line outside a code fence (unless a list is open and the next line could be a
+  nested item: then that line must have arrived);
+* before a complete heading, fence or unindented list item line (no "|", which could continue a
+  table; no setext underline);
+* inside a long code fence, before any complete code line: the next part reopens the fence.
+
+A reasoning model's thinking (see strip_reasoning) is held back until it closes and then
+dropped, and line breaks are normalised as they arrive, so every part is cut from the text the
+whole-answer pipeline would have seen.
+
+A part is sent when it is worth an IM by the packer's own rule (it ends a part at a paragraph
+break only in the second half of the room): the longest cut that fits one IM is taken once it
+fills half of one; a block too long for one IM is split whole, as the packer would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aimbot.bot.text._blocks import _ATX_HEADING, _BULLET, _ORDERED, _SETEXT, _fence_closing
+from aimbot.bot.text._cleanup import _LINE_BREAKS, _REASONING
+
+logger = logging.getLogger(__name__)
+
+_OPENINGS = ("<think>", "<details")
+
+
+class _LineBreaks:
+    """CRLF, CR and Unicode line separators as "\\n", even when a CRLF is split by a chunk."""
+
+    def __init__(self) -> None:
+        self._cr = False
+
+    def feed(self, text: str) -> str:
+        if not self._cr and "\r" not in text and text.isascii():
+            return text  # the usual chunk: nothing to do
+        if self._cr:
+            text = "\r" + text
+            self._cr = False
+        if text.endswith("\r"):
+            text = text[:-1]
+            self._cr = True
+        return _LINE_BREAKS.sub("\n", text)
+
+    def flush(self) -> str:
+        cr, self._cr = self._cr, False
+        return "\n" if cr else ""
+
+
+class _Reasoning:
+    """Drops thinking blocks from a stream: text that may start one waits until it closes."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        if not self._held and "<" not in text:
+            return text  # the usual chunk: nothing to do
+        text = self._held + text
+        self._held = ""
+        out: list[str] = []
+        lower = text.lower()
+        pos = 0
+        while True:
+            lt = text.find("<", pos)
+            if lt < 0:
+                out.append(text[pos:])
+                break
+            out.append(text[pos:lt])
+            tail = lower[lt : lt + 8]
+            if lt + len(tail) == len(text) and any(
+                len(tail) < len(opening) and opening.startswith(tail) for opening in _OPENINGS
+            ):
+                self._held = text[lt:]  # "<thi" at the end: wait for the rest
+                break
+            if tail.startswith("<think>"):
+                if lower.find("</think>", lt) < 0:
+                    self._held = text[lt:]
+                    break
+                found = _REASONING.match(text, lt)
+                assert found is not None  # "<think>" always starts a match
+                pos = found.end()
+                continue
+            if tail.startswith("<details"):
+                found = _REASONING.match(text, lt)
+                if found is not None:
+                    pos = found.end()
+                    continue
+                if lower.find("</details>", lt) < 0:
+                    self._held = text[lt:]
+                    break
+            out.append("<")
+            pos = lt + 1
+        return "".join(out)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return _REASONING.sub("", held)
+
+
+def _item(line: str) -> bool:
+    return bool(_BULLET.match(line) or _ORDERED.match(line))
+
+
+def _opens_block(line: str) -> bool:
+    """A line that starts its own block whatever came before it (see the module docstring)."""
+    if "|" in line or _SETEXT.match(line):
+        return False
+    if _ATX_HEADING.match(line) or (_fence_closing(line) is not None and line[0] != " "):
+        return True
+    item = _BULLET.match(line) or _ORDERED.match(line)
+    return item is not None and not item["indent"] and bool(item["text"].strip())
+
+
+def _cuts(text: str) -> list[tuple[int, str]]:
+    """Where `text` may be cut, ascending: (offset, the fence line the rest must reopen)."""
+    cuts: list[tuple[int, str]] = []
+    closing = None
+    reopen = ""
+    prev_blank = in_list = content = False
+    pos = 0
+    lines = text.split("\n")
+    last = len(lines) - 1
+    for number, line in enumerate(lines):
+        complete = number < last
+        if closing is not None:
+            if not complete:
+                break
+            if closing.match(line):
+                closing, reopen = None, ""
+            elif content:
+                cuts.append((pos, reopen))
+            content = content or bool(line.strip())
+            prev_blank = in_list = False
+            pos += len(line) + 1
+            continue
+        blank = not line.strip()
+        if content and (not blank or not complete):
+            if prev_blank:
+                # An open list: the next line must show it is no nested item.
+                if not in_list or line[:1] not in ("", " ") or (complete and not _item(line)):
+                    cuts.append((pos, ""))
+            elif complete and _opens_block(line):
+                cuts.append((pos, ""))
+        if not complete:
+            break
+        if blank:
+            prev_blank = True
+        else:
+            fence = _fence_closing(line)
+            if fence is not None:
+                closing, reopen = fence, line
+                in_list = False
+            else:
+                if _item(line):
+                    in_list = True
+                elif prev_blank or _ATX_HEADING.match(line):
+                    in_list = False
+                content = True
+            prev_blank = False
+        pos += len(line) + 1
+    return cuts
+
+
+class PartStream:
+    """An answer's parts, numbered "(n/...) " as they become final; see the module docstring.
+
+    "(n/...)" because the count is not known yet: it reads as "part n of more to come" and
+    keeps today's "(1/3)" form, ASCII only (one "…" would make the IM UCS-2, twice the bytes).
+    The parts left at the end get the real count ("(4/4)"). At most `max_parts` - 1 parts are
+    sent early: the last one is kept for the end, where a note may have to join it.
+    """
+
+    def __init__(
+        self,
+        split: Callable[[str, str], list[str]],
+        size: Callable[[str], int],
+        max_bytes: int,
+        max_parts: int,
+    ) -> None:
+        self._split = split  # (markdown, reserve) -> bodies that fit behind the reserve
+        self._size = size  # bytes of a part as sent
+        self._max_bytes = max_bytes
+        self._max_parts = max_parts
+        self.reserve = f"({'9' * len(str(max_parts))}/...) "
+        self.emitted = 0
+        self._received: list[str] = []
+        self._breaks = _LineBreaks()
+        self._reasoning = _Reasoning()
+        self._pending = ""
+
+    def feed(self, chunk: str, *, replaces: bool = False) -> list[str]:
+        """The parts that `chunk` completed. `replaces`: the chunk is all the text so far
+        (Dify's moderation, an agent's closing message, a new attempt)."""
+        if replaces:
+            received = "".join(self._received)
+            if chunk.startswith(received):
+                chunk = chunk[len(received) :]
+            else:
+                if self.emitted:
+                    logger.info("the answer was replaced after %d parts were sent", self.emitted)
+                self._received = []
+                self._breaks = _LineBreaks()
+                self._reasoning = _Reasoning()
+                self._pending = ""
+        if not chunk:
+            return []
+        self._received.append(chunk)
+        text = self._reasoning.feed(self._breaks.feed(chunk))
+        if not text:
+            return []
+        self._pending += text
+        if "\n" not in text:
+            return []  # every cut is at the start of a line
+        return self._emit()
+
+    def rest(self) -> str:
+        """At the end of the answer: the Markdown not sent yet."""
+        self._pending += self._reasoning.feed(self._breaks.flush()) + self._reasoning.flush()
+        rest, self._pending = self._pending, ""
+        return rest
+
+    def number(self, bodies: list[str]) -> list[str]:
+        """The last parts, numbered with the real count."""
+        total = self.emitted + len(bodies)
+        return [f"({self.emitted + n}/{total}) {body}" for n, body in enumerate(bodies, 1)]
+
+    def _emit(self) -> list[str]:
+        parts: list[str] = []
+        while self.emitted < self._max_parts - 1:
+            cuts = [cut for cut in _cuts(self._pending) if cut[0] > 0]
+            if not cuts:
+                break
+            low, high = 0, len(cuts) - 1
+            best: tuple[int, list[str]] | None = None
+            while low <= high:  # the longest cut that is one part (sizes grow with the text)
+                middle = (low + high) // 2
+                bodies = self._split(self._pending[: cuts[middle][0]], self.reserve)
+                if len(bodies) <= 1:
+                    best = (middle, bodies)
+                    low = middle + 1
+                else:
+                    high = middle - 1
+            if best is not None and best[1]:
+                index, bodies = best
+                if 2 * self._size(self.reserve + bodies[0]) >= self._max_bytes:
+                    parts.extend(self._take(cuts[index], bodies))
+                    continue
+            over = 0 if best is None else best[0] + 1
+            if over >= len(cuts):
+                break
+            bodies = self._split(self._pending[: cuts[over][0]], self.reserve)
+            if self.emitted + len(bodies) > self._max_parts - 1:
+                break
+            parts.extend(self._take(cuts[over], bodies))
+        return parts
+
+    def _take(self, cut: tuple[int, str], bodies: list[str]) -> list[str]:
+        offset, reopen = cut
+        rest = self._pending[offset:]
+        self._pending = f"{reopen}\n{rest}" if reopen else rest
+        parts = [f"({self.emitted + n}/...) {body}" for n, body in enumerate(bodies, 1)]
+        self.emitted += len(bodies)
+        return parts
