@@ -121,6 +121,12 @@ class SseDecoder:
     def _line(self, raw: bytes) -> SseEvent | None:
         if not raw:
             return self._dispatch() if self._has_fields else None
+        if raw.startswith(b"data:"):
+            # Nearly every line: the general rules below, without decoding the name first.
+            data = raw[6:] if raw[5:6] == b" " else raw[5:]
+            self._data.append(data.decode("utf-8", errors="replace"))
+            self._has_fields = True
+            return None
         text = raw.decode("utf-8", errors="replace")
         if text.startswith(":"):
             return None  # comment (some proxies send these as keep-alives)
