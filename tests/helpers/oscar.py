@@ -201,8 +201,11 @@ class RawPeer:
         self.next_request = 1
 
     @classmethod
-    async def open(cls, port: int) -> RawPeer:
-        reader, writer = await asyncio.open_connection(HOST, port)
+    async def open(cls, port: int, *, local_addr: str | None = None) -> RawPeer:
+        """`local_addr`: the loopback source address to connect from (servers that limit
+        logins per address see each peer as its own machine)."""
+        source = None if local_addr is None else (local_addr, 0)
+        reader, writer = await asyncio.open_connection(HOST, port, local_addr=source)
         return cls(reader, writer)
 
     def send(self, channel: int, payload: bytes) -> None:
@@ -216,8 +219,8 @@ class RawPeer:
         self.send(Channel.DATA, encode_snac_body(body, request_id))
         return request_id
 
-    async def frame(self, timeout: float = WAIT) -> Frame | None:  # noqa: ASYNC109
-        """The next frame, or None at EOF."""
+    async def frame(self, timeout: float | None = WAIT) -> Frame | None:  # noqa: ASYNC109
+        """The next frame, or None at EOF (`timeout=None`: however long it takes)."""
         async with asyncio.timeout(timeout):
             while not self.pending:
                 self.frames.check()
