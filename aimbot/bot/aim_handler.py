@@ -460,6 +460,7 @@ class AIMHandler:
             if item is not None:
                 log.warning("server rate-limited reply %d; it will be sent again", item.id)
                 self._count_resent()
+                self._rate_drops_seen("it refused an IM for rate")
         else:
             item = self.queue.rejected(cookie)
             if item is not None:

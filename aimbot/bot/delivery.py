@@ -204,10 +204,13 @@ class DeliveryQueue:
         return removed[0]
 
     def rate_refused(self, cookie: bytes) -> OutboxItem | None:
-        """The server said it dropped it for rate: it goes back in the queue (same cookie)."""
+        """The server said it dropped it for rate: it goes back in the queue (same cookie), and
+        the send costs no attempt."""
         entry = self._in_flight.pop(cookie, None)
         if entry is None:
             return None
+        if not entry.over_limit:
+            self._uncount(entry.item)
         self.push(entry.item)
         return entry.item
 

@@ -267,3 +267,11 @@ def test_a_late_ack_confirms_a_reply_already_queued_again_so_it_is_not_sent_twic
     assert q.acked(requeued.cookie) == requeued  # the ack came after all
     assert q.acked(parked.cookie) == parked
     assert len(q) == 0 and q.pop() is None
+
+
+def test_a_send_the_server_refused_for_rate_costs_no_attempt() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, max_attempts=1)
+    q.push(item(1))
+    sent = _write(q, now=0.0)
+    assert q.rate_refused(sent.cookie) == sent
+    assert q.attempts(sent) == 0 and q.queued == 1
