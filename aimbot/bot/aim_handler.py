@@ -411,6 +411,11 @@ class AIMHandler:
             return
         if event.code == RATE_CODE_LIMITED:
             self._rate_drops_seen("it said it is limiting the IM rate class")
+            dropped = self.queue.rate_limited()
+            if dropped:
+                log.info(
+                    "%d unacknowledged replies were dropped for rate; they go out again", dropped
+                )
         elif event.code == RATE_CODE_CLEARED:
             items = self.queue.rate_cleared(self._clock())
             if items:

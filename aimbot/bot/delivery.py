@@ -273,6 +273,18 @@ class DeliveryQueue:
         self._session_silences = 0
         return count
 
+    def rate_limited(self) -> int:
+        """The server says it is limiting us: what it has left unacknowledged so far was
+        dropped for rate (an accepted IM is acked at once), whatever our own model said when it
+        was written. Those sends cost no attempt; returns how many there are."""
+        count = 0
+        for entry in self._in_flight.values():
+            if entry.sent_at is not None and not entry.over_limit:
+                entry.over_limit = True
+                self._uncount(entry.item)
+                count += 1
+        return count
+
     def rate_cleared(self, now: float, settle: float = 2.0) -> list[OutboxItem]:
         """The server lifted its rate limit: sends it dropped while limiting go out again now.
 

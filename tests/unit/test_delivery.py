@@ -275,3 +275,19 @@ def test_a_send_the_server_refused_for_rate_costs_no_attempt() -> None:
     sent = _write(q, now=0.0)
     assert q.rate_refused(sent.cookie) == sent
     assert q.attempts(sent) == 0 and q.queued == 1
+
+
+def test_the_servers_limited_notice_marks_what_is_unacknowledged_as_dropped_for_rate() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, max_attempts=1)
+    for i in (1, 2, 3):
+        q.push(item(i, to=f"user{i}"))
+    acked = _write(q, now=0.0)
+    dropped = _write(q, now=0.0)  # our model thought it fine; the server did not
+    waiting = q.pop()  # not written yet (waiting for rate budget): not the server's to drop
+    assert waiting is not None
+    q.sending(waiting.cookie, waiting)
+    assert q.acked(acked.cookie) == acked
+    assert q.rate_limited() == 1
+    assert q.attempts(dropped) == 0 and q.attempts(waiting) == 1
+    assert q.rate_limited() == 0  # once
+    assert q.rate_cleared(now=5.0) == [dropped]
