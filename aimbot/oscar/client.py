@@ -910,7 +910,16 @@ class OscarClient:
             raise NotConnected(detail) from e
         except (OSError, RuntimeError) as e:
             detail = f"write to {link.peer} failed: {e}"
-            self._end(DisconnectReason.WRITE_ERROR, detail)
+            over = self._over_rate_limit()
+            if over is None:
+                self._end(DisconnectReason.WRITE_ERROR, detail)
+            else:
+                # The server cut the connection while we wrote, right after we went over its
+                # limit: its rate-limit disconnect, met on the write side first.
+                self._end(
+                    DisconnectReason.RATE_LIMITED,
+                    f"{detail}, right after we went over the server's rate limit (class {over})",
+                )
             raise NotConnected(detail) from e
 
     def _require_online(self) -> None:
