@@ -344,7 +344,7 @@ class AIMHandler:
             await asyncio.gather(*workers, return_exceptions=True)
             rate_limited = reason is DisconnectReason.RATE_LIMITED
             if rate_limited:
-                self._rate_drops_seen("it ended the session for sending too fast")
+                self._rate_drops_seen("it signed us off over the rate limit")
             self._count_resent(self.queue.written_unconfirmed())  # they will go out again
             requeued = self.queue.session_lost(rate_limited=rate_limited)
             if requeued:
