@@ -7,7 +7,10 @@ confirmed by host acks, resent when the server stays silent, re-sent after a rec
 over when an offline user comes back) and best-effort typing notifications. The OscarClient paces
 each send to the server's advertised rate classes (learning which it enforces), so this layer
 only has to keep one sender per session; a session whose sender stops is ended, never left
-half alive.
+half alive. Once the server has shown that it drops IMs over its limit (a "limited" notice, a
+rate-limit disconnect, or an IM sent over the limit that went unacknowledged), IMs are paced to
+its rate model from then on even with AIM_THROTTLE=false: sending into a limit only loses the IM
+and brings the disconnect closer.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from aimbot.oscar.events import (
     TypingNotification,
     TypingState,
 )
-from aimbot.oscar.snacs import normalize_screen_name
+from aimbot.oscar.snacs import RATE_CODE_CLEARED, RATE_CODE_LIMITED, normalize_screen_name
 from aimbot.store import OutboxItem, Store
 from aimbot.utils.backoff import Backoff
 
@@ -132,6 +135,8 @@ class AIMHandler:
         self._send_seconds = 0.0  # moving average of one send, pacing included
         self._busy_told: OrderedDict[str, float] = OrderedDict()  # user -> when told (clock)
         self._busy_last = float("-inf")
+        # The server has dropped IMs for rate: pace them to its model whatever AIM_THROTTLE says.
+        self.pace_to_server = False
         if metrics is not None:
             metrics.reply_queue_length.set_function(lambda: self.queue.queued)
             metrics.reply_queue_users.set_function(lambda: self.queue.waiting_users)
@@ -337,7 +342,11 @@ class AIMHandler:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            requeued = self.queue.session_lost()
+            rate_limited = reason is DisconnectReason.RATE_LIMITED
+            if rate_limited:
+                self._rate_drops_seen("it signed us off over the rate limit")
+            self._count_resent(self.queue.written_unconfirmed())  # they will go out again
+            requeued = self.queue.session_lost(rate_limited=rate_limited)
             if requeued:
                 log.info("%d unconfirmed replies will be sent again after reconnect", requeued)
             self._typing.clear()
@@ -390,10 +399,44 @@ class AIMHandler:
             await self._on_im_error(event)
         elif isinstance(event, RateChange):
             log.info("server rate notice: code %d for class %d", event.code, event.class_id)
+            await self._on_rate_change(event)
         elif isinstance(event, TypingNotification):
             log.debug("%s typing state %s", event.sender, event.state.name)
             if self._on_typing is not None:
                 self._on_typing(event)
+
+    async def _on_rate_change(self, event: RateChange) -> None:
+        client = self._client
+        if client is None or event.class_id != client.rate_class_of(ICBM_FAMILY, SEND_IM_SUBGROUP):
+            return
+        if event.code == RATE_CODE_LIMITED:
+            self._rate_drops_seen("it said it is limiting the IM rate class")
+            dropped = self.queue.rate_limited()
+            if dropped:
+                log.info(
+                    "%d unacknowledged replies were dropped for rate; they go out again", dropped
+                )
+        elif event.code == RATE_CODE_CLEARED:
+            items = self.queue.rate_cleared(self._clock())
+            if items:
+                log.info(
+                    "the server lifted its rate limit: %d replies it dropped meanwhile go out "
+                    "again now (%s)",
+                    len(items),
+                    ", ".join(f"{item.id} to {item.screen_name!r}" for item in items[:10]),
+                )
+                self._count_resent(len(items))
+
+    def _rate_drops_seen(self, why: str) -> None:
+        """The server drops IMs over its limit: from now on they are paced to its model."""
+        if self.pace_to_server:
+            return
+        self.pace_to_server = True
+        log.warning(
+            "the server drops IMs sent over its rate limit (%s): from now on IMs are paced to "
+            "the rate limits it advertises, whatever AIM_THROTTLE says",
+            why,
+        )
 
     async def _on_im_error(self, event: IMError) -> None:
         cookie = event.cookie
@@ -422,6 +465,7 @@ class AIMHandler:
             if item is not None:
                 log.warning("server rate-limited reply %d; it will be sent again", item.id)
                 self._count_resent()
+                self._rate_drops_seen("it refused an IM for rate")
         else:
             item = self.queue.rejected(cookie)
             if item is not None:
@@ -468,6 +512,8 @@ class AIMHandler:
             # Wait for the rate budget first and choose the reply after: the round-robin then
             # decides among everything queued by the time an IM may go, not before the wait.
             delay = client.send_delay(ICBM_FAMILY, SEND_IM_SUBGROUP)
+            if self.pace_to_server:
+                delay = max(delay, client.rate_delay(ICBM_FAMILY, SEND_IM_SUBGROUP))
             if delay > 0:
                 await asyncio.sleep(delay)  # send_im paces any remainder itself
             item = self.queue.pop()
@@ -497,7 +543,9 @@ class AIMHandler:
             except BaseException:
                 self.queue.unsent(cookie)
                 raise
-            self.queue.written(cookie, self._clock())
+            # Over the limit, the server drops it without a word: that costs no attempt.
+            over_limit = client.over_rate_limit(ICBM_FAMILY, SEND_IM_SUBGROUP)
+            self.queue.written(cookie, self._clock(), over_limit=over_limit)
             took = time.monotonic() - started
             self._send_seconds += (took - self._send_seconds) * SEND_TIME_SMOOTHING
             log.debug("sent reply %d to %r as %s", item.id, item.screen_name, cookie.hex())
@@ -557,10 +605,21 @@ class AIMHandler:
                 self.options.max_send_attempts,
             )
         self._count_resent(len(upkeep.resending))
+        for item in upkeep.rate_dropped:
+            log.info(
+                "reply %d to %r went out over the server's rate limit and was not acknowledged "
+                "within %.0f s: sending it again (a send dropped for rate is not an attempt)",
+                item.id,
+                item.screen_name,
+                self.options.ack_timeout,
+            )
+        if upkeep.rate_dropped:
+            self._count_resent(len(upkeep.rate_dropped))
+            self._rate_drops_seen("IMs sent over its limit went unacknowledged")
         for item in upkeep.given_up:
             log.warning(
-                "giving up on reply %d to %r: the server acknowledged none of %d sends "
-                "(each waited %.0f s); it was probably dropped for rate",
+                "giving up on reply %d to %r: the server took %d sends within its rate limit "
+                "and acknowledged none (each waited %.0f s), so it does not deliver this reply",
                 item.id,
                 item.screen_name,
                 self.options.max_send_attempts,

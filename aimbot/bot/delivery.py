@@ -8,6 +8,12 @@ under the same cookie (a client shows a repeat once), with growing pauses, at mo
 after `never_ack_after` such silences is taken to be one that never acks; from then on a written
 reply counts as delivered, until an ack proves otherwise. A reply whose session drops before it
 is confirmed goes back into the queue, so a dropped connection never loses one.
+Only a send that had a fair chance counts toward `max_attempts`: one written while the server
+was limiting us (it said so with a 01/0A notice, or our copy of its rate model says the send went
+over the limit), and one whose session the server ended for sending too fast, was dropped for
+rate, not lost in delivery. Such a send goes back in the queue as soon as the server says the
+limit is cleared (or after `ack_timeout` if it never says so), and costs no attempt: a reply is
+never given up merely because the server was rate-limiting us.
 Replies are scheduled round-robin across users, each user's in the order their answers were
 produced (bot/fairqueue.py). A reply parked because its user was offline goes back to the front
 of that user's line as soon as the user writes again (`release`), so it arrives before the answer
@@ -36,6 +42,7 @@ DEFAULT_NEVER_ACK_AFTER = 3
 class _InFlight:
     item: OutboxItem
     sent_at: float | None  # None while the send waits for rate budget / the socket
+    over_limit: bool = False  # written while the server was limiting us: no attempt spent
 
 
 @dataclass(slots=True)
@@ -45,6 +52,8 @@ class Upkeep:
     delivered: list[OutboxItem] = field(default_factory=list)  # silent, on a never-ack server
     resending: list[OutboxItem] = field(default_factory=list)  # no ack in time: sent again later
     given_up: list[OutboxItem] = field(default_factory=list)  # no ack after max_attempts sends
+    # sent over the server's rate limit and not acked: queued again, no attempt spent
+    rate_dropped: list[OutboxItem] = field(default_factory=list)
     expired: list[OutboxItem] = field(default_factory=list)  # undeliverable for ttl
     learned_never_acks: bool = False  # this pass concluded that the server never acks
 
@@ -141,11 +150,19 @@ class DeliveryQueue:
         self._in_flight[cookie] = _InFlight(item, None)
         self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
 
-    def written(self, cookie: bytes, now: float) -> None:
-        """The IM left for the server; from now on silence counts toward ack_timeout."""
+    def written(self, cookie: bytes, now: float, *, over_limit: bool = False) -> None:
+        """The IM left for the server; from now on silence counts toward ack_timeout.
+
+        `over_limit`: it went out while the server was limiting us, so silence means "dropped
+        for rate" and the send is not counted as one of the reply's attempts.
+        """
         entry = self._in_flight.get(cookie)
-        if entry is not None:
-            entry.sent_at = now
+        if entry is None:
+            return
+        entry.sent_at = now
+        if over_limit and not entry.over_limit:
+            entry.over_limit = True
+            self._uncount(entry.item)
 
     def unsent(self, cookie: bytes) -> None:
         """The write failed (the session is going): the reply goes back in the queue."""
@@ -159,19 +176,41 @@ class DeliveryQueue:
         return self._finish(cookie)
 
     def acked(self, cookie: bytes) -> OutboxItem | None:
-        """The server confirmed it: delivered. Any ack also proves the server acks."""
+        """The server confirmed it: delivered. Any ack also proves the server acks.
+
+        A late ack (after the reply was queued or parked again for a resend) confirms it all
+        the same, so the reply is taken out instead of being sent twice.
+        """
         entry = self._in_flight.get(cookie)
-        if entry is None:
+        item = self._finish(cookie) if entry is not None else self._late_ack(cookie)
+        if item is not None:
+            self._session_acks += 1
+            self.never_acks = False
+        return item
+
+    def _late_ack(self, cookie: bytes) -> OutboxItem | None:
+        for item_id, parked in self._parked.items():
+            if parked.item.cookie == cookie:
+                del self._parked[item_id]
+                self._attempts.pop(item_id, None)
+                return parked.item
+        removed = self._queue.remove_if(lambda item: item.cookie == cookie)
+        if not removed:
             return None
-        self._session_acks += 1
-        self.never_acks = False
-        return self._finish(cookie)
+        if not len(self._queue):
+            self._available.clear()
+        for item in removed:
+            self._attempts.pop(item.id, None)
+        return removed[0]
 
     def rate_refused(self, cookie: bytes) -> OutboxItem | None:
-        """The server said it dropped it for rate: it goes back in the queue (same cookie)."""
+        """The server said it dropped it for rate: it goes back in the queue (same cookie), and
+        the send costs no attempt."""
         entry = self._in_flight.pop(cookie, None)
         if entry is None:
             return None
+        if not entry.over_limit:
+            self._uncount(entry.item)
         self.push(entry.item)
         return entry.item
 
@@ -214,17 +253,53 @@ class DeliveryQueue:
             self.push(item)
         return held
 
-    def session_lost(self) -> int:
-        """Unconfirmed sends go back in the queue, to be sent again after reconnect."""
+    def written_unconfirmed(self) -> int:
+        """Sends written to the server and neither confirmed nor refused yet."""
+        return sum(1 for entry in self._in_flight.values() if entry.sent_at is not None)
+
+    def session_lost(self, *, rate_limited: bool = False) -> int:
+        """Unconfirmed sends go back in the queue, to be sent again after reconnect.
+
+        `rate_limited`: the server ended the session for sending too fast, so what it left
+        unconfirmed was dropped for rate; those sends cost no attempt.
+        """
         count = len(self._in_flight)
         for entry in self._in_flight.values():
-            if entry.sent_at is None:
+            if entry.sent_at is None or (rate_limited and not entry.over_limit):
                 self._uncount(entry.item)
             self.push(entry.item)
         self._in_flight.clear()
         self._session_acks = 0
         self._session_silences = 0
         return count
+
+    def rate_limited(self) -> int:
+        """The server says it is limiting us: what it has left unacknowledged so far was
+        dropped for rate (an accepted IM is acked at once), whatever our own model said when it
+        was written. Those sends cost no attempt; returns how many there are."""
+        count = 0
+        for entry in self._in_flight.values():
+            if entry.sent_at is not None and not entry.over_limit:
+                entry.over_limit = True
+                self._uncount(entry.item)
+                count += 1
+        return count
+
+    def rate_cleared(self, now: float, settle: float = 2.0) -> list[OutboxItem]:
+        """The server lifted its rate limit: sends it dropped while limiting go out again now.
+
+        Only sends written over the limit at least `settle` seconds ago (an ack over a live
+        connection takes far less): a younger one may have been taken and its ack be on the way.
+        """
+        cookies = [
+            cookie
+            for cookie, e in self._in_flight.items()
+            if e.over_limit and e.sent_at is not None and now - e.sent_at >= settle
+        ]
+        items = [self._in_flight.pop(cookie).item for cookie in cookies]
+        for item in items:
+            self.push(item)
+        return items
 
     def _unpark_resends(self) -> list[OutboxItem]:
         """Replies waiting for a resend, taken out: on a never-ack server they were delivered."""
@@ -249,6 +324,11 @@ class DeliveryQueue:
         for cookie in timed_out:
             entry = self._in_flight.pop(cookie)
             item = entry.item
+            if entry.over_limit and not self.never_acks:
+                # Dropped for rate, not a sign that acks never come: again, no attempt spent.
+                self.push(item)
+                upkeep.rate_dropped.append(item)
+                continue
             if not self.never_acks:
                 self._session_silences += 1
                 if self._session_acks == 0 and self._session_silences >= self.never_ack_after:

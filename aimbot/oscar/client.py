@@ -44,7 +44,7 @@ from aimbot.oscar.events import (
 )
 from aimbot.oscar.imtext import encode_im_text, plain_to_html
 from aimbot.oscar.intake import DroppedIM, incoming_im
-from aimbot.oscar.ratelimit import RateClass, RateTable
+from aimbot.oscar.ratelimit import RateClass, RateStatus, RateTable
 from aimbot.oscar.session import FALLBACK_MAX_MESSAGE_BYTES, Outgoing, SignOn
 from aimbot.oscar.snacs import (
     FAMILY_BUCP,
@@ -325,6 +325,32 @@ class OscarClient:
             meter = self._rates.meter_for(family, subgroup)
             return self._learner.delay_ms(meter, self._now_ms()) / 1000
         return self._rates.delay_ms(family, subgroup, self._now_ms()) / 1000
+
+    def rate_delay(self, family: int, subgroup: int) -> float:
+        """Seconds until a SNAC of this kind keeps the class clear by the server's own rate
+        model, whatever AIM_THROTTLE says: the pace to keep once the server has shown that it
+        drops what goes over its limit."""
+        if self._rates is None:
+            return 0.0
+        return self._rates.delay_ms(family, subgroup, self._now_ms()) / 1000
+
+    def rate_class_of(self, family: int, subgroup: int) -> int | None:
+        """The rate class SNACs of this kind count against (None before the rate reply)."""
+        return None if self._rates is None else self._rates.class_for(family, subgroup)
+
+    def over_rate_limit(self, family: int, subgroup: int) -> bool:
+        """Whether the last SNAC of this kind went out over the server's limit: the server said
+        its class is limited (01/0A, not cleared since) or our copy of the server's rate model
+        says that SNAC took it to "limited" or beyond. The server drops such a SNAC silently."""
+        if self._rates is None:
+            return False
+        class_id = self._rates.class_for(family, subgroup)
+        if class_id is None:
+            return False
+        if class_id in self._limited_classes:
+            return True
+        meter = self._rates.meter(class_id)
+        return meter is not None and meter.status in (RateStatus.LIMITED, RateStatus.DISCONNECT)
 
     # -- connect -----------------------------------------------------------------------------------
 
@@ -884,7 +910,16 @@ class OscarClient:
             raise NotConnected(detail) from e
         except (OSError, RuntimeError) as e:
             detail = f"write to {link.peer} failed: {e}"
-            self._end(DisconnectReason.WRITE_ERROR, detail)
+            over = self._over_rate_limit()
+            if over is None:
+                self._end(DisconnectReason.WRITE_ERROR, detail)
+            else:
+                # The server cut the connection while we wrote, right after we went over its
+                # limit: its rate-limit disconnect, met on the write side first.
+                self._end(
+                    DisconnectReason.RATE_LIMITED,
+                    f"{detail}, right after we went over the server's rate limit (class {over})",
+                )
             raise NotConnected(detail) from e
 
     def _require_online(self) -> None:

@@ -98,7 +98,7 @@ def throttle_target(rate_class: RateClass, margin: int = DEFAULT_MARGIN) -> int:
 class RateMeter:
     """One class's running level, as the server tracks it for one session."""
 
-    __slots__ = ("last_ms", "level", "limited", "over_limit_ms", "rate_class")
+    __slots__ = ("last_ms", "level", "limited", "over_limit_ms", "rate_class", "status")
 
     def __init__(self, rate_class: RateClass, now_ms: int, level: int | None = None) -> None:
         self.rate_class = rate_class
@@ -106,6 +106,7 @@ class RateMeter:
         self.last_ms = now_ms
         self.limited = False
         self.over_limit_ms: int | None = None  # when a SNAC last left us limited or worse
+        self.status = RateStatus.CLEAR  # what the last SNAC counted left the class in
 
     def peek(self, now_ms: int) -> tuple[int, RateStatus]:
         level = next_level(self.rate_class, self.level, now_ms - self.last_ms)
@@ -118,6 +119,7 @@ class RateMeter:
         self.level = level
         self.last_ms = now_ms
         self.limited = status is RateStatus.LIMITED
+        self.status = status
         if status in (RateStatus.LIMITED, RateStatus.DISCONNECT):
             self.over_limit_ms = now_ms
         return status

@@ -69,6 +69,7 @@ class ReceivedIM:
     charset: int
     auto_response: bool
     at: float = field(default_factory=time.monotonic)
+    cookie: bytes = b""  # the ICBM cookie: a resend of one message repeats it
 
     @property
     def text(self) -> str:
@@ -200,6 +201,7 @@ class AimUser:
                         wire_bytes=len(fragment.payload),
                         charset=fragment.charset,
                         auto_response=im.auto_response,
+                        cookie=im.cookie,
                     )
                 )
         elif (family, subgroup) == (FAMILY_ICBM, IcbmTyping.SUBGROUP):

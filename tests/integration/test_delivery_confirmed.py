@@ -21,6 +21,7 @@ from aimbot.devserver.oscar_server import OscarServer
 from aimbot.ops.metrics import Metrics
 from aimbot.oscar.client import OscarClient
 from aimbot.oscar.events import IncomingIM
+from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, RateClass
 from aimbot.oscar.snacs import IcbmSendIM
 from aimbot.store import Reply, Store
 from tests.helpers.e2e import Person
@@ -173,3 +174,62 @@ async def test_a_server_that_never_acks_is_learned_once(
     assert _metric(metrics, "aimbot_ims_sent_total") == 5
     learned = [r for r in caplog.records if "does not send host acks" in r.getMessage()]
     assert len(learned) == 1
+
+
+# The ordinary IM class of Open OSCAR Server scaled down tenfold (levels in ms, window 10): three
+# IMs in a burst are fine, the 4th to 6th are dropped without a word, the 7th disconnects.
+FAST_IM_CLASS = RateClass(3, 10, 510, 500, 400, 300, 600, 600)
+
+
+async def test_a_burst_over_the_rate_limit_loses_no_reply_even_unthrottled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """AIM_THROTTLE=false against an enforcing server: drops and a rate-limit disconnect cost
+    no attempt (one attempt allowed here), and from then on the bot paces to the server."""
+    caplog.set_level(logging.INFO, logger="aimbot.bot.aim_handler")
+    metrics = Metrics()
+    classes = [FAST_IM_CLASS if c.class_id == 3 else c for c in DEFAULT_RATE_CLASSES]
+    server = OscarServer(rate_classes=classes)
+    names = [f"user{n:02d}" for n in range(12)]
+    async with server, await Store.open(tmp_path / "s.db") as store:
+        server.add_account("bot", "pw-bot1")
+        people = []
+        for name in names:
+            server.add_account(name, f"pw-{name}")
+            people.append(Person(name, f"pw-{name}", server.port))
+        await asyncio.gather(*(who.sign_on() for who in people))
+        handler = AIMHandler(
+            HandlerOptions(
+                "bot",
+                max_send_attempts=1,
+                ack_timeout=2.0,
+                reconnect_base=0.05,
+                maintenance_interval=0.05,
+            ),
+            lambda: OscarClient("bot", "pw-bot1", "127.0.0.1", server.port, throttle=False),
+            store,
+            _ignore,
+            metrics=metrics,
+        )
+        runner = asyncio.create_task(handler.run())
+        await handler.wait_online(WAIT)
+        try:
+            now = time.time()
+            items = [
+                await store.outbox_add(name, Reply(f"hi {name}", False), now) for name in names
+            ]
+            handler.deliver(items)
+            assert await handler.flush(60)
+        finally:
+            await asyncio.gather(*(who.sign_off() for who in people))
+            await handler.stop()
+            await asyncio.wait_for(runner, WAIT)
+        assert await store.outbox_pending() == []
+    for who, name in zip(people, names, strict=True):
+        assert [im.text for im in who.all_received] == [f"hi {name}"]
+    assert server.stats.rate_limited["bot"] > 0  # the scenario did drop IMs
+    assert server.stats.rate_disconnects["bot"] == 1  # and only the unpaced first burst was cut
+    assert handler.pace_to_server
+    assert _metric(metrics, "aimbot_ims_sent_total") == len(names)
+    assert _metric(metrics, "aimbot_ims_given_up_total", reason="no_ack") == 0
+    assert "paced to the rate limits it advertises" in caplog.text

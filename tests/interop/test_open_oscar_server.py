@@ -228,36 +228,27 @@ async def test_server_killed_and_restarted_the_bot_is_back_within_one_backoff_st
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    "users",
-    [
-        12,
-        pytest.param(
-            30,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="waits for resends that outlast rate-limit disconnects (issue 10 item "
-                "5): 30 at once get the bot signed off twice and 5 replies are given up after "
-                "3 unacknowledged sends",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("users", [12, 30])
 async def test_replies_over_an_ordinary_accounts_rate_limit_are_resent_and_arrive(
     tmp_path: Path, users: int
 ) -> None:
     """The bot is told not to pace itself, so the server drops IMs over the limit silently
     (30 at once, as the issue measured, also get it disconnected); every reply must still
-    arrive, exactly once."""
+    arrive, as one message. A repeat under the same ICBM cookie is allowed: when the server
+    signs the bot off for rate it may discard the ack of an IM it did deliver, and the bot,
+    which cannot tell, sends that same message again (clients drop such repeats)."""
     async with interop_rig(tmp_path) as rig:
         bot = await rig.online_bot(AIM_THROTTLE="false")
         people = await rig.crowd("rate", users)
         await asyncio.gather(*(who.say(BOT, f"question from {who.screen_name}") for who in people))
         await rig.dify.wait_requests(len(people), timeout=WAIT)
-        await all_answered(people, timeout=180)
+        took = await all_answered(people, timeout=180)
+        print(f"{users} users answered within {took:.1f} s")
         for who in people:
-            texts = [im.text for im in who.from_(BOT)]
-            assert len(texts) == 1 and f"question from {who.screen_name}" in texts[0], texts
+            received = who.from_(BOT)
+            texts = {im.text for im in received}
+            assert len(texts) == 1 and f"question from {who.screen_name}" in texts.pop(), texts
+            assert len({im.cookie for im in received}) == 1, "two messages, not one resent"
         # The scenario did what it is for: the server dropped replies and the bot resent them.
         assert (await rig.metric(bot, "aimbot_ims_resent_total") or 0) > 0
         assert (await rig.metric(bot, "aimbot_ims_given_up_total") or 0) == 0

@@ -190,3 +190,104 @@ def test_a_send_waiting_for_rate_budget_is_never_confirmed_by_silence() -> None:
     assert q.maintain(now=500.0) == Upkeep()
     q.unsent(b"c1")  # the write failed
     assert q.queued == 1
+
+
+# -- sends dropped for rate cost no attempt (issue 10 item 5) -----------------------------------
+
+
+def _write(q: DeliveryQueue, now: float, *, over_limit: bool = False) -> OutboxItem:
+    """Take the next reply and write it under its own cookie, as the handler does."""
+    sent = q.pop()
+    assert sent is not None
+    q.sending(sent.cookie, sent)
+    q.written(sent.cookie, now=now, over_limit=over_limit)
+    return sent
+
+
+def test_a_send_over_the_rate_limit_is_requeued_at_once_and_costs_no_attempt() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, max_attempts=1, resend_delay=100)
+    q.push(item(1))
+    sent = _write(q, now=0.0, over_limit=True)
+    assert q.attempts(sent) == 0
+    assert q.maintain(now=30.0) == Upkeep(rate_dropped=[sent])
+    assert q.queued == 1  # no resend pause: the send loop paces it to the server's rate
+    # Its one real attempt (max_attempts=1) is still to come: only that silence gives up.
+    again = _write(q, now=31.0)
+    assert again == sent and q.attempts(sent) == 1
+    assert q.maintain(now=61.0) == Upkeep(given_up=[sent])
+
+
+def test_sends_dropped_for_rate_do_not_make_the_server_look_like_one_that_never_acks() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, never_ack_after=1)
+    q.push(item(1))
+    q.push(item(2))
+    dropped = [_write(q, now=0.0, over_limit=True), _write(q, now=0.0, over_limit=True)]
+    upkeep = q.maintain(now=30.0)
+    assert upkeep == Upkeep(rate_dropped=dropped)
+    assert not q.never_acks and len(q) == 2
+
+
+def test_a_rate_limit_disconnect_costs_the_unconfirmed_sends_no_attempt() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, max_attempts=2)
+    q.push(item(1))
+    sent = _write(q, now=0.0)
+    assert q.attempts(sent) == 1
+    for session in range(10):  # however often the server signs us off for rate
+        assert q.session_lost(rate_limited=True) == 1
+        assert q.attempts(sent) == 0, session
+        assert _write(q, now=float(session)) == sent
+    q.session_lost()  # any other end of a session: the send may have arrived, it counts
+    assert q.attempts(sent) == 1
+    _write(q, now=20.0)
+    assert q.maintain(now=50.0) == Upkeep(given_up=[sent])
+
+
+def test_the_servers_clear_notice_sends_what_it_dropped_again_without_waiting() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30)
+    for i in (1, 2, 3):
+        q.push(item(i, to=f"user{i}"))
+    fine = _write(q, now=0.0)
+    dropped = _write(q, now=1.0, over_limit=True)
+    young = _write(q, now=9.5, over_limit=True)  # its ack may still be on the way
+    assert q.rate_cleared(now=10.0) == [dropped]
+    assert q.queued == 1 and q.in_flight == 2
+    assert q.attempts(dropped) == 0
+    assert q.pop() == dropped
+    assert q.acked(fine.cookie) == fine and q.acked(young.cookie) == young
+
+
+def test_a_late_ack_confirms_a_reply_already_queued_again_so_it_is_not_sent_twice() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, resend_delay=5)
+    q.push(item(1, to="ann"))
+    q.push(item(2, to="bob"))
+    requeued = _write(q, now=0.0, over_limit=True)
+    parked = _write(q, now=0.0)
+    upkeep = q.maintain(now=30.0)
+    assert upkeep == Upkeep(resending=[parked], rate_dropped=[requeued])
+    assert q.acked(requeued.cookie) == requeued  # the ack came after all
+    assert q.acked(parked.cookie) == parked
+    assert len(q) == 0 and q.pop() is None
+
+
+def test_a_send_the_server_refused_for_rate_costs_no_attempt() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, max_attempts=1)
+    q.push(item(1))
+    sent = _write(q, now=0.0)
+    assert q.rate_refused(sent.cookie) == sent
+    assert q.attempts(sent) == 0 and q.queued == 1
+
+
+def test_the_servers_limited_notice_marks_what_is_unacknowledged_as_dropped_for_rate() -> None:
+    q = DeliveryQueue(ttl=1000, ack_timeout=30, max_attempts=1)
+    for i in (1, 2, 3):
+        q.push(item(i, to=f"user{i}"))
+    acked = _write(q, now=0.0)
+    dropped = _write(q, now=0.0)  # our model thought it fine; the server did not
+    waiting = q.pop()  # not written yet (waiting for rate budget): not the server's to drop
+    assert waiting is not None
+    q.sending(waiting.cookie, waiting)
+    assert q.acked(acked.cookie) == acked
+    assert q.rate_limited() == 1
+    assert q.attempts(dropped) == 0 and q.attempts(waiting) == 1
+    assert q.rate_limited() == 0  # once
+    assert q.rate_cleared(now=5.0) == [dropped]
