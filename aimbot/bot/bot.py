@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from aimbot.api.dify_client import MAX_USER_CHARS, DifyClient
 from aimbot.api.errors import ConversationNotFound, DifyAuthError, DifyError, DifyUnavailable
@@ -41,6 +41,18 @@ from aimbot.oscar.snacs import normalize_screen_name
 from aimbot.store import InboxItem, OutboxItem, Reply, Store, StoreError
 
 log = logging.getLogger(__name__)
+
+
+class _Asked(NamedTuple):
+    """What one Dify query gave: the answer's Markdown (or an apology), the note that says it is
+    not the whole answer, the outcome for the traffic log ("ok", "cut_short", … or the Dify
+    error's kind) and the conversation it joined (None before Dify named one)."""
+
+    text: str
+    note: str | None
+    outcome: str
+    conversation_id: str | None
+
 
 COMMANDS_CLEAR = frozenset({"clear", "/clear"})
 COMMANDS_HELP = frozenset({"help", "/help"})
@@ -483,14 +495,15 @@ class AIMBot:
         try:
             async with self._dify_slots:
                 if collector is None:
-                    text, note, outcome = await self._ask(user.key, query)
+                    asked_dify = await self._ask(user.key, query)
                 else:
-                    text, note, outcome = await self._ask_streaming(user, query, collector)
+                    asked_dify = await self._ask_streaming(user, query, collector)
         finally:
             if refresher is not None:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
         dify_seconds = time.monotonic() - asked  # includes waiting for a DIFY_MAX_CONCURRENCY slot
+        text, note, outcome, conversation_id = asked_dify
         if collector is not None and collector.started:
             if outcome not in ("ok", "cut_short", "interrupted"):
                 note = messages.ANSWER_INTERRUPTED  # an error after parts went out: one note
@@ -512,7 +525,7 @@ class AIMBot:
                 parts=len(replies) + (collector.stream.emitted if collector is not None else 0),
                 dify_seconds=dify_seconds,
                 total_seconds=max(0.0, self._clock() - batch[0].received_at),
-                conversation=conversation_prefix(await self._store.get_conversation(user.key)),
+                conversation=conversation_prefix(conversation_id),
                 outcome=outcome,
             ),
             text_in=query,
@@ -553,9 +566,7 @@ class AIMBot:
 
         return PartCollector(stream, send, f"parts-{user.key}")
 
-    async def _ask_streaming(
-        self, user: _User, query: str, collector: PartCollector
-    ) -> tuple[str, str | None, str]:
+    async def _ask_streaming(self, user: _User, query: str, collector: PartCollector) -> _Asked:
         """_ask, with each part of the answer stored and sent as soon as it is final.
 
         On cancellation ("clear", shutdown) the generation is stopped in Dify and nothing more
@@ -612,11 +623,7 @@ class AIMBot:
             bodies = split(messages.ANSWER_END)
         return [Reply(part, fmt == "html") for part in stream.number(bodies)]
 
-    async def _ask(
-        self, key: str, query: str, on_text: TextListener | None = None
-    ) -> tuple[str, str | None, str]:
-        """The answer's Markdown; when it is not the whole answer, the note that says so; and
-        the outcome for the traffic log ("ok", "cut_short", … or the Dify error's kind)."""
+    async def _ask(self, key: str, query: str, on_text: TextListener | None = None) -> _Asked:
         conversation_id = await self._store.get_conversation(key)
         dify_user = self._dify_user(key)
         started = time.monotonic()
@@ -634,21 +641,28 @@ class AIMBot:
                 log.warning("Dify failed for %s: %s: %s", key, type(e).__name__, e)
             if self._metrics is not None:
                 self._metrics.friendly_errors.inc()
-            return messages.for_error(e), None, e.kind
+            return _Asked(messages.for_error(e), None, e.kind, conversation_id)
         self._observe_dify(started, None)
         if answer.conversation_id and answer.conversation_id != conversation_id:
-            await self._store.set_conversation(key, answer.conversation_id, self._clock())
+            conversation_id = answer.conversation_id
+            await self._store.set_conversation(key, conversation_id, self._clock())
         text = strip_reasoning(answer.text)
         if answer.ending == "complete":
-            return text or messages.EMPTY_ANSWER, None, "ok"
+            return _Asked(text or messages.EMPTY_ANSWER, None, "ok", conversation_id)
         if answer.ending == "cut_short":
-            return text or messages.EMPTY_ANSWER, messages.ANSWER_CUT_SHORT, "cut_short"
+            return _Asked(
+                text or messages.EMPTY_ANSWER,
+                messages.ANSWER_CUT_SHORT,
+                "cut_short",
+                conversation_id,
+            )
         if not text:
             # Broken off before anything worth showing: one apology, and no second Dify turn.
             if self._metrics is not None:
                 self._metrics.friendly_errors.inc()
-            return messages.for_error(DifyUnavailable("the answer broke off")), None, "broken_off"
-        return text, messages.ANSWER_INTERRUPTED, "interrupted"
+            broken = messages.for_error(DifyUnavailable("the answer broke off"))
+            return _Asked(broken, None, "broken_off", conversation_id)
+        return _Asked(text, messages.ANSWER_INTERRUPTED, "interrupted", conversation_id)
 
     async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
         try:
