@@ -16,9 +16,9 @@ cause (the task that answers a stored IM is created after the write, and queued 
 commit). Under load one commit covers dozens of messages instead of three commits for each.
 Writes whose effect leaves the process (a reply about to be sent) await that commit; the rest
 (an IM stored, a delivered reply deleted) need not, since nothing outside depends on them yet.
-Each operation is atomic on its own (a savepoint), so one failing statement never takes the
-others' writes with it. One process owns a data directory; an exclusive lock file makes a second
-one fail loudly.
+Each operation is atomic on its own (a savepoint, or a single statement, which SQLite makes
+atomic), so one failing statement never takes the others' writes with it. One process owns a
+data directory; an exclusive lock file makes a second one fail loudly.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ LOCK_FILENAME = "aimbot.lock"
 # Conversation ids kept in memory (least recently stored dropped first): each answer reads its
 # user's twice, and a read outside a transaction costs a read snapshot of its own.
 CONVERSATION_CACHE = 10_000
+# A user's row in `seen` is rewritten at most once in this many seconds: it serves the restart
+# notice (RESTART_NOTICE_WINDOW, minutes) and the operator's `users` list, for which a second is
+# exact enough, and skipping the rewrite saves a statement on most IMs of a busy user.
+SEEN_RESOLUTION = 1.0
+# Ids per DELETE ... IN (...) statement, well under SQLite's limit on bound parameters.
+DELETE_CHUNK = 500
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     user_key        TEXT PRIMARY KEY,
@@ -82,6 +88,12 @@ CREATE TABLE IF NOT EXISTS meta (
 # IM records how many parts of its streamed answer are already in the outbox (see stream_part).
 # Each adds a column (table, column, type) to a table an older file has; a table it lacks is
 # created whole by _SCHEMA afterwards.
+_INSERT_INBOX = "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)"
+_UPSERT_SEEN = (
+    "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
+    "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
+    "last_seen = excluded.last_seen"
+)
 _MIGRATIONS = {
     1: ("outbox", "cookie", "BLOB"),
     3: ("inbox", "parts_sent", "INTEGER NOT NULL DEFAULT 0"),
@@ -192,6 +204,9 @@ class Store:
         # user key -> conversation id (None: none) as this connection sees the table; see
         # get_conversation. Emptied whenever a write may have been rolled back.
         self._conversations: dict[str, str | None] = {}
+        # user key -> (screen name, last_seen) as last written to `seen`, so that a busy user's
+        # row is rewritten only every SEEN_RESOLUTION s. Emptied like _conversations.
+        self._seen: dict[str, tuple[str, float]] = {}
         self._owner = owner  # this process runs the bot (see open)
         # The previous process using this file ended without close(): killed, crashed, power.
         self.stopped_uncleanly = stopped_uncleanly
@@ -320,17 +335,22 @@ class Store:
     async def inbox_add(
         self, user_key: str, screen_name: str, text: str, received_at: float
     ) -> int:
-        with self._write():
-            cur = self._db.execute(
-                "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)",
-                (user_key, screen_name, text, received_at),
-            )
-            self._db.execute(
-                "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
-                "last_seen = excluded.last_seen",
-                (user_key, screen_name, received_at),
-            )
+        seen = self._seen.get(user_key)
+        if (
+            seen is not None
+            and seen[0] == screen_name
+            and 0 <= received_at - seen[1] < SEEN_RESOLUTION
+        ):
+            # `seen` is fresh enough: one statement, atomic on its own.
+            with self._write(savepoint=False):
+                cur = self._db.execute(_INSERT_INBOX, (user_key, screen_name, text, received_at))
+        else:
+            with self._write():
+                cur = self._db.execute(_INSERT_INBOX, (user_key, screen_name, text, received_at))
+                self._db.execute(_UPSERT_SEEN, (user_key, screen_name, received_at))
+            if len(self._seen) >= CONVERSATION_CACHE:
+                self._seen.clear()
+            self._seen[user_key] = (screen_name, received_at)
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -342,6 +362,7 @@ class Store:
             if row is None or row[0] is None:
                 return []
             since = float(row[0]) - window
+            self._seen.clear()
             self._db.execute("DELETE FROM seen WHERE last_seen < ?", (since,))
             rows = self._db.execute(
                 "SELECT user_key, screen_name FROM seen ORDER BY last_seen DESC"
@@ -371,11 +392,19 @@ class Store:
 
         Returns once committed, so the replies may be sent.
         """
-        with self._write():
-            self._delete_ids("inbox", inbox_ids)
-            items = [self._insert_outbox(screen_name, reply, now) for reply in replies]
+        items = self.stage_complete(inbox_ids, screen_name, replies, now)
         await self._committed()
         return items
+
+    def stage_complete(
+        self, inbox_ids: Sequence[int], screen_name: str, replies: Sequence[Reply], now: float
+    ) -> list[OutboxItem]:
+        """complete() without waiting for the commit: the swap joins this turn's transaction,
+        and `commit_ticket()` tells when it is durable (for a caller that must not be cancelled
+        between the two, and need not be a task of its own to ensure that)."""
+        with self._write():
+            self._delete_ids("inbox", inbox_ids)
+            return [self._insert_outbox(screen_name, reply, now) for reply in replies]
 
     async def stream_part(
         self, inbox_ids: Sequence[int], screen_name: str, reply: Reply, now: float
@@ -422,10 +451,16 @@ class Store:
         ]
 
     async def outbox_done(self, outbox_ids: Iterable[int]) -> None:
+        """Forget delivered (or abandoned) replies. Not awaited to commit: a row left behind by
+        a crash is sent again under its cookie, which the client shows once."""
         ids = list(outbox_ids)
-        if ids:
-            with self._write():
-                self._delete_ids("outbox", ids)
+        for start in range(0, len(ids), DELETE_CHUNK):
+            chunk = ids[start : start + DELETE_CHUNK]
+            # One statement each, atomic on its own; deleting part of the ids is harmless.
+            with self._write(savepoint=False):
+                self._db.execute(
+                    f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                )
 
     async def counts(self) -> dict[str, int]:
         """Row counts, for health and for tests."""
@@ -485,6 +520,7 @@ class Store:
                 "DELETE FROM conversations WHERE updated_at < ?", (before,)
             ).rowcount
             self._conversations.clear()
+            self._seen.clear()
             self._db.execute("DELETE FROM seen WHERE last_seen < ?", (before,))
         await self._committed()
         return max(count, 0)
@@ -517,50 +553,63 @@ class Store:
         return self._batch
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[None]:
+    def _write(self, *, savepoint: bool = True) -> Iterator[None]:
         """One atomic operation inside the group transaction: all of it, or none of it.
 
+        `savepoint=False` is for an operation of one statement, which SQLite makes atomic on
+        its own (a failed statement is undone, and the others' writes stay): it saves the two
+        statements of a savepoint on the hottest writes.
         sqlite3 errors leave as StoreWriteError (the cause chained).
         """
         try:
             self._join_batch()
-            self._db.execute("SAVEPOINT op")
+            if savepoint:
+                self._db.execute("SAVEPOINT op")
         except sqlite3.Error as e:
             self._abort_batch(e)
             raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
         try:
             yield
         except BaseException as e:
-            self._undo_op(e)
+            self._undo_op(e, savepoint=savepoint)
             if isinstance(e, sqlite3.Error):
                 raise StoreWriteError(
                     f"could not write to the state database {self.path}: {e}"
                 ) from e
             raise
+        if not savepoint:
+            return
         try:
             self._db.execute("RELEASE op")
         except sqlite3.Error as e:
             self._abort_batch(e)
             raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
 
-    def _undo_op(self, error: BaseException) -> None:
+    def _undo_op(self, error: BaseException, *, savepoint: bool) -> None:
         """Roll back one failed operation, or the whole group if SQLite already did."""
-        self._conversations.clear()
+        self._forget_caches()
         if not self._db.in_transaction:
             # SQLITE_FULL / SQLITE_IOERR roll back the whole transaction, not the statement.
             self._abort_batch(error)
             return
+        if not savepoint:
+            return  # SQLite undid the failed statement; nothing else was written
         try:
             self._db.execute("ROLLBACK TO op")
             self._db.execute("RELEASE op")
         except sqlite3.Error as e:
             self._abort_batch(e)
 
+    def _forget_caches(self) -> None:
+        """A write may have been rolled back: what memory says of the tables may be wrong."""
+        self._conversations.clear()
+        self._seen.clear()
+
     def _abort_batch(self, error: BaseException) -> None:
         """The group transaction is lost: everyone holding its ticket is told, the next write
         starts a new one."""
         batch, self._batch = self._batch, None
-        self._conversations.clear()
+        self._forget_caches()
         with contextlib.suppress(sqlite3.Error):
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
@@ -597,7 +646,7 @@ class Store:
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
-            self._conversations.clear()
+            self._forget_caches()
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             log.error(

@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with the bot: skip the bare Dify bridge phase that gives throughput_ratio and "
         "cpu_ratio (halves the run time)",
     )
+    p.add_argument(
+        "--rounds",
+        type=_int_at_least(1),
+        default=3,
+        help="with the floor: windows each for the bare bridge and the bot, in turns, that "
+        "share --seconds (default 3)",
+    )
 
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")
     p.add_argument("--json", action="store_true", help=json_help)

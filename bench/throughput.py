@@ -5,9 +5,12 @@ so the bot is never idle and never coalesces messages: every message is one Dify
 reply. Replies are counted over a measured window after a warm-up, and the bot's CPU time over
 the same window (from /proc) gives CPU seconds per 1,000 messages.
 
-Unless told otherwise (--no-floor), the same users first load the bare Dify bridge (the floor of
+Unless told otherwise (--no-floor), the same users also load the bare Dify bridge (the floor of
 any bridge, bench/echo_peer.py) in the same run, so that the bot's figures come with their ratios
-to the floor measured on the same machine at the same moment.
+to the floor measured on the same machine at the same moment. The two take turns (--rounds
+windows each: floor, bot, floor, bot, ...) and each one's windows are summed: on a shared
+machine whose speed drifts by tens of per cent within a minute, two long phases one after the
+other compared the drift as much as the programs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from bench.procstat import sample
 from bench.report import Figure, Report, Target, make_report
 from bench.rig import (
     BOT,
-    Loopback,
     SimUser,
     bot_config,
     config_note,
@@ -37,6 +39,9 @@ from bench.rig import (
 )
 
 REPLY_TIMEOUT = 60.0
+# Unmeasured seconds at the start of each measured window, while the users' first messages to
+# the peer whose turn it is make their way (the other peer's last replies are already in).
+SETTLE_SECONDS = 1.0
 TARGETS = (Target("im_per_s", ">=", 2000),)
 FLOOR_TARGETS = (Target("throughput_ratio", ">=", 0.9), Target("cpu_ratio", "<=", 1.25))
 
@@ -81,7 +86,7 @@ async def _profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Pr
 
 @dataclass(frozen=True)
 class Phase:
-    """One answering process under the load, over the measured window."""
+    """One answering process under the load, over its measured window(s)."""
 
     replies: int
     wall: float
@@ -97,24 +102,44 @@ class Phase:
     def cpu_per_1k(self) -> float:
         return self.cpu / self.replies * 1000
 
+    def __add__(self, other: Phase) -> Phase:
+        """Two windows of the same process as one (its RSS: the later one's)."""
+        return Phase(
+            self.replies + other.replies,
+            self.wall + other.wall,
+            self.cpu + other.cpu,
+            self.bench_cpu + other.bench_cpu,
+            other.rss_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    pid: int
+
 
 async def _load(
-    users: Sequence[SimUser], peer: str, pid: int, args: argparse.Namespace, *, profile: bool
+    users: Sequence[SimUser],
+    peer: Peer,
+    unmeasured: float,
+    seconds: float,
+    profile: Path | None = None,
 ) -> Phase:
-    """Keep every user busy against `peer` (process `pid`); measure after the warm-up."""
+    """Keep every user busy against `peer`; measure `seconds` after `unmeasured` seconds."""
     counter = ReplyTally()
-    load = [asyncio.create_task(keep_busy(u, peer, counter)) for u in users]
+    load = [asyncio.create_task(keep_busy(u, peer.name, counter)) for u in users]
     profiler = None
     try:
-        await _wait_or_fail(load, args.warmup_seconds)
-        replies_before, bot_before, bench_before = counter.replies, sample(pid), sample()
+        await _wait_or_fail(load, unmeasured)
+        replies_before, bot_before, bench_before = counter.replies, sample(peer.pid), sample()
         started = time.perf_counter()
-        if profile and args.profile is not None:
-            profiler = await _profile(pid, args.seconds, args.profile)
-        await _wait_or_fail(load, args.seconds)
+        if profile is not None:
+            profiler = await _profile(peer.pid, seconds, profile)
+        await _wait_or_fail(load, seconds)
         wall = time.perf_counter() - started
         replies = counter.replies - replies_before
-        bot_after, bench_after = sample(pid), sample()
+        bot_after, bench_after = sample(peer.pid), sample()
     finally:
         # Every user finishes the message it has out, so no reply of this phase is left on its
         # way to be mistaken for one of the next phase's.
@@ -127,8 +152,8 @@ async def _load(
         if profiler is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(profiler.wait(), 30)
-    if replies == 0:
-        raise BenchError(f"no replies from {peer} in the measured window")
+    if replies == 0 and seconds > 0:
+        raise BenchError(f"no replies from {peer.name} in the measured window")
     return Phase(
         replies,
         wall,
@@ -138,26 +163,48 @@ async def _load(
     )
 
 
-async def _floor(rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace) -> Phase:
-    async with reference_peer(rig, "dify", bot_config(args)) as (name, pid):
-        return await _load(users, name, pid, args, profile=False)
+async def _turns(
+    users: Sequence[SimUser], floor: Peer, bot: Peer, args: argparse.Namespace
+) -> tuple[Phase, Phase, list[float]]:
+    """The floor and the bot, warmed up, then in turns: (floor, bot, each round's cpu_ratio)."""
+    await _load(users, floor, args.warmup_seconds, 0.0)
+    await _load(users, bot, args.warmup_seconds, 0.0)
+    window = args.seconds / args.rounds
+    floor_total: Phase | None = None
+    bot_total: Phase | None = None
+    ratios = []
+    for turn in range(args.rounds):
+        floor_phase = await _load(users, floor, SETTLE_SECONDS, window)
+        profile = args.profile if turn == 0 else None
+        bot_phase = await _load(users, bot, SETTLE_SECONDS, window, profile)
+        ratios.append(bot_phase.cpu_per_1k / floor_phase.cpu_per_1k)
+        floor_total = floor_phase if floor_total is None else floor_total + floor_phase
+        bot_total = bot_phase if bot_total is None else bot_total + bot_phase
+    assert floor_total is not None and bot_total is not None
+    return floor_total, bot_total, ratios
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     with_floor = args.peer == "bot" and not args.no_floor
     floor = None
+    ratios: list[float] = []
     async with loopback() as rig, contextlib.AsyncExitStack() as stack:
         users = await sign_on_all(rig.oscar, [f"tp{i:04d}" for i in range(args.users)])
         try:
-            if with_floor:
-                floor = await _floor(rig, users, args)
             if args.peer == "bot":
-                peer, pid = BOT, (await rig.start_bot(bot_config(args))).pid
+                peer = Peer(BOT, (await rig.start_bot(bot_config(args))).pid)
             else:
-                peer, pid = await stack.enter_async_context(
+                name, pid = await stack.enter_async_context(
                     reference_peer(rig, args.peer, bot_config(args))
                 )
-            phase = await _load(users, peer, pid, args, profile=True)
+                peer = Peer(name, pid)
+            if with_floor:
+                name, pid = await stack.enter_async_context(
+                    reference_peer(rig, "dify", bot_config(args))
+                )
+                floor, phase, ratios = await _turns(users, Peer(name, pid), peer, args)
+            else:
+                phase = await _load(users, peer, args.warmup_seconds, args.seconds, args.profile)
         finally:
             await sign_off_all(users)
     who = "bot" if args.peer == "bot" else f"{args.peer} peer"
@@ -198,7 +245,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         "the load generator is",
     ]
     if args.profile is not None:
-        notes.append(f"py-spy profile of the bot over the measured window: {args.profile}")
+        over = "its first measured window" if floor is not None else "the measured window"
+        notes.append(f"py-spy profile of the {who} over {over}: {args.profile}")
     if args.peer != "bot":
         notes.append(
             f"--peer {args.peer}: a reference peer answered instead of the bot, so the figures "
@@ -206,8 +254,11 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         )
     if floor is not None:
         notes.append(
-            "floor: the same users first loaded a bare Dify bridge (bench/echo_peer.py, its own "
-            "process) for the same warm-up and window; the ratios compare the bot with it"
+            "floor: a bare Dify bridge (bench/echo_peer.py, its own process) took turns with the "
+            f"bot under the same users: each warmed up {args.warmup_seconds:g} s, then "
+            f"{args.rounds} rounds of floor and bot, {args.seconds / args.rounds:g} s measured "
+            f"each after {SETTLE_SECONDS:g} s; the ratios compare the sums. cpu_ratio per round: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
         )
     targets = (TARGETS + (FLOOR_TARGETS if floor is not None else ())) if args.peer == "bot" else ()
     return make_report("throughput", argv, figures, targets=targets, notes=notes)

@@ -142,6 +142,7 @@ class AIMHandler:
             metrics.reply_queue_users.set_function(lambda: self.queue.waiting_users)
             metrics.reply_queue_oldest.set_function(self.oldest_queued_age)
             metrics.reply_queue_wait.set_function(self.expected_wait)
+            metrics.outbox_depth.set_function(lambda: len(self.queue))
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -174,7 +175,6 @@ class AIMHandler:
         """Queue replies; `urgent` ones (a short notice) go before the round-robin."""
         for item in items:
             self.queue.push(item, urgent=urgent)
-        self._update_depth()
 
     def busy_wait(self, user_key: str) -> float | None:
         """The expected wait, if this user should now be told that their answer is queued.
@@ -390,7 +390,8 @@ class AIMHandler:
         elif isinstance(event, HostAck):
             never_acked = self.queue.never_acks
             item = self.queue.acked(event.cookie)
-            log.debug("ack %s -> reply %s", event.cookie.hex(), item.id if item else None)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("ack %s -> reply %s", event.cookie.hex(), item.id if item else None)
             if item is not None:
                 if never_acked:
                     log.info("the server acks IMs after all; delivery is confirmed by acks again")
@@ -489,7 +490,6 @@ class AIMHandler:
                 self._metrics.ims_out.inc(len(items))
             else:
                 self._metrics.ims_given_up.labels(reason=reason).inc(len(items))
-        self._update_depth()
         await self._store.outbox_done(item.id for item in items)
         self._check_drained()
 
@@ -500,10 +500,6 @@ class AIMHandler:
     def _count_resent(self, amount: int = 1) -> None:
         if self._metrics is not None and amount:
             self._metrics.ims_resent.inc(amount)
-
-    def _update_depth(self) -> None:
-        if self._metrics is not None:
-            self._metrics.outbox_depth.set(len(self.queue))
 
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
@@ -548,7 +544,8 @@ class AIMHandler:
             self.queue.written(cookie, self._clock(), over_limit=over_limit)
             took = time.monotonic() - started
             self._send_seconds += (took - self._send_seconds) * SEND_TIME_SMOOTHING
-            log.debug("sent reply %d to %r as %s", item.id, item.screen_name, cookie.hex())
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("sent reply %d to %r as %s", item.id, item.screen_name, cookie.hex())
 
     async def _unsendable(self, cookie: bytes, item: OutboxItem, error: Exception) -> None:
         self.queue.unsendable(cookie)

@@ -9,6 +9,8 @@ one busy user never delays another beyond that bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -33,7 +35,7 @@ from aimbot.bot.text import (
     with_note,
 )
 from aimbot.ops.metrics import Metrics
-from aimbot.ops.traffic import Answered, conversation_prefix, log_answered
+from aimbot.ops.traffic import Answered, conversation_prefix, log_answered, traffic_logged
 from aimbot.oscar.client import new_cookie
 from aimbot.oscar.events import IncomingIM, TypingNotification, TypingState
 from aimbot.oscar.imtext import im_text_size
@@ -128,7 +130,7 @@ class _User:
     screen_name: str  # as the user last wrote it; replies go to this form
     buffer: MessageBuffer
     worker: asyncio.Task[None] | None = None
-    commit: asyncio.Task[None] | None = None
+    commit: asyncio.Future[None] | None = None  # the commit its finished answer waits for
     busy: bool = False
 
 
@@ -186,10 +188,15 @@ class AIMBot:
         self._idle = asyncio.Event()
         self._idle.set()
         self._seen = 0  # IMs handed to on_message, whatever became of them
-        self._seen_changed = asyncio.Condition()
+        # wait_seen's callers: (count, future); checked only while someone waits.
+        self._seen_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # Ids of replies sent without an outbox row: negative (no row has one) and ascending, so
         # the parts of one answer keep their order in the delivery queue.
         self._unstored_ids = -(2**62)
+        if metrics is not None:
+            # Read when scraped, not set on every IM.
+            metrics.active_users.set_function(lambda: len(self._users))
+            metrics.queue_depth.set_function(lambda: self._buffered)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -206,9 +213,11 @@ class AIMBot:
         try:
             await self._intake(im)
         finally:
-            async with self._seen_changed:
-                self._seen += 1
-                self._seen_changed.notify_all()
+            self._seen += 1
+            if self._seen_waiters:
+                for count, waiter in self._seen_waiters:
+                    if self._seen >= count and not waiter.done():
+                        waiter.set_result(None)
 
     def on_typing(self, event: TypingNotification) -> None:
         """Called by the AIMHandler for every typing notification a user's client sends."""
@@ -224,10 +233,14 @@ class AIMBot:
 
     async def wait_seen(self, count: int, timeout: float) -> None:  # noqa: ASYNC109
         """Until `count` IMs in total have gone through intake (for tests and benchmarks)."""
-        async with self._seen_changed:
-            await asyncio.wait_for(
-                self._seen_changed.wait_for(lambda: self._seen >= count), timeout
-            )
+        if self._seen >= count:
+            return
+        entry = (count, asyncio.get_running_loop().create_future())
+        self._seen_waiters.append(entry)
+        try:
+            await asyncio.wait_for(entry[1], timeout)
+        finally:
+            self._seen_waiters.remove(entry)
 
     async def wait_background(self, timeout: float) -> None:  # noqa: ASYNC109
         """Until side jobs (e.g. deleting a cleared conversation in Dify) have finished."""
@@ -423,7 +436,6 @@ class AIMBot:
             user.worker = asyncio.create_task(self._work(user), name=f"user-{key}")
         if first:
             self._typing(user.screen_name, TypingState.TYPING)
-        self._update_gauges()
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -438,7 +450,8 @@ class AIMBot:
                 await asyncio.gather(user.worker, return_exceptions=True)
             if user.commit is not None:
                 # A finished answer is already being written; let it land before the reset.
-                await asyncio.gather(user.commit, return_exceptions=True)
+                # wait(), not gather(): a cancelled clear must not cancel the store's commit.
+                await asyncio.wait({user.commit})
         conversation_id = await self._store.get_conversation(key)
         dropped = await self._store.forget_user(key)
         log.info("clear from %s: conversation forgotten, %d pending IMs dropped", key, len(dropped))
@@ -446,7 +459,6 @@ class AIMBot:
             self._background.start(self._delete_conversation(key, conversation_id), f"delete-{key}")
         await self._say(screen_name, messages.CLEARED)
         self._typing(screen_name, TypingState.NONE)
-        self._update_gauges()
 
     async def _delete_conversation(self, key: str, conversation_id: str) -> None:
         try:
@@ -479,7 +491,6 @@ class AIMBot:
             if self._users.get(user.key) is user and not len(user.buffer):
                 del self._users[user.key]
             self._check_idle()
-            self._update_gauges()
 
     async def _answer(self, user: _User, batch: Sequence[PendingMessage]) -> None:
         batch = await self._durable(user, batch)
@@ -510,12 +521,18 @@ class AIMBot:
             replies = await self._render_rest(collector, note)
         else:
             replies = await self._render(text, note)
-        # Once the answer exists it must reach the store even if "clear" cancels us now.
-        user.commit = asyncio.create_task(
-            self._commit(user, inbox_ids, replies), name=f"commit-{user.key}"
-        )
-        await asyncio.shield(user.commit)
-        user.commit = None
+        # Once the answer exists it must reach the store even if "clear" cancels us now: the
+        # swap joins this turn's transaction before any await, and the delivery hangs on its
+        # commit, not on this task.
+        commit = self._stage_commit(user, inbox_ids, replies)
+        if commit is not None:
+            user.commit = commit
+            # Shielded: a cancelled worker must not cancel the commit others wait for too.
+            with contextlib.suppress(StoreError):  # _on_committed has dealt with it
+                await asyncio.shield(commit)
+            user.commit = None
+        if not traffic_logged():
+            return
         log_answered(
             Answered(
                 user=user.screen_name,
@@ -541,9 +558,13 @@ class AIMBot:
         lost: Exception | None = None
         count = 0
         for message in batch:
-            if message.stored is not None:
+            stored = message.stored
+            if stored is not None:
                 try:
-                    await asyncio.shield(message.stored)
+                    if stored.done():  # the usual case: committed before this task ran
+                        stored.result()
+                    else:
+                        await asyncio.shield(stored)
                 except StoreError as e:
                     lost, count = e, count + 1
                     continue
@@ -664,19 +685,46 @@ class AIMBot:
             return _Asked(broken, None, "broken_off", conversation_id)
         return _Asked(text, messages.ANSWER_INTERRUPTED, "interrupted", conversation_id)
 
-    async def _commit(self, user: _User, inbox_ids: list[int], replies: list[Reply]) -> None:
+    def _stage_commit(
+        self, user: _User, inbox_ids: list[int], replies: list[Reply]
+    ) -> asyncio.Future[None] | None:
+        """Write the answer in place of its IMs; the replies go out once that is committed.
+
+        Returns what to wait for, or None when the write failed and they went out already.
+        """
         try:
-            items = await self._store.complete(inbox_ids, user.screen_name, replies, self._clock())
+            items = self._store.stage_complete(inbox_ids, user.screen_name, replies, self._clock())
         except StoreError as e:
-            log.error(
-                "could not store the answer for %s (%s): sending it without a durable copy; "
-                "their IMs stay in the inbox, so a restart answers them again",
-                user.key,
-                e,
-            )
-            items = [self._unstored(user.screen_name, reply) for reply in replies]
-        self._sink.deliver(items)
-        self._typing(user.screen_name, TypingState.NONE)
+            self._send_unstored(user, replies, e)
+            return None
+        commit = self._store.commit_ticket()
+        assert commit is not None  # the write above joined a transaction
+        commit.add_done_callback(functools.partial(self._on_committed, user, items))
+        return commit
+
+    def _on_committed(
+        self, user: _User, items: list[OutboxItem], commit: asyncio.Future[None]
+    ) -> None:
+        try:
+            error = None if commit.cancelled() else commit.exception()
+            if commit.cancelled() or error is not None:
+                replies = [Reply(item.text, item.is_html) for item in items]
+                self._send_unstored(user, replies, error or StoreError("the commit was cancelled"))
+            else:
+                self._sink.deliver(items)
+            self._typing(user.screen_name, TypingState.NONE)
+        except Exception:
+            # A callback's exception would only reach the loop's handler: say whose it was.
+            log.exception("could not hand the answer for %s to delivery", user.key)
+
+    def _send_unstored(self, user: _User, replies: list[Reply], error: BaseException) -> None:
+        log.error(
+            "could not store the answer for %s (%s): sending it without a durable copy; "
+            "their IMs stay in the inbox, so a restart answers them again",
+            user.key,
+            error,
+        )
+        self._sink.deliver([self._unstored(user.screen_name, reply) for reply in replies])
 
     def _unstored(self, screen_name: str, reply: Reply) -> OutboxItem:
         """A reply the store could not keep, sent anyway: a negative id no outbox row has."""
@@ -825,8 +873,3 @@ class AIMBot:
     def _count_dropped(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.ims_dropped.labels(reason=reason).inc()
-
-    def _update_gauges(self) -> None:
-        if self._metrics is not None:
-            self._metrics.active_users.set(len(self._users))
-            self._metrics.queue_depth.set(self.queue_depth)

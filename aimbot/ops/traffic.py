@@ -48,6 +48,11 @@ def conversation_prefix(conversation_id: str | None) -> str:
     return escape((conversation_id or "-")[:CONVERSATION_PREFIX])
 
 
+def traffic_logged() -> bool:
+    """Whether the per-answer line is written (INFO on): callers build nothing otherwise."""
+    return log.isEnabledFor(logging.INFO)
+
+
 def log_answered(
     answered: Answered, *, text_in: str, text_out: str, log_text: bool = False
 ) -> None:

@@ -261,6 +261,68 @@ async def test_recently_seen_is_who_wrote_near_the_last_im_and_forgets_the_rest(
         assert await store.recently_seen(10_000.0) == [("amy", "Amy"), ("bob", "Bob")]  # pruned
 
 
+def _last_seen(path: Path, user_key: str) -> float | None:
+    """What the file says, read through a second connection once the store is closed."""
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT last_seen FROM seen WHERE user_key = ?", (user_key,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None else float(row[0])
+
+
+async def test_a_busy_users_seen_row_is_rewritten_at_most_once_a_second(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        await store.inbox_add("bob", "Bob", "one", 100.0)
+        await store.inbox_add("bob", "Bob", "two", 100.5)  # within SEEN_RESOLUTION: skipped
+    assert _last_seen(path, "bob") == 100.0
+    async with await Store.open(path) as store:
+        await store.inbox_add("bob", "Bob", "three", 100.6)  # a new process knows nothing
+        await store.inbox_add("bob", "Bob", "four", 100.6 + store_module.SEEN_RESOLUTION)
+        await store.inbox_add("bob", "BOB", "five", 101.7)  # a new spelling is written at once
+        pending, _ = await store.inbox_pending(now=102.0, max_age=10.0)
+        assert [p.text for p in pending] == ["one", "two", "three", "four", "five"]
+    assert _last_seen(path, "bob") == 101.7
+    async with await Store.open(path) as store:
+        assert await store.recently_seen(120.0) == [("bob", "BOB")]
+
+
+async def test_a_rolled_back_seen_row_is_written_again(tmp_path: Path) -> None:
+    """The memory of what `seen` holds goes with a failed write, so nothing is skipped on it."""
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        await store.inbox_add("bob", "Bob", "one", 100.0)
+        kept = await store.inbox_add("bob", "Bob", "two", 100.2)
+        with pytest.raises(StoreWriteError):
+            await store.complete([kept], "Bob", [Reply(None, False)], 2.0)  # type: ignore[arg-type]
+        await store.inbox_add("bob", "Bob", "three", 100.4)
+    assert _last_seen(path, "bob") == 100.4
+
+
+async def test_delivered_replies_are_deleted_however_many_at_once(tmp_path: Path) -> None:
+    count = 2 * store_module.DELETE_CHUNK + 3
+    async with await Store.open(tmp_path / "s.db") as store:
+        items = [await store.outbox_add("Bob", Reply(f"r{n}", False), 1.0) for n in range(count)]
+        await store.outbox_done(item.id for item in items[1:])
+        assert [o.text for o in await store.outbox_pending()] == ["r0"]
+
+
+async def test_a_staged_swap_is_durable_once_its_ticket_resolves(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        inbox_id = await store.inbox_add("bob", "Bob", "question", 1.0)
+        items = store.stage_complete([inbox_id], "Bob", [Reply("answer", False)], 2.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None and not ticket.done()
+        commits = store.commits
+        await ticket
+        assert store.commits == commits + 1 and [i.text for i in items] == ["answer"]
+    async with await Store.open(path) as store:
+        assert [o.text for o in await store.outbox_pending()] == ["answer"]
+        assert (await store.inbox_pending(now=2.0, max_age=10.0))[0] == []
+
+
 async def test_nobody_was_seen_in_a_new_file(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         assert await store.recently_seen(120.0) == []
