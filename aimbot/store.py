@@ -16,6 +16,8 @@ cause (the task that answers a stored IM is created after the write, and queued 
 commit). Under load one commit covers dozens of messages instead of three commits for each.
 Writes whose effect leaves the process (a reply about to be sent) await that commit; the rest
 (an IM stored, a delivered reply deleted) need not, since nothing outside depends on them yet.
+Deleting a delivered reply does not even open a transaction: it rides on the next one, or on
+one of its own within DONE_FLUSH_SECONDS.
 Each operation is atomic on its own (a savepoint, or a single statement, which SQLite makes
 atomic), so one failing statement never takes the others' writes with it. One process owns a
 data directory; an exclusive lock file makes a second one fail loudly.
@@ -50,6 +52,10 @@ CONVERSATION_CACHE = 10_000
 SEEN_RESOLUTION = 1.0
 # Ids per DELETE ... IN (...) statement, well under SQLite's limit on bound parameters.
 DELETE_CHUNK = 500
+# Delivered replies' rows are deleted with the next transaction, or after this many seconds when
+# none comes: a commit of their own for each would be a third commit per message when the bot is
+# not busy. A crash in between only sends them again, under their cookies (shown once).
+DONE_FLUSH_SECONDS = 0.5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     user_key        TEXT PRIMARY KEY,
@@ -207,6 +213,10 @@ class Store:
         # user key -> (screen name, last_seen) as last written to `seen`, so that a busy user's
         # row is rewritten only every SEEN_RESOLUTION s. Emptied like _conversations.
         self._seen: dict[str, tuple[str, float]] = {}
+        # Delivered replies whose rows are still to be deleted (see outbox_done).
+        self._done: list[int] = []
+        self._done_timer: asyncio.TimerHandle | None = None
+        self.done_flush_seconds = DONE_FLUSH_SECONDS
         self._owner = owner  # this process runs the bot (see open)
         # The previous process using this file ended without close(): killed, crashed, power.
         self.stopped_uncleanly = stopped_uncleanly
@@ -265,6 +275,11 @@ class Store:
         return cls(db, path, lock_fd, owner=owner, stopped_uncleanly=unclean)
 
     async def close(self) -> None:
+        if self._done_timer is not None:
+            self._done_timer.cancel()
+            self._done_timer = None
+        with contextlib.suppress(StoreWriteError):  # logged; the rows are sent again next start
+            self._delete_done()
         self._commit_batch()
         if self._owner:
             with contextlib.suppress(sqlite3.Error):  # a broken file was reported when it broke
@@ -434,6 +449,7 @@ class Store:
         return item
 
     async def outbox_pending(self) -> list[OutboxItem]:
+        self._delete_done()  # what is delivered is not pending
         rows = self._db.execute(
             "SELECT id, screen_name, text, is_html, created_at, cookie FROM outbox ORDER BY id"
         ).fetchall()
@@ -451,19 +467,45 @@ class Store:
         ]
 
     async def outbox_done(self, outbox_ids: Iterable[int]) -> None:
-        """Forget delivered (or abandoned) replies. Not awaited to commit: a row left behind by
-        a crash is sent again under its cookie, which the client shows once."""
-        ids = list(outbox_ids)
+        """Forget delivered (or abandoned) replies.
+
+        Their rows go with the next transaction, or within `done_flush_seconds` (nothing is
+        waited for): a row a crash leaves behind is sent again under its cookie, which the
+        client shows once.
+        """
+        self._done.extend(outbox_ids)
+        if self._done and self._batch is None and self._done_timer is None:
+            loop = asyncio.get_running_loop()
+            self._done_timer = loop.call_later(self.done_flush_seconds, self._flush_done_later)
+
+    def _flush_done_later(self) -> None:
+        self._done_timer = None
+        with contextlib.suppress(StoreWriteError):  # logged; the rows are sent again next start
+            self._delete_done()
+
+    def _delete_done(self) -> None:
+        """Delete the rows outbox_done was told of: in the open transaction if there is one."""
+        ids, self._done = self._done, []
         for start in range(0, len(ids), DELETE_CHUNK):
             chunk = ids[start : start + DELETE_CHUNK]
-            # One statement each, atomic on its own; deleting part of the ids is harmless.
-            with self._write(savepoint=False):
+            try:
+                # One statement each, atomic on its own; deleting part of the ids is harmless.
                 self._db.execute(
                     f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
                 )
+            except sqlite3.Error as e:
+                log.warning(
+                    "could not delete %d delivered replies from %s (%s): they are sent again "
+                    "after a restart",
+                    len(ids) - start,
+                    self.path,
+                    e,
+                )
+                raise StoreWriteError(f"could not write to {self.path}: {e}") from e
 
     async def counts(self) -> dict[str, int]:
         """Row counts, for health and for tests."""
+        self._delete_done()
         return {
             table: int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
             for table in ("conversations", "inbox", "outbox")
@@ -644,6 +686,9 @@ class Store:
         if batch is None:
             return
         try:
+            if self._done:
+                with contextlib.suppress(StoreWriteError):  # logged; only those rows stay
+                    self._delete_done()
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             self._forget_caches()

@@ -113,7 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--messages", type=_int_at_least(1), default=20, help="measured messages per user"
     )
     p.add_argument(
-        "--warmup", type=_int_at_least(0), default=2, help="unmeasured messages per user first"
+        "--warmup",
+        type=_int_at_least(0),
+        default=2,
+        help="unmeasured messages per user at the start of each round",
+    )
+    p.add_argument(
+        "--rounds",
+        type=_int_at_least(1),
+        default=4,
+        help="the echo peer, the bare bridge and the bot take turns this many times, "
+        "sharing --messages (default 4)",
     )
     p.add_argument(
         "--think-ms",

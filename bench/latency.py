@@ -1,8 +1,11 @@
 """``bench latency``: reply latency through the bot, next to a bare echo peer under the same load.
 
 Each simulated user sends a message and waits for its reply (closed loop, optional think time).
-The same users, messages and devserver then go through the "direct" path: user → devserver → an
-echo OscarClient in its own process → user. The ratio of the two p99s is what the bot adds.
+The same users, messages and devserver also go through the "direct" path (user → devserver → an
+echo OscarClient in its own process → user) and through a bare Dify bridge (the floor). The
+ratio of the p99s is what the bot adds. The three take turns (--rounds of echo, floor, bot, each
+sharing --messages), and each path's samples are pooled: a p99 is the 20th-worst of 2,000
+samples, and on a shared machine one slow spell landing in one long phase moved it by half.
 
 The typing-user scenario then restarts the bot with its default buffering (BUFFER_MODE=typing,
 the default 1.5 s window) and lets users type as real clients report it: "typing" on the first
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -89,12 +93,12 @@ async def closed_loop(
 
 
 async def _measure(
-    users: Sequence[SimUser], peer: str, peer_pid: int, args: argparse.Namespace
+    users: Sequence[SimUser], peer: str, peer_pid: int, args: argparse.Namespace, messages: int
 ) -> PhaseResult:
     peer_before, bench_before = sample(peer_pid), sample()
     started = time.perf_counter()
     latencies = await closed_loop(
-        users, peer, messages=args.messages, warmup=args.warmup, think=args.think_ms / 1000
+        users, peer, messages=messages, warmup=args.warmup, think=args.think_ms / 1000
     )
     wall = time.perf_counter() - started
     peer_after, bench_after = sample(peer_pid), sample()
@@ -104,6 +108,32 @@ async def _measure(
         _cpu(peer_before, peer_after),
         _cpu(bench_before, bench_after),
     )
+
+
+def _pooled(phases: Sequence[PhaseResult]) -> PhaseResult:
+    return PhaseResult(
+        [ms for phase in phases for ms in phase.latencies_ms],
+        sum(phase.wall_seconds for phase in phases),
+        sum(phase.peer_cpu_seconds for phase in phases),
+        sum(phase.bench_cpu_seconds for phase in phases),
+    )
+
+
+def round_sizes(messages: int, rounds: int) -> list[int]:
+    """`messages` shared out over at most `rounds` rounds, none empty."""
+    rounds = min(rounds, messages)
+    return [messages // rounds + (i < messages % rounds) for i in range(rounds)]
+
+
+async def _turns(
+    users: Sequence[SimUser], peers: Sequence[tuple[str, int]], args: argparse.Namespace
+) -> list[PhaseResult]:
+    """Every peer (name, pid) in turn, round after round; per peer, its rounds pooled."""
+    measured: list[list[PhaseResult]] = [[] for _ in peers]
+    for messages in round_sizes(args.messages, args.rounds):
+        for (name, pid), phases in zip(peers, measured, strict=True):
+            phases.append(await _measure(users, name, pid, args, messages))
+    return [_pooled(phases) for phases in measured]
 
 
 @dataclass
@@ -239,24 +269,21 @@ def _cpu(before: ProcSample, after: ProcSample) -> float:
     return after.cpu_seconds - before.cpu_seconds
 
 
-async def _peer_phase(
-    rig: Loopback, users: Sequence[SimUser], args: argparse.Namespace, mode: str
-) -> PhaseResult:
-    """Time the same load through a reference peer in its own process."""
-    async with reference_peer(rig, mode, bot_config(args)) as peer:
-        name, pid = peer
-        return await _measure(users, name, pid, args)
-
-
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
-    async with loopback() as rig:
+    async with loopback() as rig, contextlib.AsyncExitStack() as peers:
         rig.dify.set_latency(args.dify_ms / 1000)
         users = await sign_on_all(rig.oscar, [f"lat{i:04d}" for i in range(args.users)])
         try:
-            echo = await _peer_phase(rig, users, args, "echo")
-            floor = await _peer_phase(rig, users, args, "dify")
+            echo_peer = await peers.enter_async_context(
+                reference_peer(rig, "echo", bot_config(args))
+            )
+            floor_peer = await peers.enter_async_context(
+                reference_peer(rig, "dify", bot_config(args))
+            )
             bot_proc = await rig.start_bot(bot_config(args))
-            bot = await _measure(users, BOT, bot_proc.pid, args)
+            echo, floor, bot = await _turns(
+                users, [echo_peer, floor_peer, (BOT, bot_proc.pid)], args
+            )
             long = await longanswer.long_answers(rig, users, args) if args.long_answers else None
             typing = None
             if args.typing_users:
@@ -284,6 +311,12 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             "echo_cpu_util", echo.peer_cpu_seconds / echo.wall_seconds, "echo process CPU", "cores"
         ),
         Figure(
+            "floor_cpu_util",
+            floor.peer_cpu_seconds / floor.wall_seconds,
+            "bare bridge process CPU",
+            "cores",
+        ),
+        Figure(
             "bench_cpu_util_bot_phase",
             bot.bench_cpu_seconds / bot.wall_seconds,
             "bench process CPU (bot phase)",
@@ -302,10 +335,13 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     if typing is not None:
         figures += _typing_figures(typing, args.dify_ms)
         targets += TYPING_TARGETS
+    sizes = round_sizes(args.messages, args.rounds)
     notes = [
-        f"{args.users} users, closed loop ({args.warmup} warm-up + {args.messages} measured "
-        f"messages each, think time {args.think_ms:g} ms); Dify stand-in latency "
-        f"{args.dify_ms:g} ms",
+        f"{args.users} users, closed loop ({args.messages} measured messages each per path, "
+        f"think time {args.think_ms:g} ms); Dify stand-in latency {args.dify_ms:g} ms",
+        f"the echo peer, the bare bridge and the bot took turns: {len(sizes)} rounds of "
+        f"{args.warmup} warm-up + {'/'.join(map(str, sizes))} measured messages per user each, "
+        "every path's rounds pooled",
         config_note(bot_config(args)) + "; devserver rate limits off",
         "latency = user's send to the user's reader seeing the reply; devserver, Dify stand-in "
         "and users share the bench process; bot and reference peers each run in their own "

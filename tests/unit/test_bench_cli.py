@@ -30,10 +30,30 @@ def test_issue_15_options_default_to_the_full_measurement() -> None:
     assert parse_args(["throughput", "--no-floor"]).no_floor is True
 
 
+def test_the_paths_compared_take_turns_by_default() -> None:
+    assert parse_args(["latency"]).rounds == 4
+    assert parse_args(["throughput"]).rounds == 3
+    assert parse_args(["throughput", "--rounds", "1"]).rounds == 1
+
+
+@pytest.mark.parametrize(
+    ("messages", "rounds", "sizes"),
+    [(20, 4, [5, 5, 5, 5]), (10, 4, [3, 3, 2, 2]), (2, 4, [1, 1]), (7, 1, [7])],
+)
+def test_latency_rounds_share_the_messages_and_none_is_empty(
+    messages: int, rounds: int, sizes: list[int]
+) -> None:
+    from bench.latency import round_sizes
+
+    assert round_sizes(messages, rounds) == sizes
+
+
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [
         (["latency", "--users", "0"], "must be at least 1"),
+        (["latency", "--rounds", "0"], "must be at least 1"),
+        (["throughput", "--rounds", "0"], "must be at least 1"),
         (["latency", "--users", "many"], "not a whole number"),
         (["latency", "--dify-ms", "-1"], "must be a finite number >= 0"),
         (["chaos", "--minutes", "0"], "must be a finite number > 0"),

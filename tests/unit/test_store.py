@@ -308,6 +308,65 @@ async def test_delivered_replies_are_deleted_however_many_at_once(tmp_path: Path
         assert [o.text for o in await store.outbox_pending()] == ["r0"]
 
 
+def _outbox_texts(path: Path) -> list[str]:
+    """The outbox as the file has it (read once the store is closed, or after a crash)."""
+    db = sqlite3.connect(path)
+    try:
+        return [str(r[0]) for r in db.execute("SELECT text FROM outbox ORDER BY id")]
+    finally:
+        db.close()
+
+
+CRASH_AFTER_DONE = """
+import asyncio, os, sys
+from pathlib import Path
+from aimbot.store import Reply, Store
+
+async def main(path: Path) -> None:
+    store = await Store.open(path)
+    store.done_flush_seconds = 0.01
+    first = await store.outbox_add("Bob", Reply("first", False), 1.0)
+    second = await store.outbox_add("Bob", Reply("second", False), 1.0)
+    await store.outbox_done([first.id])
+    commits = store.commits
+    flushed = asyncio.get_running_loop().create_future()
+    # Timers due at the same time run in the order they were made: the store's goes first.
+    asyncio.get_running_loop().call_later(0.01, flushed.set_result, None)
+    await flushed
+    assert store.commits == commits  # deleting took no group commit of its own
+    await store.outbox_done([second.id])
+    os._exit(9)  # before the second one's flush: it stays, and is sent again
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+async def test_delivered_replies_are_deleted_without_a_commit_of_their_own(
+    tmp_path: Path,
+) -> None:
+    """With the next transaction, or on their own within done_flush_seconds; a crash before
+    that leaves the row, and the reply goes out again (same cookie)."""
+    import asyncio
+    import sys
+
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        delivered = await store.outbox_add("Bob", Reply("delivered", False), 1.0)
+        await store.outbox_done([delivered.id])
+        commits = store.commits
+        await store.inbox_add("amy", "Amy", "hi", 2.0)  # the next write's commit takes it along
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        await ticket
+        assert store.commits == commits + 1
+    assert _outbox_texts(path) == []
+    crashing = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASH_AFTER_DONE, str(tmp_path / "c.db"), cwd=REPO
+    )
+    assert await asyncio.wait_for(crashing.wait(), 60) == 9
+    assert _outbox_texts(tmp_path / "c.db") == ["second"]
+
+
 async def test_a_staged_swap_is_durable_once_its_ticket_resolves(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with await Store.open(path) as store:
