@@ -35,11 +35,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
 from aimbot.oscar.client import new_cookie
 
 log = logging.getLogger(__name__)
+
+_V = TypeVar("_V")
 
 SCHEMA_VERSION = 4
 LOCK_FILENAME = "aimbot.lock"
@@ -94,16 +96,24 @@ CREATE TABLE IF NOT EXISTS meta (
 # IM records how many parts of its streamed answer are already in the outbox (see stream_part).
 # Each adds a column (table, column, type) to a table an older file has; a table it lacks is
 # created whole by _SCHEMA afterwards.
+_MIGRATIONS = {
+    1: ("outbox", "cookie", "BLOB"),
+    3: ("inbox", "parts_sent", "INTEGER NOT NULL DEFAULT 0"),
+}
 _INSERT_INBOX = "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)"
 _UPSERT_SEEN = (
     "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
     "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
     "last_seen = excluded.last_seen"
 )
-_MIGRATIONS = {
-    1: ("outbox", "cookie", "BLOB"),
-    3: ("inbox", "parts_sent", "INTEGER NOT NULL DEFAULT 0"),
-}
+
+
+def _remember(cache: dict[str, _V], key: str, value: _V) -> None:
+    """Put `key` last in a cache of at most CONVERSATION_CACHE entries (oldest dropped first)."""
+    cache.pop(key, None)
+    while len(cache) >= CONVERSATION_CACHE:
+        del cache[next(iter(cache))]
+    cache[key] = value
 
 
 def _add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> None:
@@ -314,10 +324,7 @@ class Store:
         return conversation_id
 
     def _cache_conversation(self, user_key: str, conversation_id: str | None) -> None:
-        self._conversations.pop(user_key, None)
-        while len(self._conversations) >= CONVERSATION_CACHE:
-            del self._conversations[next(iter(self._conversations))]
-        self._conversations[user_key] = conversation_id
+        _remember(self._conversations, user_key, conversation_id)
 
     async def set_conversation(self, user_key: str, conversation_id: str, now: float) -> None:
         with self._write():
@@ -351,21 +358,18 @@ class Store:
         self, user_key: str, screen_name: str, text: str, received_at: float
     ) -> int:
         seen = self._seen.get(user_key)
-        if (
+        fresh = (
             seen is not None
             and seen[0] == screen_name
             and 0 <= received_at - seen[1] < SEEN_RESOLUTION
-        ):
-            # `seen` is fresh enough: one statement, atomic on its own.
-            with self._write(savepoint=False):
-                cur = self._db.execute(_INSERT_INBOX, (user_key, screen_name, text, received_at))
-        else:
-            with self._write():
-                cur = self._db.execute(_INSERT_INBOX, (user_key, screen_name, text, received_at))
+        )
+        # With `seen` fresh enough the operation is one statement, atomic on its own.
+        with self._write(savepoint=not fresh):
+            cur = self._db.execute(_INSERT_INBOX, (user_key, screen_name, text, received_at))
+            if not fresh:
                 self._db.execute(_UPSERT_SEEN, (user_key, screen_name, received_at))
-            if len(self._seen) >= CONVERSATION_CACHE:
-                self._seen.clear()
-            self._seen[user_key] = (screen_name, received_at)
+        if not fresh:
+            _remember(self._seen, user_key, (screen_name, received_at))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -486,22 +490,17 @@ class Store:
     def _delete_done(self) -> None:
         """Delete the rows outbox_done was told of: in the open transaction if there is one."""
         ids, self._done = self._done, []
-        for start in range(0, len(ids), DELETE_CHUNK):
-            chunk = ids[start : start + DELETE_CHUNK]
-            try:
-                # One statement each, atomic on its own; deleting part of the ids is harmless.
-                self._db.execute(
-                    f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                )
-            except sqlite3.Error as e:
-                log.warning(
-                    "could not delete %d delivered replies from %s (%s): they are sent again "
-                    "after a restart",
-                    len(ids) - start,
-                    self.path,
-                    e,
-                )
-                raise StoreWriteError(f"could not write to {self.path}: {e}") from e
+        try:
+            self._delete_ids("outbox", ids)
+        except sqlite3.Error as e:
+            log.warning(
+                "could not delete %d delivered replies from %s (%s): they are sent again after "
+                "a restart",
+                len(ids),
+                self.path,
+                e,
+            )
+            raise StoreWriteError(f"could not write to {self.path}: {e}") from e
 
     async def counts(self) -> dict[str, int]:
         """Row counts, for health and for tests."""
@@ -561,8 +560,7 @@ class Store:
             count = self._db.execute(
                 "DELETE FROM conversations WHERE updated_at < ?", (before,)
             ).rowcount
-            self._conversations.clear()
-            self._seen.clear()
+            self._forget_caches()
             self._db.execute("DELETE FROM seen WHERE last_seen < ?", (before,))
         await self._committed()
         return max(count, 0)
@@ -579,11 +577,15 @@ class Store:
         assert cur.lastrowid is not None
         return OutboxItem(cur.lastrowid, screen_name, reply.text, reply.is_html, now, cookie)
 
-    def _delete_ids(self, table: str, ids: Iterable[int]) -> None:
-        self._db.executemany(
-            f"DELETE FROM {table} WHERE id = ?",  # table is one of ours
-            [(i,) for i in ids],
-        )
+    def _delete_ids(self, table: str, ids: Sequence[int]) -> None:
+        """One statement per DELETE_CHUNK ids, each atomic on its own (deleting part of the ids
+        of a failed call is harmless: the caller's savepoint, if any, undoes it)."""
+        for start in range(0, len(ids), DELETE_CHUNK):
+            chunk = ids[start : start + DELETE_CHUNK]
+            self._db.execute(
+                f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",  # ours
+                chunk,
+            )
 
     def commit_ticket(self) -> asyncio.Future[None] | None:
         """What the writes made so far in this turn wait for: resolves when they are committed

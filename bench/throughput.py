@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import operator
 import shutil
 import time
 from collections.abc import Sequence
@@ -170,18 +172,14 @@ async def _turns(
     await _load(users, floor, args.warmup_seconds, 0.0)
     await _load(users, bot, args.warmup_seconds, 0.0)
     window = args.seconds / args.rounds
-    floor_total: Phase | None = None
-    bot_total: Phase | None = None
-    ratios = []
+    floors: list[Phase] = []
+    bots: list[Phase] = []
     for turn in range(args.rounds):
-        floor_phase = await _load(users, floor, SETTLE_SECONDS, window)
+        floors.append(await _load(users, floor, SETTLE_SECONDS, window))
         profile = args.profile if turn == 0 else None
-        bot_phase = await _load(users, bot, SETTLE_SECONDS, window, profile)
-        ratios.append(bot_phase.cpu_per_1k / floor_phase.cpu_per_1k)
-        floor_total = floor_phase if floor_total is None else floor_total + floor_phase
-        bot_total = bot_phase if bot_total is None else bot_total + bot_phase
-    assert floor_total is not None and bot_total is not None
-    return floor_total, bot_total, ratios
+        bots.append(await _load(users, bot, SETTLE_SECONDS, window, profile))
+    ratios = [b.cpu_per_1k / f.cpu_per_1k for f, b in zip(floors, bots, strict=True)]
+    return functools.reduce(operator.add, floors), functools.reduce(operator.add, bots), ratios
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:

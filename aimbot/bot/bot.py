@@ -577,9 +577,8 @@ class AIMBot:
         """Progressive delivery's state for one answer, or None when STREAM_PARTS is off."""
         if not self.options.stream_parts:
             return None
-        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
         stream = part_stream(
-            self.options.reply_format, limit, im_text_size, self.options.max_reply_parts
+            self.options.reply_format, self._reply_limit, im_text_size, self.options.max_reply_parts
         )
 
         async def send(part: str) -> None:
@@ -630,7 +629,7 @@ class AIMBot:
     async def _render_rest(self, collector: PartCollector, note: str | None) -> list[Reply]:
         """The last parts of a streamed answer: what was not sent yet, and the note if any."""
         stream = collector.stream
-        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
+        limit = self._reply_limit
         fmt = self.options.reply_format
 
         def split(markdown: str) -> list[str]:
@@ -699,17 +698,21 @@ class AIMBot:
             return None
         commit = self._store.commit_ticket()
         assert commit is not None  # the write above joined a transaction
-        commit.add_done_callback(functools.partial(self._on_committed, user, items))
+        commit.add_done_callback(functools.partial(self._on_committed, user, items, replies))
         return commit
 
     def _on_committed(
-        self, user: _User, items: list[OutboxItem], commit: asyncio.Future[None]
+        self,
+        user: _User,
+        items: list[OutboxItem],
+        replies: list[Reply],
+        commit: asyncio.Future[None],
     ) -> None:
         try:
-            error = None if commit.cancelled() else commit.exception()
-            if commit.cancelled() or error is not None:
-                replies = [Reply(item.text, item.is_html) for item in items]
-                self._send_unstored(user, replies, error or StoreError("the commit was cancelled"))
+            if commit.cancelled():
+                self._send_unstored(user, replies, StoreError("the commit was cancelled"))
+            elif (error := commit.exception()) is not None:
+                self._send_unstored(user, replies, error)
             else:
                 self._sink.deliver(items)
             self._typing(user.screen_name, TypingState.NONE)
@@ -773,7 +776,7 @@ class AIMBot:
         is never parsed whole, and each split of what is left takes a few ms. Between attempts
         the loop runs other users' work.
         """
-        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
+        limit = self._reply_limit
         fmt = self.options.reply_format
 
         def split(text: str) -> list[str]:
@@ -792,7 +795,7 @@ class AIMBot:
         split: Callable[[str], list[str]],
     ) -> list[str]:
         """`markdown` and the note split into at most `max_parts` parts, cut if need be."""
-        limit = self.options.max_reply_bytes or self._sink.max_message_bytes
+        limit = self._reply_limit
         # More than this cannot fit max_parts parts: at best one byte a character, and Markdown
         # markers (removed when rendered) are allowed to double the source.
         cap = min(self.options.max_answer_chars, 2 * max_parts * limit)
@@ -808,6 +811,11 @@ class AIMBot:
             note = note or messages.ANSWER_CUT_SHORT
             parts = split(_with_note(markdown, note))
         return parts
+
+    @property
+    def _reply_limit(self) -> int:
+        """Bytes of one reply IM: MAX_REPLY_BYTES, or what the server allows."""
+        return self.options.max_reply_bytes or self._sink.max_message_bytes
 
     def _dify_user(self, key: str) -> str:
         """Dify's end-user id: the prefix and the user key, or a digest of the key when that

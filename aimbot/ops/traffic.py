@@ -60,7 +60,7 @@ def log_answered(
 
     Nothing is built when INFO is off (it runs once per answer; DEBUG is off then too).
     """
-    if not log.isEnabledFor(logging.INFO):
+    if not traffic_logged():
         return
     fields: dict[str, object] = {
         "user": escape(answered.user),

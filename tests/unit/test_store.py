@@ -1,10 +1,29 @@
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aimbot import store as store_module
 from aimbot.store import SCHEMA_VERSION, Reply, Store, StoreError, StoreWriteError
+
+
+def _query(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """The file as a second connection reads it (once the store is closed, or after a crash)."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def _old_file(path: Path, script: str) -> None:
+    """A state file as an older aimbot left it."""
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(script)
+    finally:
+        db.close()
 
 
 async def test_conversations_survive_reopening(tmp_path: Path) -> None:
@@ -152,24 +171,19 @@ async def test_a_reply_keeps_its_message_cookie_across_restarts(tmp_path: Path) 
 
 async def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    db = sqlite3.connect(path)
-    db.executescript(
+    _old_file(
+        path,
         "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, screen_name TEXT NOT NULL,"
         " text TEXT NOT NULL, is_html INTEGER NOT NULL, created_at REAL NOT NULL);"
         "INSERT INTO outbox(screen_name, text, is_html, created_at) VALUES ('Bob', 'old', 0, 1);"
-        "PRAGMA user_version=1;"
+        "PRAGMA user_version=1;",
     )
-    db.close()
     async with await Store.open(path) as store:
         [old] = await store.outbox_pending()
         assert (old.screen_name, old.text, len(old.cookie)) == ("Bob", "old", 8)
         new = await store.outbox_add("Bob", Reply("new", False), 2.0)
         assert [i.cookie for i in await store.outbox_pending()][1] == new.cookie
-    check = sqlite3.connect(path)
-    try:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    finally:
-        check.close()
+    assert _query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
 async def test_writes_made_in_one_turn_share_one_commit(tmp_path: Path) -> None:
@@ -262,13 +276,8 @@ async def test_recently_seen_is_who_wrote_near_the_last_im_and_forgets_the_rest(
 
 
 def _last_seen(path: Path, user_key: str) -> float | None:
-    """What the file says, read through a second connection once the store is closed."""
-    db = sqlite3.connect(path)
-    try:
-        row = db.execute("SELECT last_seen FROM seen WHERE user_key = ?", (user_key,)).fetchone()
-    finally:
-        db.close()
-    return None if row is None else float(row[0])
+    rows = _query(path, "SELECT last_seen FROM seen WHERE user_key = ?", (user_key,))
+    return float(rows[0][0]) if rows else None
 
 
 async def test_a_busy_users_seen_row_is_rewritten_at_most_once_a_second(tmp_path: Path) -> None:
@@ -309,12 +318,7 @@ async def test_delivered_replies_are_deleted_however_many_at_once(tmp_path: Path
 
 
 def _outbox_texts(path: Path) -> list[str]:
-    """The outbox as the file has it (read once the store is closed, or after a crash)."""
-    db = sqlite3.connect(path)
-    try:
-        return [str(r[0]) for r in db.execute("SELECT text FROM outbox ORDER BY id")]
-    finally:
-        db.close()
+    return [str(row[0]) for row in _query(path, "SELECT text FROM outbox ORDER BY id")]
 
 
 CRASH_AFTER_DONE = """
@@ -452,14 +456,13 @@ async def test_a_full_disk_fails_the_write_and_its_turn_then_recovers(tmp_path: 
 
 async def test_a_schema_3_file_is_upgraded_in_place_keeping_its_inbox(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    db = sqlite3.connect(path)
-    db.executescript(
+    _old_file(
+        path,
         "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, user_key TEXT NOT NULL,"
         " screen_name TEXT NOT NULL, text TEXT NOT NULL, received_at REAL NOT NULL);"
         "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES ('bob', 'Bob', 'q', 1);"
-        "PRAGMA user_version=3;"
+        "PRAGMA user_version=3;",
     )
-    db.close()
     async with await Store.open(path) as store:
         [old] = (await store.inbox_pending(now=2.0, max_age=100.0))[0]
         assert (old.text, old.parts_sent) == ("q", 0)
@@ -467,11 +470,7 @@ async def test_a_schema_3_file_is_upgraded_in_place_keeping_its_inbox(tmp_path: 
     async with await Store.open(path) as store:
         [again] = (await store.inbox_pending(now=4.0, max_age=100.0))[0]
         assert (again.id, again.parts_sent) == (old.id, 1)
-    check = sqlite3.connect(path)
-    try:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-    finally:
-        check.close()
+    assert _query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
 
 
 async def test_a_streamed_part_and_its_count_are_stored_together(tmp_path: Path) -> None:
