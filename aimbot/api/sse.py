@@ -75,10 +75,7 @@ class SseDecoder:
                         yield event
             else:
                 buf += chunk
-            if len(buf) > self._max_line:
-                raise DifyProtocolError(
-                    f"Dify stream line exceeds {self._max_line} bytes without a line break"
-                )
+            self._check_pending()
             return
         # The pending partial line holds no line break, so only the new bytes need scanning:
         # a long line arriving in many small chunks stays linear, not quadratic.
@@ -102,7 +99,11 @@ class SseDecoder:
             if event is not None:
                 yield event
         del buf[:start]
-        if len(buf) > self._max_line:
+        self._check_pending()
+
+    def _check_pending(self) -> None:
+        """A partial line may not grow past the cap: a stream that never breaks its lines."""
+        if len(self._pending) > self._max_line:
             raise DifyProtocolError(
                 f"Dify stream line exceeds {self._max_line} bytes without a line break"
             )
