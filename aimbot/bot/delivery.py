@@ -128,6 +128,18 @@ class DeliveryQueue:
             self._available.clear()
         return item
 
+    def pop_many(self, most: int) -> list[OutboxItem]:
+        """Up to `most` replies, in the order pop() would give them one by one."""
+        items: list[OutboxItem] = []
+        while len(items) < most:
+            item = self._queue.pop()
+            if item is None:
+                break
+            items.append(item)
+        if not len(self._queue):
+            self._available.clear()
+        return items
+
     async def get(self) -> OutboxItem:
         while True:
             item = self.pop()

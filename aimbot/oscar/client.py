@@ -19,6 +19,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from aimbot.oscar.errors import (
@@ -44,7 +45,7 @@ from aimbot.oscar.events import (
 )
 from aimbot.oscar.imtext import encode_im_text, plain_to_html
 from aimbot.oscar.intake import DroppedIM, incoming_im
-from aimbot.oscar.ratelimit import RateClass, RateStatus, RateTable
+from aimbot.oscar.ratelimit import RateClass, RateStatus, RateTable, paced_target
 from aimbot.oscar.session import FALLBACK_MAX_MESSAGE_BYTES, Outgoing, SignOn
 from aimbot.oscar.snacs import (
     FAMILY_BUCP,
@@ -182,6 +183,18 @@ class _Link:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(within):
                 await self.writer.wait_closed()
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingIM:
+    """One IM for send_ims(); the arguments of send_im(), with the cookie chosen up front."""
+
+    recipient: str
+    text: str
+    cookie: bytes
+    html: bool = False
+    auto_response: bool = False
+    request_ack: bool = False
 
 
 class OscarClient:
@@ -325,6 +338,33 @@ class OscarClient:
             meter = self._rates.meter_for(family, subgroup)
             return self._learner.delay_ms(meter, self._now_ms()) / 1000
         return self._rates.delay_ms(family, subgroup, self._now_ms()) / 1000
+
+    def send_budget(
+        self, family: int, subgroup: int, most: int, *, server_model: bool = False
+    ) -> int:
+        """How many SNACs of this kind can go out now, back to back, without pacing (at most
+        `most`; 0 when even the first must wait): the size of the next send_ims() batch.
+
+        By the throttle in force; with `server_model`, also by the server's own rate model
+        whatever AIM_THROTTLE says (see rate_delay).
+        """
+        if most <= 0 or self._rates is None:
+            return max(most, 0)
+        meter = self._rates.meter_for(family, subgroup)
+        if meter is None:
+            return most
+        now = self._now_ms()
+        budget = most
+        if self._throttle:
+            target = (
+                self._learner.target(meter, now)
+                if self._learner is not None
+                else paced_target(meter.rate_class)
+            )
+            budget = meter.burst(now, target, budget)
+        if server_model:
+            budget = meter.burst(now, paced_target(meter.rate_class), budget)
+        return budget
 
     def rate_delay(self, family: int, subgroup: int) -> float:
         """Seconds until a SNAC of this kind keeps the class clear by the server's own rate
@@ -811,65 +851,81 @@ class OscarClient:
         Raises only OscarError: ScreenNameError for a recipient nobody can be sent to,
         CookieError, MessageTooLong above 8000 encoded bytes, NotConnected without a session.
         """
+        im = OutgoingIM(
+            recipient,
+            text,
+            new_cookie() if cookie is None else cookie,
+            html=html,
+            auto_response=auto_response,
+            request_ack=request_ack,
+        )
+        snac = _encode_im(im)
+        await self._send_guarded(
+            [(snac, (im.cookie, recipient))], f"sending an IM to {printable(recipient)}"
+        )
+        return im.cookie
+
+    async def send_ims(self, ims: Sequence[OutgoingIM]) -> list[OscarError | None]:
+        """Send several IMs in one write: one system call and one drain for all of them.
+
+        Each IM is checked and encoded on its own. One that cannot be sent (a recipient nobody
+        can be sent to, a bad cookie, a text too long) gets its error at its place in the
+        result, and the others still go; None means written. Only a fault of the session
+        raises (NotConnected), for all of them. Pacing waits before the first IM only: size the
+        batch with send_budget().
+        """
+        results: list[OscarError | None] = []
+        batch: list[tuple[SnacBody, tuple[bytes | None, str]]] = []
+        for im in ims:
+            try:
+                batch.append((_encode_im(im), (im.cookie, im.recipient)))
+            except OscarError as e:
+                results.append(e)
+            else:
+                results.append(None)
+        if batch:
+            await self._send_guarded(batch, f"sending {len(batch)} IMs")
+        return results
+
+    async def _send_guarded(
+        self, snacs: Sequence[tuple[SnacBody, tuple[bytes | None, str]]], doing: str
+    ) -> None:
+        """_send, raising only OscarError."""
         try:
-            return await self._send_im(recipient, text, html, auto_response, request_ack, cookie)
+            await self._send(snacs)
         except OscarError:
             raise
         except Exception as e:
-            raise _unforeseen(e, f"sending an IM to {printable(recipient)}") from e
-
-    async def _send_im(
-        self,
-        recipient: str,
-        text: str,
-        html: bool,
-        auto_response: bool,
-        request_ack: bool,
-        cookie: bytes | None,
-    ) -> bytes:
-        _check_recipient(recipient)
-        self._require_online()
-        charset, payload = encode_im_text(text if html else plain_to_html(text))
-        if len(payload) > HARD_MAX_IM_BYTES:
-            raise MessageTooLong(len(payload), HARD_MAX_IM_BYTES)
-        if cookie is None:
-            cookie = new_cookie()
-        elif len(cookie) != 8:
-            raise CookieError(f"an ICBM cookie is 8 bytes, got {len(cookie)}")
-        snac = IcbmSendIM.text_message(
-            cookie,
-            recipient,
-            charset,
-            payload,
-            want_ack=request_ack,
-            auto_response=auto_response,
-        )
-        await self._send(snac, (cookie, recipient))
-        return cookie
+            raise _unforeseen(e, doing) from e
 
     async def send_typing(self, recipient: str, state: TypingState) -> None:
         """Send a typing notification; raises only OscarError (as send_im)."""
         try:
             _check_recipient(recipient)
             self._require_online()
-            await self._send(IcbmTyping(recipient, int(state)), (None, recipient))
+            await self._send([(IcbmTyping(recipient, int(state)), (None, recipient))])
         except OscarError:
             raise
         except Exception as e:
             raise _unforeseen(e, f"sending a typing notification to {printable(recipient)}") from e
 
-    async def _send(self, snac: SnacBody, about: tuple[bytes | None, str]) -> None:
+    async def _send(self, snacs: Sequence[tuple[SnacBody, tuple[bytes | None, str]]]) -> None:
+        """Write SNACs (each with the cookie and recipient an error about it refers to) in one
+        go; pacing waits before the first one only."""
         async with self._send_lock:
             if self._throttle:
-                await self._wait_for_rate(snac.FAMILY, snac.SUBGROUP)
+                await self._wait_for_rate(snacs[0][0].FAMILY, snacs[0][0].SUBGROUP)
             self._require_online()
             link = self._link
             assert link is not None
-            request_id = self._allocate_request_id()
-            self._requests[request_id] = about
+            numbered = []
+            for snac, about in snacs:
+                request_id = self._allocate_request_id()
+                self._requests[request_id] = about
+                numbered.append((snac, request_id))
             while len(self._requests) > REMEMBERED_REQUESTS:
                 self._requests.popitem(last=False)
-            self._write_snacs([(snac, request_id)])
+            self._write_snacs(numbered)
             await self._drain(link)
 
     async def _wait_for_rate(self, family: int, subgroup: int) -> None:
@@ -973,6 +1029,29 @@ def _unforeseen(error: Exception, doing: str) -> SendError:
     # so that one reply is dropped instead of a session worker crashing.
     log.error("%s failed unexpectedly", doing, exc_info=error)
     return SendError(f"{doing} failed: {error!r}")
+
+
+def _encode_im(im: OutgoingIM) -> IcbmSendIM:
+    """The SNAC for one IM; raises only OscarError (see send_im)."""
+    try:
+        _check_recipient(im.recipient)
+        if len(im.cookie) != 8:
+            raise CookieError(f"an ICBM cookie is 8 bytes, got {len(im.cookie)}")
+        charset, payload = encode_im_text(im.text if im.html else plain_to_html(im.text))
+        if len(payload) > HARD_MAX_IM_BYTES:
+            raise MessageTooLong(len(payload), HARD_MAX_IM_BYTES)
+        return IcbmSendIM.text_message(
+            im.cookie,
+            im.recipient,
+            charset,
+            payload,
+            want_ack=im.request_ack,
+            auto_response=im.auto_response,
+        )
+    except OscarError:
+        raise
+    except Exception as e:
+        raise _unforeseen(e, f"sending an IM to {printable(im.recipient)}") from e
 
 
 def _check_recipient(recipient: str) -> None:

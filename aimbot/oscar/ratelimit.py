@@ -76,6 +76,17 @@ def wait_ms_for_level(rate_class: RateClass, current: int, elapsed_ms: int, targ
     return max(needed - max(elapsed_ms, 0), 0)
 
 
+def burst_size(rate_class: RateClass, level: int, elapsed_ms: int, target: int, most: int) -> int:
+    """How many SNACs can go out back to back now, each leaving the level at or above `target`
+    (0: even the first must wait). Bounded by `most`, so the loop is too."""
+    count = 0
+    while count < most and wait_ms_for_level(rate_class, level, elapsed_ms, target) == 0:
+        level = next_level(rate_class, level, elapsed_ms)
+        elapsed_ms = 0  # the rest of the burst follows at once
+        count += 1
+    return count
+
+
 def never_limits(rate_class: RateClass) -> bool:
     """A class with no alert, limit or disconnect level cannot limit anyone.
 
@@ -93,6 +104,11 @@ def unlimited(rate_class: RateClass) -> RateClass:
 def throttle_target(rate_class: RateClass, margin: int = DEFAULT_MARGIN) -> int:
     """The lowest level a throttled sender lets a class reach: alert + margin, capped at max."""
     return min(rate_class.alert_level + margin, rate_class.max_level)
+
+
+def paced_target(rate_class: RateClass, margin: int = DEFAULT_MARGIN) -> int | None:
+    """throttle_target, or None for a class that never limits (nothing to pace)."""
+    return None if never_limits(rate_class) else throttle_target(rate_class, margin)
 
 
 class RateMeter:
@@ -125,10 +141,17 @@ class RateMeter:
         return status
 
     def delay_ms(self, now_ms: int, margin: int = DEFAULT_MARGIN) -> int:
-        if never_limits(self.rate_class):
+        target = paced_target(self.rate_class, margin)
+        if target is None:
             return 0
-        target = throttle_target(self.rate_class, margin)
         return wait_ms_for_level(self.rate_class, self.level, now_ms - self.last_ms, target)
+
+    def burst(self, now_ms: int, target: int | None, most: int) -> int:
+        """How many SNACs can go now, back to back, keeping the level at or above `target`
+        (None: no pacing, so `most`)."""
+        if target is None:
+            return most
+        return burst_size(self.rate_class, self.level, now_ms - self.last_ms, target, most)
 
     def adopt(self, rate_class: RateClass, now_ms: int) -> None:
         """Take over the server's view from a 01/0A notice (its record carries the level)."""

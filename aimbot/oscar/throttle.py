@@ -107,18 +107,25 @@ class ThrottleLearner:
 
     def delay_ms(self, meter: RateMeter | None, now_ms: int) -> int:
         """How long the next SNAC of this meter's class should wait."""
-        self.check(now_ms)
-        if meter is None or never_limits(meter.rate_class):
+        if meter is None:
             return 0
+        target = self.target(meter, now_ms)
+        if target is None:
+            return 0
+        return wait_ms_for_level(meter.rate_class, meter.level, now_ms - meter.last_ms, target)
+
+    def target(self, meter: RateMeter, now_ms: int) -> int | None:
+        """The lowest level this meter's class may be taken to now; None: it is not paced."""
+        self.check(now_ms)
         rate_class = meter.rate_class
+        if never_limits(rate_class):
+            return None
         enforcement = self._state(rate_class.class_id).enforcement
         if enforcement is Enforcement.EXEMPT:
-            return 0
+            return None
         if enforcement is Enforcement.ENFORCED:
-            target = throttle_target(rate_class, self.margin)
-        else:
-            target = probe_target(meter)
-        return wait_ms_for_level(rate_class, meter.level, now_ms - meter.last_ms, target)
+            return throttle_target(rate_class, self.margin)
+        return probe_target(meter)
 
     def _state(self, class_id: int) -> _ClassState:
         state = self._classes.get(class_id)

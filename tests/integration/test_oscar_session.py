@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from aimbot.oscar.client import OscarClient, new_cookie
+from aimbot.oscar.client import OscarClient, OutgoingIM, new_cookie
 from aimbot.oscar.errors import (
     ConnectError,
     CookieError,
@@ -23,12 +23,14 @@ from aimbot.oscar.events import (
     HostAck,
     IMError,
     IncomingIM,
+    RateChange,
     SessionEnded,
     TypingNotification,
     TypingState,
 )
 from aimbot.oscar.imtext import im_text_size, plain_to_html
 from aimbot.oscar.ratelimit import DEFAULT_RATE_CLASSES, never_limits
+from aimbot.oscar.snacs import RATE_CODE_ALERT
 from tests.helpers.oscar import HOST, PASSWORDS, WAIT, FakeClock, running_server, session_pool
 
 MESSAGES = [
@@ -112,6 +114,67 @@ async def test_a_cookie_chosen_by_the_caller_is_used_and_checked() -> None:
         assert (await bob.log.next(IncomingIM)).cookie == chosen
         with pytest.raises(CookieError, match="8 bytes"):
             await alice.client.send_im("bobsmith", "x", cookie=b"short")
+
+
+async def test_send_ims_sends_each_in_order_and_reports_the_one_that_cannot_go() -> None:
+    async with session_pool() as pool:
+        alice = await pool.sign_on("alice")
+        bob = await pool.sign_on("bobsmith")
+        ims = [
+            OutgoingIM("bobsmith", "first", new_cookie(), request_ack=True),
+            OutgoingIM("bad\nname", "never sent", new_cookie(), request_ack=True),
+            OutgoingIM("bobsmith", "short cookie", b"short", request_ack=True),
+            OutgoingIM("bobsmith", "<b>third</b>", new_cookie(), html=True, request_ack=True),
+        ]
+        results = await alice.client.send_ims(ims)
+        assert results[0] is None and results[3] is None
+        assert isinstance(results[1], ScreenNameError)
+        assert isinstance(results[2], CookieError)
+        got = [await bob.log.next(IncomingIM), await bob.log.next(IncomingIM)]
+        assert [im.text for im in got] == ["first", "third"]
+        assert [im.cookie for im in got] == [ims[0].cookie, ims[3].cookie]
+        acks = [await alice.log.next(HostAck), await alice.log.next(HostAck)]
+        assert [ack.cookie for ack in acks] == [ims[0].cookie, ims[3].cookie]
+
+
+async def test_send_ims_without_a_session_raises_for_all() -> None:
+    async with session_pool() as pool:
+        alice = await pool.sign_on("alice")
+        await alice.client.close()
+        with pytest.raises(NotConnected):
+            await alice.client.send_ims([OutgoingIM("bobsmith", "x", new_cookie())])
+
+
+@pytest.mark.parametrize("throttle", [True, "auto"])
+async def test_a_burst_the_send_budget_allows_stays_clear_of_the_server_limit(
+    throttle: bool | str,
+) -> None:
+    clock = FakeClock()
+    async with session_pool(clock=clock) as pool:
+        alice = await pool.sign_on("alice", throttle=throttle, clock=clock, sleep=clock.sleep)
+        bob = await pool.sign_on("bobsmith")
+        budget = alice.client.send_budget(0x0004, 0x0006, 100)
+        assert 0 < budget < 100
+        ims = [OutgoingIM("bobsmith", f"m{i}", new_cookie()) for i in range(budget)]
+        assert await alice.client.send_ims(ims) == [None] * budget
+        texts = [(await bob.log.next(IncomingIM)).text for _ in range(budget)]
+        assert texts == [f"m{i}" for i in range(budget)]
+        assert alice.client.send_budget(0x0004, 0x0006, 100) == 0
+        assert alice.client.send_delay(0x0004, 0x0006) > 0
+        assert clock.sleeps == []  # the batch itself was never paced
+        notices = alice.log.of(RateChange)
+        # Never limited; "auto" probes the alert line on purpose, to learn that it is enforced.
+        assert all(notice.code == RATE_CODE_ALERT for notice in notices)
+        assert throttle == "auto" or not notices
+
+
+async def test_send_budget_is_unbounded_unthrottled_unless_the_server_model_is_asked() -> None:
+    clock = FakeClock()
+    async with session_pool(clock=clock) as pool:
+        alice = await pool.sign_on("alice", throttle=False, clock=clock, sleep=clock.sleep)
+        assert alice.client.send_budget(0x0004, 0x0006, 50) == 50
+        assert alice.client.send_budget(0x0004, 0x0006, 0) == 0
+        assert 0 < alice.client.send_budget(0x0004, 0x0006, 50, server_model=True) < 50
 
 
 async def test_a_server_without_limits_advertises_limits_that_never_bite() -> None:

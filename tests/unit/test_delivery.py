@@ -16,6 +16,29 @@ def test_sends_lowest_id_first_whatever_the_push_order() -> None:
     assert q.pop() is None
 
 
+def test_pop_many_takes_what_pop_would_give_one_by_one() -> None:
+    one_by_one, batched = DeliveryQueue(ttl=100), DeliveryQueue(ttl=100)
+    for q in (one_by_one, batched):
+        for i, to in [(1, "bob"), (2, "bob"), (3, "carol"), (4, "dave"), (5, "carol")]:
+            q.push(item(i, to=to))
+    expected = [one_by_one.pop().id for _ in range(4)]  # type: ignore[union-attr]
+    assert [i.id for i in batched.pop_many(4)] == expected == [1, 3, 4, 2]  # round-robin
+    assert [i.id for i in batched.pop_many(10)] == [5]
+    assert batched.pop_many(3) == [] and batched.queued == 0
+
+
+def test_replies_of_a_batch_whose_write_failed_keep_their_order() -> None:
+    q = DeliveryQueue(ttl=100)
+    for i in (1, 2, 3):
+        q.push(item(i))
+    batch = q.pop_many(2)
+    for sent in batch:
+        q.sending(sent.cookie, sent)
+    for sent in batch:
+        q.unsent(sent.cookie)
+    assert [i.id for i in q.pop_many(3)] == [1, 2, 3]
+
+
 def test_unconfirmed_sends_are_requeued_when_the_session_drops() -> None:
     q = DeliveryQueue(ttl=100)
     q.push(item(1))

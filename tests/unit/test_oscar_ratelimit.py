@@ -18,6 +18,7 @@ from aimbot.oscar.ratelimit import (
     classify,
     never_limits,
     next_level,
+    paced_target,
     throttle_target,
     unlimited,
     wait_ms_for_level,
@@ -157,3 +158,31 @@ def test_waiting_the_computed_delay_is_exactly_enough(state: tuple[RateMeter, in
     if delay > 0:
         earlier, _ = meter.peek(now + delay - 1)
         assert earlier < target
+
+
+@given(meters_in_any_state(), st.integers(min_value=0, max_value=40))
+def test_a_burst_of_the_budgeted_size_keeps_every_snac_at_or_above_the_target(
+    state: tuple[RateMeter, int], most: int
+) -> None:
+    meter, now = state
+    target = paced_target(meter.rate_class)
+    count = meter.burst(now, target, most)
+    if target is None:
+        assert count == most
+        return
+    assert 0 <= count <= most
+    assert (count > 0) == (most > 0 and meter.delay_ms(now) == 0)
+    for _ in range(count):
+        meter.record(now)
+        assert meter.level >= target
+    if count < most:
+        assert meter.peek(now)[0] < target  # one more would have gone below it
+
+
+def test_a_full_im_class_allows_a_burst_of_three_before_pacing() -> None:
+    # From the max (6000), back to back: 5700, 5415, 5144 stay above alert + margin (5100);
+    # the fourth would reach 4886.
+    meter = RateMeter(IM_CLASS, 0)
+    assert meter.burst(0, throttle_target(IM_CLASS), 32) == 3
+    assert meter.burst(0, throttle_target(IM_CLASS), 2) == 2
+    assert meter.burst(0, None, 32) == 32
