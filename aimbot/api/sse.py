@@ -69,10 +69,7 @@ class SseDecoder:
                 complete = bytes(buf) + chunk[:nl] if buf else chunk[:nl]
                 buf.clear()
                 buf += chunk[nl + 1 :]
-                for line in complete.split(b"\n"):
-                    event = self._line(line)
-                    if event is not None:
-                        yield event
+                yield from self._lines(complete)
             else:
                 buf += chunk
             self._check_pending()
@@ -100,6 +97,32 @@ class SseDecoder:
                 yield event
         del buf[:start]
         self._check_pending()
+
+    def _lines(self, complete: bytes) -> Iterator[SseEvent]:
+        """The events of whole LF-ended lines (`complete` lacks the last LF).
+
+        Nearly every Dify event is one "data: " line and a blank line: such a block becomes its
+        event at once; any other block goes line by line by the general rules.
+        """
+        blocks = complete.split(b"\n\n")
+        last = len(blocks) - 1
+        for index, block in enumerate(blocks):
+            if (
+                index < last
+                and not self._has_fields
+                and block.startswith(b"data: ")
+                and b"\n" not in block
+            ):
+                yield SseEvent(None, block[6:].decode("utf-8", errors="replace"))
+                continue
+            for line in block.split(b"\n"):
+                event = self._line(line)
+                if event is not None:
+                    yield event
+            if index < last:
+                event = self._line(b"")  # the blank line that ended the block
+                if event is not None:
+                    yield event
 
     def _check_pending(self) -> None:
         """A partial line may not grow past the cap: a stream that never breaks its lines."""

@@ -164,6 +164,34 @@ def test_any_line_endings_and_split_give_the_same_events(
     ]
 
 
+@settings(max_examples=min(settings().max_examples, 1000))
+@given(
+    lines=st.lists(
+        st.sampled_from(
+            [
+                b"",
+                b"data: {}",
+                b"data:x",
+                b"data: ",
+                b"data",
+                b"event: ping",
+                b": comment",
+                b"id: 1",
+            ]
+        ),
+        max_size=16,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_whole_blocks_decode_as_they_do_line_by_line(lines: list[bytes], cuts: list[int]) -> None:
+    # One byte at a time, every line takes the general rules; in larger chunks a one-line
+    # "data: " block takes the shortcut. Blank lines, comments and other fields anywhere.
+    stream = b"".join(line + b"\n" for line in lines)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    assert decode(pieces) == decode(stream[i : i + 1] for i in range(len(stream)))
+
+
 # ---------------------------------------------------------------------------- event JSON
 
 
