@@ -31,7 +31,7 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -200,6 +200,10 @@ class Reply:
     is_html: bool
 
 
+CommitHook = Callable[[StoreWriteError | None], None]
+"""Told how a group transaction ended: None once committed, else why it was lost."""
+
+
 class Store:
     """The bot's state file; one instance per process, one connection."""
 
@@ -216,6 +220,7 @@ class Store:
         self.path = path
         self._lock_fd = lock_fd
         self._batch: asyncio.Future[None] | None = None  # the open group transaction's commit
+        self._hooks: list[CommitHook] = []  # run as the open group transaction ends
         self.commits = 0  # group transactions committed (each covers a turn's writes)
         # user key -> conversation id (None: none) as this connection sees the table; see
         # get_conversation. Emptied whenever a write may have been rolled back.
@@ -596,6 +601,25 @@ class Store:
         """
         return self._batch
 
+    def after_commit(self, hook: CommitHook) -> None:
+        """Run `hook` when the writes made so far in this turn are committed (with None) or lost
+        (with the error): inside the commit itself, a loop turn before the ticket's callbacks.
+
+        For a caller whose next step leaves the process (a reply to send) and should not wait
+        a turn more. A hook must not raise; if it does, the error is logged and the others run.
+        """
+        if self._batch is None:
+            raise RuntimeError("after_commit() needs a write pending in this turn")
+        self._hooks.append(hook)
+
+    def _run_hooks(self, error: StoreWriteError | None) -> None:
+        hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            try:
+                hook(error)
+            except Exception:
+                log.exception("a hook run after a commit failed (ignored)")
+
     @contextlib.contextmanager
     def _write(self, *, savepoint: bool = True) -> Iterator[None]:
         """One atomic operation inside the group transaction: all of it, or none of it.
@@ -662,11 +686,11 @@ class Store:
             self.path,
             error,
         )
+        lost = StoreWriteError(f"could not write to the state database {self.path}: {error}")
         if batch is not None and not batch.done():
-            batch.set_exception(
-                StoreWriteError(f"could not write to the state database {self.path}: {error}")
-            )
+            batch.set_exception(lost)
             batch.exception()  # retrieved here: nobody may be waiting, and it is logged
+        self._run_hooks(lost)
 
     def _join_batch(self) -> None:
         """Open the group transaction if none is, and queue its commit behind this turn."""
@@ -702,13 +726,16 @@ class Store:
                 self.path,
                 e,
             )
+            lost = StoreWriteError(f"could not commit to {self.path}: {e}")
             if not batch.done():
-                batch.set_exception(StoreWriteError(f"could not commit to {self.path}: {e}"))
+                batch.set_exception(lost)
                 batch.exception()  # retrieved here: nobody may be waiting, and it is logged
+            self._run_hooks(lost)
             return
         self.commits += 1
         if not batch.done():
             batch.set_result(None)
+        self._run_hooks(None)
 
 
 def _private_file(path: Path) -> None:

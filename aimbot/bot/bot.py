@@ -698,7 +698,8 @@ class AIMBot:
             return None
         commit = self._store.commit_ticket()
         assert commit is not None  # the write above joined a transaction
-        commit.add_done_callback(functools.partial(self._on_committed, user, items, replies))
+        # Handed to delivery inside the commit: a loop turn sooner than a callback on `commit`.
+        self._store.after_commit(functools.partial(self._on_committed, user, items, replies))
         return commit
 
     def _on_committed(
@@ -706,18 +707,16 @@ class AIMBot:
         user: _User,
         items: list[OutboxItem],
         replies: list[Reply],
-        commit: asyncio.Future[None],
+        error: StoreError | None,
     ) -> None:
         try:
-            if commit.cancelled():
-                self._send_unstored(user, replies, StoreError("the commit was cancelled"))
-            elif (error := commit.exception()) is not None:
+            if error is not None:
                 self._send_unstored(user, replies, error)
             else:
                 self._sink.deliver(items)
             self._typing(user.screen_name, TypingState.NONE)
         except Exception:
-            # A callback's exception would only reach the loop's handler: say whose it was.
+            # Never into the store's commit: say whose answer it was.
             log.exception("could not hand the answer for %s to delivery", user.key)
 
     def _send_unstored(self, user: _User, replies: list[Reply], error: BaseException) -> None:

@@ -484,3 +484,46 @@ async def test_a_streamed_part_and_its_count_are_stored_together(tmp_path: Path)
         assert [(p.id, p.parts_sent) for p in pending] == [(a, 2), (b, 2)]
         await store.complete([a, b], "Bob", [Reply("(3/3) three", True)], 4.0)
         assert await store.counts() == {"conversations": 0, "inbox": 0, "outbox": 3}
+
+
+async def test_after_commit_hooks_run_inside_the_commit_before_the_tickets_callbacks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        with pytest.raises(RuntimeError, match="needs a write pending"):
+            store.after_commit(lambda error: None)
+        heard: list[str] = []
+        await store.inbox_add("bob", "Bob", "hi", 1.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        ticket.add_done_callback(lambda _: heard.append("ticket"))
+
+        def broken(error: StoreError | None) -> None:
+            raise RuntimeError("a broken hook")
+
+        store.after_commit(lambda error: heard.append(f"first {error}"))
+        store.after_commit(broken)
+        store.after_commit(lambda error: heard.append(f"second {error}"))
+        commits = store.commits
+        await ticket
+        assert store.commits == commits + 1
+        assert heard == ["first None", "second None", "ticket"]
+        assert "a hook run after a commit failed" in caplog.text
+        # Hooks belong to their transaction: the next one starts with none.
+        await store.inbox_add("bob", "Bob", "again", 2.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        await ticket
+        assert heard == ["first None", "second None", "ticket"]
+
+
+async def test_after_commit_hooks_hear_why_the_transaction_was_lost(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        fill_to_the_page_limit(store)
+        await store.set_conversation("amy", "conv-1", 1.0)
+        errors: list[StoreError | None] = []
+        store.after_commit(errors.append)
+        with pytest.raises(StoreWriteError, match="database or disk is full"):
+            await store.inbox_add("bob", "Bob", "x" * 5000, 1.0)
+        assert len(errors) == 1 and isinstance(errors[0], StoreWriteError)
+        assert "database or disk is full" in str(errors[0])
