@@ -9,7 +9,6 @@ one busy user never delays another beyond that bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
@@ -130,7 +129,7 @@ class _User:
     screen_name: str  # as the user last wrote it; replies go to this form
     buffer: MessageBuffer
     worker: asyncio.Task[None] | None = None
-    commit: asyncio.Future[None] | None = None  # the commit its finished answer waits for
+    commit: asyncio.Future[None] | None = None  # the commit of its last answer (clear waits)
     busy: bool = False
 
 
@@ -181,6 +180,7 @@ class AIMBot:
         self._users: dict[str, _User] = {}
         self._typists = Typists()
         self._workers = 0  # users with a live worker task
+        self._staged = 0  # answers written but not yet handed to delivery (commit pending)
         self._buffered = 0  # messages waiting in buffers
         self._background = _Background()
         self._accepting = True
@@ -524,13 +524,9 @@ class AIMBot:
         # Once the answer exists it must reach the store even if "clear" cancels us now: the
         # swap joins this turn's transaction before any await, and the delivery hangs on its
         # commit, not on this task.
-        commit = self._stage_commit(user, inbox_ids, replies)
-        if commit is not None:
-            user.commit = commit
-            # Shielded: a cancelled worker must not cancel the commit others wait for too.
-            with contextlib.suppress(StoreError):  # _on_committed has dealt with it
-                await asyncio.shield(commit)
-            user.commit = None
+        # Not awaited: the worker is free at once, and "clear" and idleness wait for the
+        # commit instead (user.commit, self._staged).
+        user.commit = self._stage_commit(user, inbox_ids, replies)
         if not traffic_logged():
             return
         log_answered(
@@ -700,6 +696,7 @@ class AIMBot:
         assert commit is not None  # the write above joined a transaction
         # Handed to delivery inside the commit: a loop turn sooner than a callback on `commit`.
         self._store.after_commit(functools.partial(self._on_committed, user, items, replies))
+        self._staged += 1
         return commit
 
     def _on_committed(
@@ -718,6 +715,9 @@ class AIMBot:
         except Exception:
             # Never into the store's commit: say whose answer it was.
             log.exception("could not hand the answer for %s to delivery", user.key)
+        finally:
+            self._staged -= 1
+            self._check_idle()
 
     def _send_unstored(self, user: _User, replies: list[Reply], error: BaseException) -> None:
         log.error(
@@ -865,7 +865,7 @@ class AIMBot:
         await asyncio.gather(*background, return_exceptions=True)
 
     def _check_idle(self) -> None:
-        if self._workers == 0:
+        if self._workers == 0 and self._staged == 0:
             self._idle.set()
 
     # -- metrics -------------------------------------------------------------------------------
