@@ -31,7 +31,7 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -426,6 +426,13 @@ class Store:
         """complete() without waiting for the commit: the swap joins this turn's transaction,
         and `commit_ticket()` tells when it is durable (for a caller that must not be cancelled
         between the two, and need not be a task of its own to ensure that)."""
+        if len(replies) == 1 and len(inbox_ids) <= DELETE_CHUNK:
+            # The usual answer, two statements: the insert (the one that can fail on its data)
+            # first, so that no savepoint is needed (see _write).
+            with self._write(savepoint=False):
+                item = self._insert_outbox(screen_name, replies[0], now)
+                self._delete_ids("inbox", inbox_ids)
+            return [item]
         with self._write():
             self._delete_ids("inbox", inbox_ids)
             return [self._insert_outbox(screen_name, reply, now) for reply in replies]
@@ -620,48 +627,29 @@ class Store:
             except Exception:
                 log.exception("a hook run after a commit failed (ignored)")
 
-    @contextlib.contextmanager
-    def _write(self, *, savepoint: bool = True) -> Iterator[None]:
+    def _write(self, *, savepoint: bool = True) -> _Op:
         """One atomic operation inside the group transaction: all of it, or none of it.
 
-        `savepoint=False` is for an operation of one statement, which SQLite makes atomic on
-        its own (a failed statement is undone, and the others' writes stay): it saves the two
-        statements of a savepoint on the hottest writes.
+        `savepoint=False` is for an operation whose first statement is the only one that can
+        fail alone (SQLite undoes a failed statement, and the others' writes stay): it saves
+        the two statements of a savepoint on the hottest writes. Should a later statement of
+        such an operation fail and leave the transaction open, the whole group is rolled back.
         sqlite3 errors leave as StoreWriteError (the cause chained).
         """
-        try:
-            self._join_batch()
-            if savepoint:
-                self._db.execute("SAVEPOINT op")
-        except sqlite3.Error as e:
-            self._abort_batch(e)
-            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
-        try:
-            yield
-        except BaseException as e:
-            self._undo_op(e, savepoint=savepoint)
-            if isinstance(e, sqlite3.Error):
-                raise StoreWriteError(
-                    f"could not write to the state database {self.path}: {e}"
-                ) from e
-            raise
-        if not savepoint:
-            return
-        try:
-            self._db.execute("RELEASE op")
-        except sqlite3.Error as e:
-            self._abort_batch(e)
-            raise StoreWriteError(f"could not write to the state database {self.path}: {e}") from e
+        return _Op(self, savepoint)
 
-    def _undo_op(self, error: BaseException, *, savepoint: bool) -> None:
-        """Roll back one failed operation, or the whole group if SQLite already did."""
+    def _undo_op(self, error: BaseException, *, savepoint: bool, wrote: bool) -> None:
+        """Roll back one failed operation, or the whole group if SQLite already did (or if an
+        operation without a savepoint had written something before it failed)."""
         self._forget_caches()
         if not self._db.in_transaction:
             # SQLITE_FULL / SQLITE_IOERR roll back the whole transaction, not the statement.
             self._abort_batch(error)
             return
         if not savepoint:
-            return  # SQLite undid the failed statement; nothing else was written
+            if wrote:
+                self._abort_batch(error)
+            return  # else SQLite undid the failed statement; nothing else was written
         try:
             self._db.execute("ROLLBACK TO op")
             self._db.execute("RELEASE op")
@@ -736,6 +724,51 @@ class Store:
         if not batch.done():
             batch.set_result(None)
         self._run_hooks(None)
+
+
+class _Op:
+    """Store._write's context: a class rather than a generator, as it wraps every write."""
+
+    __slots__ = ("_changes", "_savepoint", "_store")
+
+    def __init__(self, store: Store, savepoint: bool) -> None:
+        self._store = store
+        self._savepoint = savepoint
+        self._changes = 0
+
+    def __enter__(self) -> None:
+        store = self._store
+        try:
+            store._join_batch()
+            if self._savepoint:
+                store._db.execute("SAVEPOINT op")
+        except sqlite3.Error as e:
+            store._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {store.path}: {e}") from e
+        self._changes = store._db.total_changes
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        store = self._store
+        if error is not None:
+            wrote = store._db.total_changes != self._changes
+            store._undo_op(error, savepoint=self._savepoint, wrote=wrote)
+            if isinstance(error, sqlite3.Error):
+                raise StoreWriteError(
+                    f"could not write to the state database {store.path}: {error}"
+                ) from error
+            return
+        if not self._savepoint:
+            return
+        try:
+            store._db.execute("RELEASE op")
+        except sqlite3.Error as e:
+            store._abort_batch(e)
+            raise StoreWriteError(f"could not write to the state database {store.path}: {e}") from e
 
 
 def _private_file(path: Path) -> None:

@@ -527,3 +527,31 @@ async def test_after_commit_hooks_hear_why_the_transaction_was_lost(tmp_path: Pa
             await store.inbox_add("bob", "Bob", "x" * 5000, 1.0)
         assert len(errors) == 1 and isinstance(errors[0], StoreWriteError)
         assert "database or disk is full" in str(errors[0])
+
+
+async def test_an_answer_whose_second_statement_fails_never_leaves_both_rows(
+    tmp_path: Path,
+) -> None:
+    # The usual answer is written without a savepoint, insert first: if the delete after it
+    # fails and SQLite keeps the transaction open, the whole turn is rolled back, so the IM and
+    # its answer are never both kept (a restart would send the answer and ask again).
+    async with await Store.open(tmp_path / "s.db") as store:
+        poison = await store.inbox_add("bob", "Bob", "poison", 1.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        await ticket
+        store._db.execute(
+            "CREATE TRIGGER refuse BEFORE DELETE ON inbox WHEN old.text = 'poison' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        await store.inbox_add("carol", "Carol", "same turn", 2.0)
+        same_turn = store.commit_ticket()
+        assert same_turn is not None
+        with pytest.raises(StoreWriteError, match="refused"):
+            store.stage_complete([poison], "Bob", [Reply("the answer", False)], 3.0)
+        with pytest.raises(StoreWriteError):
+            await same_turn
+    async with await Store.open(tmp_path / "s.db") as store:
+        pending, _ = await store.inbox_pending(now=3.0, max_age=10.0)
+        assert [p.id for p in pending] == [poison]
+        assert await store.outbox_pending() == []
