@@ -368,8 +368,9 @@ class Store:
             and seen[0] == screen_name
             and 0 <= received_at - seen[1] < SEEN_RESOLUTION
         )
-        # With `seen` fresh enough the operation is one statement, atomic on its own.
-        with self._write(savepoint=not fresh):
+        # The IM's insert first, the one statement that can fail on its data: no savepoint
+        # needed (see _write).
+        with self._write(savepoint=False):
             cur = self._db.execute(_INSERT_INBOX, (user_key, screen_name, text, received_at))
             if not fresh:
                 self._db.execute(_UPSERT_SEEN, (user_key, screen_name, received_at))

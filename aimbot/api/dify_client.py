@@ -435,7 +435,16 @@ class DifyClient:
 
     # ------------------------------------------------------------------ chat attempts
 
-    async def _chat_attempt(
+    def _chat_attempt(
+        self, user: str, query: str, conversation_id: str | None, on_text: TextListener | None
+    ) -> Awaitable[Answer]:
+        """One attempt; in streaming mode the request itself, one coroutine fewer for every
+        resumption of the answer's read (the common case)."""
+        if self._mode == "streaming":
+            return self._chat_once(user, query, conversation_id, "streaming", on_text)
+        return self._chat_or_fall_back(user, query, conversation_id, on_text)
+
+    async def _chat_or_fall_back(
         self, user: str, query: str, conversation_id: str | None, on_text: TextListener | None
     ) -> Answer:
         mode = self._mode
