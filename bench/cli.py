@@ -15,7 +15,7 @@ from pathlib import Path
 from aimbot.utils import eventloop
 from bench.report import Report, emit
 
-COMMANDS = ("signon", "latency", "throughput", "memory", "chaos", "ratelimit")
+COMMANDS = ("signon", "latency", "throughput", "duel", "memory", "chaos", "ratelimit")
 
 
 class BenchError(Exception):
@@ -191,6 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
         "share --seconds (default 3)",
     )
 
+    p = commands.add_parser(
+        "duel", help="CPU per reply of this checkout's bot against another's, loaded at once"
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    _add_bot_env(p)
+    p.add_argument(
+        "--against",
+        type=Path,
+        required=True,
+        help="another checkout of aimbot (e.g. a git worktree of an older revision)",
+    )
+    p.add_argument(
+        "--users", type=_int_at_least(2), default=200, help="users, half on each bot (default 200)"
+    )
+    p.add_argument(
+        "--seconds", type=_seconds(positive=True), default=40.0, help="measured (default 40)"
+    )
+    p.add_argument(
+        "--windows", type=_int_at_least(1), default=8, help="windows sharing --seconds (default 8)"
+    )
+    p.add_argument(
+        "--warmup-seconds", type=_seconds(positive=False), default=4.0, help="unmeasured start"
+    )
+
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")
     p.add_argument("--json", action="store_true", help=json_help)
     _add_bot_env(p)
@@ -280,6 +304,10 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         from bench import throughput
 
         return await throughput.run(args, argv)
+    if args.command == "duel":
+        from bench import duel
+
+        return await duel.run(args, argv)
     if args.command == "memory":
         from bench import memory
 

@@ -82,9 +82,10 @@ def bot_environment(
 class BotProcess:
     """`python main.py` with a given environment; its output goes to a log file."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, root: Path = ROOT) -> None:
         self._env = {**os.environ, **env, "AIMBOT_NO_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
+        self.root = root  # the checkout whose main.py runs (bench duel runs another one too)
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
 
@@ -98,8 +99,8 @@ class BotProcess:
         with self.log_path.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                str(ROOT / "main.py"),
-                cwd=str(ROOT),
+                str(self.root / "main.py"),
+                cwd=str(self.root),
                 env=self._env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import cli
+from bench.rig import ROOT
 from tests.helpers.ops import root_logging_restored
 
 
@@ -28,7 +30,9 @@ def _logging_restored() -> Iterator[None]:
     aimbot_logger.setLevel(level)
 
 
-def run_bench(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+def run_bench(
+    argv: list[str], capsys: pytest.CaptureFixture[str], *, targets: bool = True
+) -> dict[str, Any]:
     """Run one bench command with --json; its figures, after checking the table came too."""
     code = cli.main([*argv, "--json"])
     out = capsys.readouterr().out
@@ -37,7 +41,7 @@ def run_bench(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, 
     report: dict[str, Any] = json.loads(last)
     assert report["bench"] == argv[0]
     assert report["meta"]["command_line"] == "python -m bench " + " ".join([*argv, "--json"])
-    assert any("targets:" in line for line in table)
+    assert any("targets:" in line for line in table) == targets
     for key, verdict in report["targets"].items():
         assert key in report and isinstance(verdict["met"], bool)
     return report
@@ -107,3 +111,24 @@ def test_ratelimit_reports_waits_fairness_and_the_exempt_speedup(
     assert report["ims_min_user"] <= report["ims_max_user"]
     assert report["ordinary_im_per_s"] > 0 and report["exempt_im_per_s"] > 0
     assert {"fairness_jain", "exempt_speedup"} <= set(report["targets"])
+
+
+def test_duel_reports_both_bots_cpu_per_reply_over_shared_windows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Against this very checkout: the runner's plumbing, not a comparison.
+    argv = ["duel", "--against", str(ROOT), "--users", "2", "--seconds", "0.6", "--windows", "2"]
+    report = run_bench([*argv, "--warmup-seconds", "0"], capsys, targets=False)
+    assert report["replies"] > 0 and report["other_replies"] > 0
+    assert report["cpu_ratio_vs_other"] == pytest.approx(
+        report["cpu_s_per_1k"] / report["other_cpu_s_per_1k"], rel=1e-3
+    )
+    assert report["window_ratio_min"] <= report["window_ratio_max"]
+    assert report["targets"] == {}
+
+
+def test_duel_refuses_a_directory_that_is_not_a_checkout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["duel", "--against", str(tmp_path)]) == 1
+    assert "no main.py there" in capsys.readouterr().err

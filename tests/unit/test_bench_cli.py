@@ -19,7 +19,9 @@ def test_defaults_match_the_issue() -> None:
     memory = parse_args(["memory"])
     assert (memory.users, memory.messages) == (10_000, 100_000)
     assert parse_args(["chaos", "--minutes", "2"]).minutes == 2.0
-    assert all(parse_args([c]).json is False for c in COMMANDS)
+    assert all(parse_args([c]).json is False for c in COMMANDS if c != "duel")
+    duel = parse_args(["duel", "--against", "."])
+    assert (duel.users, duel.seconds, duel.windows, duel.json) == (200, 40.0, 8, False)
 
 
 def test_issue_15_options_default_to_the_full_measurement() -> None:

@@ -1,0 +1,141 @@
+"""``bench duel``: this checkout's bot against another checkout's bot, both loaded at once.
+
+On a shared VM the machine's speed drifts by tens of per cent within seconds, so two runs made
+one after the other (even in turns, as ``throughput`` does against the bare bridge) disagree by
+more than most changes to the code are worth. Here both bots are signed on together, each with
+half of the users, and their CPU per 1,000 replies is read over the same windows: whatever the
+machine does, it does to both, and the ratio shows the code's effect. A diagnostic for choosing
+changes; it has no target, and the issue's ratios stay those of ``throughput`` and ``latency``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.cli import BenchError
+from bench.procstat import sample
+from bench.report import Figure, Report, make_report
+from bench.rig import (
+    BOT,
+    ROOT,
+    BotProcess,
+    Loopback,
+    bot_config,
+    bot_environment,
+    config_note,
+    loopback,
+    sign_off_all,
+    sign_on_all,
+)
+from bench.throughput import REPLY_TIMEOUT, ReplyTally, keep_busy
+
+OTHER = "DuelBot"
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class _Side:
+    name: str
+    bot: BotProcess
+    tally: ReplyTally
+    replies: int = 0
+    cpu: float = 0.0
+
+    def per_1k(self, replies: int, cpu: float) -> float:
+        if replies == 0:
+            raise BenchError(f"{self.name} answered nothing in a measured window")
+        return cpu / replies * 1000
+
+
+def _checkout(path: Path) -> Path:
+    """The other checkout, checked where it enters: a directory with aimbot's main.py."""
+    root = path.resolve()
+    if not (root / "main.py").is_file():
+        raise BenchError(f"--against {path}: no main.py there (give a checkout of aimbot)")
+    return root
+
+
+async def _start(rig: Loopback, name: str, root: Path, args: argparse.Namespace) -> BotProcess:
+    env = bot_environment(
+        oscar_port=rig.oscar.port,
+        dify_url=rig.dify.url,
+        data_dir=rig.workdir / f"data-{name}",
+        password=rig.bot_password,
+        api_key=rig.dify_key,
+        overrides={**bot_config(args), "AIM_USERNAME": name},
+    )
+    bot = BotProcess(env, rig.workdir / f"{name}.log", root)
+    await bot.start()
+    try:
+        await rig.oscar.wait_online(name, START_TIMEOUT)
+    except TimeoutError:
+        await bot.terminate()
+        raise BenchError(f"{name} did not sign on:\n{bot.log_tail()}") from None
+    return bot
+
+
+async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    other_root = _checkout(args.against)
+    ratios: list[float] = []
+    async with loopback() as rig, contextlib.AsyncExitStack() as stack:
+        rig.oscar.add_account(OTHER, rig.bot_password, is_bot=True)
+        sides = []
+        for name, root in ((BOT, ROOT), (OTHER, other_root)):
+            bot = await _start(rig, name, root, args)
+            stack.push_async_callback(bot.terminate)
+            sides.append(_Side(name, bot, ReplyTally()))
+        this, other = sides
+        users = await sign_on_all(rig.oscar, [f"du{i:04d}" for i in range(args.users)])
+        load = [
+            asyncio.create_task(keep_busy(user, sides[i % 2].name, sides[i % 2].tally))
+            for i, user in enumerate(users)
+        ]
+        try:
+            await asyncio.sleep(args.warmup_seconds)
+            for _ in range(args.windows):
+                before = [(s.tally.replies, sample(s.bot.pid).cpu_seconds) for s in sides]
+                await asyncio.sleep(args.seconds / args.windows)
+                per_1k = []
+                for side, (replies, cpu) in zip(sides, before, strict=True):
+                    replies = side.tally.replies - replies
+                    cpu = sample(side.bot.pid).cpu_seconds - cpu
+                    side.replies += replies
+                    side.cpu += cpu
+                    per_1k.append(side.per_1k(replies, cpu))
+                ratios.append(per_1k[0] / per_1k[1])
+        finally:
+            for side in sides:
+                side.tally.stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*load), REPLY_TIMEOUT)
+            for task in load:
+                task.cancel()
+            await asyncio.gather(*load, return_exceptions=True)
+            await sign_off_all(users)
+    this_1k = this.per_1k(this.replies, this.cpu)
+    other_1k = other.per_1k(other.replies, other.cpu)
+    figures = [
+        Figure("cpu_s_per_1k", this_1k, "this checkout's bot, CPU per 1,000 replies", "s"),
+        Figure("other_cpu_s_per_1k", other_1k, f"{other_root}'s bot, CPU per 1,000", "s"),
+        Figure("cpu_ratio_vs_other", this_1k / other_1k, "this / other (below 1: cheaper)"),
+        Figure("window_ratio_min", min(ratios), "lowest window's ratio"),
+        Figure("window_ratio_max", max(ratios), "highest window's ratio"),
+        Figure("replies", this.replies, "this bot's replies in the measured windows"),
+        Figure("other_replies", other.replies, "the other bot's replies"),
+    ]
+    notes = [
+        f"{args.users} users, half on each bot, each with one message outstanding at all "
+        f"times; {args.warmup_seconds:g} s warm-up, then {args.windows} windows over "
+        f"{args.seconds:g} s",
+        config_note(bot_config(args)) + " (both bots); devserver rate limits off",
+        "ratio per window: " + ", ".join(f"{r:.3f}" for r in ratios),
+        f"median window ratio {statistics.median(ratios):.3f}: both bots share every window, so "
+        "the machine's drift cancels; no target (a diagnostic for changes to the code)",
+    ]
+    return make_report("duel", argv, figures, notes=notes)
