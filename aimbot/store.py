@@ -427,16 +427,13 @@ class Store:
         """complete() without waiting for the commit: the swap joins this turn's transaction,
         and `commit_ticket()` tells when it is durable (for a caller that must not be cancelled
         between the two, and need not be a task of its own to ensure that)."""
-        if len(replies) == 1 and len(inbox_ids) <= DELETE_CHUNK:
-            # The usual answer, two statements: the insert (the one that can fail on its data)
-            # first, so that no savepoint is needed (see _write).
-            with self._write(savepoint=False):
-                item = self._insert_outbox(screen_name, replies[0], now)
-                self._delete_ids("inbox", inbox_ids)
-            return [item]
-        with self._write():
+        # Inserts first: the usual answer (one reply, one delete) then needs no savepoint, as
+        # only its first statement can fail on its data (see _write).
+        alone = len(replies) == 1 and len(inbox_ids) <= DELETE_CHUNK
+        with self._write(savepoint=not alone):
+            items = [self._insert_outbox(screen_name, reply, now) for reply in replies]
             self._delete_ids("inbox", inbox_ids)
-            return [self._insert_outbox(screen_name, reply, now) for reply in replies]
+        return items
 
     async def stream_part(
         self, inbox_ids: Sequence[int], screen_name: str, reply: Reply, now: float
@@ -620,6 +617,9 @@ class Store:
             raise RuntimeError("after_commit() needs a write pending in this turn")
         self._hooks.append(hook)
 
+    def _write_error(self, cause: BaseException) -> StoreWriteError:
+        return StoreWriteError(f"could not write to the state database {self.path}: {cause}")
+
     def _run_hooks(self, error: StoreWriteError | None) -> None:
         hooks, self._hooks = self._hooks, []
         for hook in hooks:
@@ -675,7 +675,7 @@ class Store:
             self.path,
             error,
         )
-        lost = StoreWriteError(f"could not write to the state database {self.path}: {error}")
+        lost = self._write_error(error)
         if batch is not None and not batch.done():
             batch.set_exception(lost)
             batch.exception()  # retrieved here: nobody may be waiting, and it is logged
@@ -745,7 +745,7 @@ class _Op:
                 store._db.execute("SAVEPOINT op")
         except sqlite3.Error as e:
             store._abort_batch(e)
-            raise StoreWriteError(f"could not write to the state database {store.path}: {e}") from e
+            raise store._write_error(e) from e
         self._changes = store._db.total_changes
 
     def __exit__(
@@ -759,9 +759,7 @@ class _Op:
             wrote = store._db.total_changes != self._changes
             store._undo_op(error, savepoint=self._savepoint, wrote=wrote)
             if isinstance(error, sqlite3.Error):
-                raise StoreWriteError(
-                    f"could not write to the state database {store.path}: {error}"
-                ) from error
+                raise store._write_error(error) from error
             return
         if not self._savepoint:
             return
@@ -769,7 +767,7 @@ class _Op:
             store._db.execute("RELEASE op")
         except sqlite3.Error as e:
             store._abort_batch(e)
-            raise StoreWriteError(f"could not write to the state database {store.path}: {e}") from e
+            raise store._write_error(e) from e
 
 
 def _private_file(path: Path) -> None:

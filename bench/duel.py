@@ -36,7 +36,6 @@ from bench.rig import (
 from bench.throughput import REPLY_TIMEOUT, ReplyTally, keep_busy
 
 OTHER = "DuelBot"
-START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -73,10 +72,10 @@ async def _start(rig: Loopback, name: str, root: Path, args: argparse.Namespace)
     bot = BotProcess(env, rig.workdir / f"{name}.log", root)
     await bot.start()
     try:
-        await rig.oscar.wait_online(name, START_TIMEOUT)
-    except TimeoutError:
+        await rig.wait_bot_online(bot, name=name)
+    except BaseException:
         await bot.terminate()
-        raise BenchError(f"{name} did not sign on:\n{bot.log_tail()}") from None
+        raise
     return bot
 
 

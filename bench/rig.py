@@ -170,8 +170,13 @@ class Loopback:
         await self.wait_bot_online(bot)
         return bot
 
-    async def wait_bot_online(self, bot: BotProcess, timeout: float = START_TIMEOUT) -> None:  # noqa: ASYNC109
-        online = asyncio.ensure_future(self.oscar.wait_online(BOT, timeout))
+    async def wait_bot_online(
+        self,
+        bot: BotProcess,
+        timeout: float = START_TIMEOUT,  # noqa: ASYNC109
+        name: str = BOT,
+    ) -> None:
+        online = asyncio.ensure_future(self.oscar.wait_online(name, timeout))
         assert bot.proc is not None
         exited = asyncio.ensure_future(bot.proc.wait())
         try:

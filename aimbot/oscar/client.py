@@ -45,7 +45,7 @@ from aimbot.oscar.events import (
 )
 from aimbot.oscar.imtext import encode_im_text, plain_to_html
 from aimbot.oscar.intake import DroppedIM, incoming_im
-from aimbot.oscar.ratelimit import RateClass, RateStatus, RateTable, paced_target
+from aimbot.oscar.ratelimit import RateClass, RateMeter, RateStatus, RateTable, paced_target
 from aimbot.oscar.session import FALLBACK_MAX_MESSAGE_BYTES, Outgoing, SignOn
 from aimbot.oscar.snacs import (
     FAMILY_BUCP,
@@ -334,10 +334,17 @@ class OscarClient:
         """Seconds until a SNAC of this kind can go out without leaving the clear zone."""
         if self._rates is None or not self._throttle:
             return 0.0
+        meter = self._rates.meter_for(family, subgroup)
+        if meter is None:
+            return 0.0
+        now = self._now_ms()
+        return meter.wait_ms(now, self._throttle_target(meter, now)) / 1000
+
+    def _throttle_target(self, meter: RateMeter, now_ms: int) -> int | None:
+        """The level AIM_THROTTLE paces this class to (None: not paced)."""
         if self._learner is not None:
-            meter = self._rates.meter_for(family, subgroup)
-            return self._learner.delay_ms(meter, self._now_ms()) / 1000
-        return self._rates.delay_ms(family, subgroup, self._now_ms()) / 1000
+            return self._learner.target(meter, now_ms)
+        return paced_target(meter.rate_class)
 
     def send_budget(
         self, family: int, subgroup: int, most: int, *, server_model: bool = False
@@ -356,12 +363,7 @@ class OscarClient:
         now = self._now_ms()
         budget = most
         if self._throttle:
-            target = (
-                self._learner.target(meter, now)
-                if self._learner is not None
-                else paced_target(meter.rate_class)
-            )
-            budget = meter.burst(now, target, budget)
+            budget = meter.burst(now, self._throttle_target(meter, now), budget)
         if server_model:
             budget = meter.burst(now, paced_target(meter.rate_class), budget)
         return budget

@@ -141,7 +141,10 @@ class RateMeter:
         return status
 
     def delay_ms(self, now_ms: int, margin: int = DEFAULT_MARGIN) -> int:
-        target = paced_target(self.rate_class, margin)
+        return self.wait_ms(now_ms, paced_target(self.rate_class, margin))
+
+    def wait_ms(self, now_ms: int, target: int | None) -> int:
+        """How long the next SNAC waits to keep the level at or above `target` (None: 0)."""
         if target is None:
             return 0
         return wait_ms_for_level(self.rate_class, self.level, now_ms - self.last_ms, target)

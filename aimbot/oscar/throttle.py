@@ -26,7 +26,6 @@ from aimbot.oscar.ratelimit import (
     RateStatus,
     never_limits,
     throttle_target,
-    wait_ms_for_level,
 )
 
 log = logging.getLogger(__name__)
@@ -107,12 +106,7 @@ class ThrottleLearner:
 
     def delay_ms(self, meter: RateMeter | None, now_ms: int) -> int:
         """How long the next SNAC of this meter's class should wait."""
-        if meter is None:
-            return 0
-        target = self.target(meter, now_ms)
-        if target is None:
-            return 0
-        return wait_ms_for_level(meter.rate_class, meter.level, now_ms - meter.last_ms, target)
+        return 0 if meter is None else meter.wait_ms(now_ms, self.target(meter, now_ms))
 
     def target(self, meter: RateMeter, now_ms: int) -> int | None:
         """The lowest level this meter's class may be taken to now; None: it is not paced."""
