@@ -13,6 +13,7 @@ from pathlib import Path
 from aimbot.oscar.events import TypingState
 from aimbot.oscar.imtext import im_text_size
 from tests.helpers.e2e import BOT, WAIT, BotProcess, Person, bot_environment, rig
+from tests.helpers.ports import free_port
 
 
 class Gate:
@@ -403,19 +404,11 @@ async def test_help_and_delete_on_clear(tmp_path: Path) -> None:
         assert len(records) == 1 and records[0].deleted, (conversation, records)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_health_and_metrics_follow_the_session(tmp_path: Path) -> None:
     import aiohttp
 
     async with rig(tmp_path) as r:
-        app = await r.start_bot(HEALTH_PORT=str(_free_port()))
+        app = await r.start_bot(HEALTH_PORT=str(free_port()))
         base = f"http://127.0.0.1:{app.health_port}"
         lee = await r.person("lee")
         await lee.say("count me")

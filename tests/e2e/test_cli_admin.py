@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,7 @@ from tests.helpers.cli import (
     signed_on,
     workdir_fixture,  # noqa: F401 - fixture "workdir"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers.ports import free_port
 
 
 async def command(env: dict[str, str], cwd: Path, *args: str) -> tuple[Finished, Any]:

@@ -31,18 +31,13 @@ from aimbot.devserver.dify_standin import AnswerContext, AnswerFn, DifyStandIn
 from tests.helpers import e2e
 from tests.helpers.aim_user import WAIT, AimUser
 from tests.helpers.oos_server import oos_binary
+from tests.helpers.ports import free_port, free_ports
 
 HOST = "127.0.0.1"
 START_DEADLINE = 20.0  # it listens after ~0.3 s when idle; the CI machine is shared
 POLL = 0.05
 PROBE_ADDRESS = "127.0.0.254"
 LOG_TAIL = 6000
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 async def wait_until(
@@ -70,8 +65,7 @@ class OpenOscarServer:
         self.binary = binary
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.api_port = free_port()
+        self.port, self.api_port, toc_port, web_port = free_ports(4)
         self.log_path = workdir / "open_oscar_server.log"
         self.config_path = workdir / "oos.env"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -80,9 +74,9 @@ class OpenOscarServer:
             "OSCAR_ADVERTISED_LISTENERS_PLAIN": f"LOCAL://{HOST}:{self.port}",
             "OSCAR_ADVERTISED_LISTENERS_SSL": "",
             "KERBEROS_LISTENERS": "",
-            "TOC_LISTENERS": f"{HOST}:{free_port()}",
+            "TOC_LISTENERS": f"{HOST}:{toc_port}",
             "API_LISTENER": f"{HOST}:{self.api_port}",
-            "WEBAPI_LISTENERS": f"{HOST}:{free_port()}",
+            "WEBAPI_LISTENERS": f"{HOST}:{web_port}",
             "DB_PATH": str(workdir / "oscar.sqlite"),
             "DISABLE_AUTH": "false",
             "DISABLE_MULTI_LOGIN_NOTIF": "false",

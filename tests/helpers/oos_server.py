@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers.ports import free_ports
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,13 +32,6 @@ def oos_binary() -> Path | None:
     override = os.environ.get("AIMBOT_OOS_BINARY")
     path = Path(override) if override else DEFAULT_BINARY
     return path if path.is_file() and os.access(path, os.X_OK) else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _http(port: int, method: str, path: str, body: object | None = None) -> tuple[int, str]:
@@ -122,7 +116,7 @@ async def running_oos(*, log_level: str = "info") -> AsyncIterator[OosServer]:
         raise RuntimeError(OOS_SKIP_REASON)
     with tempfile.TemporaryDirectory(prefix="aimbot-oos-") as tmp:
         work = Path(tmp)
-        oscar_port, api_port, toc_port, web_port = (_free_port() for _ in range(4))
+        oscar_port, api_port, toc_port, web_port = free_ports(4)
         settings = {
             "OSCAR_LISTENERS": f"LOCAL://{HOST}:{oscar_port}",
             "OSCAR_ADVERTISED_LISTENERS_PLAIN": f"LOCAL://{HOST}:{oscar_port}",
