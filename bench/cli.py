@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--users", type=_int_at_least(1), default=200, help="concurrent users (default 200)"
     )
-    p.add_argument("--seconds", type=_seconds(positive=True), default=15.0, help="measured window")
+    p.add_argument(
+        "--seconds",
+        type=_seconds(positive=True),
+        default=None,
+        help="measured window (default 50 with the floor, i.e. 10 rounds of 5 s; else 15)",
+    )
     p.add_argument(
         "--warmup-seconds", type=_seconds(positive=False), default=3.0, help="unmeasured start"
     )
@@ -186,9 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rounds",
         type=_int_at_least(1),
-        default=3,
+        default=10,
         help="with the floor: windows each for the bare bridge and the bot, in turns, that "
-        "share --seconds (default 3)",
+        "share --seconds (default 10: on a shared machine single 5 s windows vary by tens of "
+        "per cent, see docs/benchmarks.md)",
     )
 
     p = commands.add_parser(

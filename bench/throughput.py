@@ -44,6 +44,11 @@ REPLY_TIMEOUT = 60.0
 # Unmeasured seconds at the start of each measured window, while the users' first messages to
 # the peer whose turn it is make their way (the other peer's last replies are already in).
 SETTLE_SECONDS = 1.0
+# Default measured seconds: one peer alone; the bot and the floor in turns (10 rounds of 5 s
+# each: on this shared 2-core VM single rounds' cpu_ratio ranged 0.91-1.53 in one run, and only
+# the sum over about ten settles to +-0.05; docs/benchmarks.md "Session 5").
+ALONE_SECONDS = 15.0
+FLOOR_SECONDS = 50.0
 TARGETS = (Target("im_per_s", ">=", 2000),)
 FLOOR_TARGETS = (Target("throughput_ratio", ">=", 0.9), Target("cpu_ratio", "<=", 1.25))
 
@@ -184,6 +189,8 @@ async def _turns(
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     with_floor = args.peer == "bot" and not args.no_floor
+    if args.seconds is None:
+        args.seconds = FLOOR_SECONDS if with_floor else ALONE_SECONDS
     floor = None
     ratios: list[float] = []
     async with loopback() as rig, contextlib.AsyncExitStack() as stack:

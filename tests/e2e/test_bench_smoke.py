@@ -75,8 +75,9 @@ def test_throughput_reports_the_bot_and_its_ratios_to_the_floor(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["throughput", "--users", "2", "--seconds", "0.5", "--warmup-seconds", "0"]
-    report = run_bench(argv, capsys)
+    report = run_bench([*argv, "--rounds", "2"], capsys)
     assert report["replies"] > 0
+    assert any("2 rounds of floor and bot, 0.25 s measured" in n for n in report["meta"]["notes"])
     assert report["throughput_ratio"] == pytest.approx(
         report["im_per_s"] / report["floor_im_per_s"], rel=1e-3
     )
