@@ -266,7 +266,8 @@ class Application:
                 with contextlib.suppress(asyncio.CancelledError):
                     try:
                         wait = 0.0 if self.stop_now.is_set() else 2.0
-                        await asyncio.wait_for(self._handler_task, timeout=wait)
+                        async with asyncio.timeout(wait):
+                            await self._handler_task
                     except TimeoutError:
                         log.warning("AIM session did not end in time; cancelled")
         finally:

@@ -243,7 +243,8 @@ class ChatSession:
         await self.client.close()
         if self._pump is not None:
             try:
-                await asyncio.wait_for(self._pump, timeout=5.0)
+                async with asyncio.timeout(5.0):
+                    await self._pump
             except TimeoutError:
                 log.debug("event reader did not stop after close(); cancelled")
             except Exception:  # already logged by _log_crash
@@ -261,7 +262,8 @@ class ChatSession:
     async def next_event(self, within: float | None) -> Event | None:
         """The next server event, or None when `within` seconds pass without one."""
         try:
-            return await asyncio.wait_for(self._events.get(), within)
+            async with asyncio.timeout(within):
+                return await self._events.get()
         except TimeoutError:
             return None
 

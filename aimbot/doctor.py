@@ -146,7 +146,8 @@ async def check_aim_server(settings: Settings) -> CheckResult:
     host, port, timeout = settings.aim_server, settings.aim_port, settings.aim_connect_timeout
     where = f"{host}:{port}"
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
         return failed(
             TITLE_AIM_SERVER,
@@ -182,7 +183,8 @@ async def check_aim_login(settings: Settings) -> CheckResult:
     limit = settings.aim_connect_timeout + settings.aim_read_timeout
     name = settings.aim_username
     try:
-        await asyncio.wait_for(client.connect(), limit)
+        async with asyncio.timeout(limit):
+            await client.connect()
         size = client.max_message_bytes
     except LoginError as e:
         code = f" (code 0x{e.code:04x})" if e.code is not None else ""

@@ -123,7 +123,8 @@ class ChaosUser:
                 pause = delay * random.uniform(0.5, 1.0)
                 log.debug("%s: sign-on failed (%s); retrying in %.2f s", self.name, e, pause)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
+                    async with asyncio.timeout(pause):
+                        await stop.wait()
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
             if attempts:
@@ -416,7 +417,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             while ledger.outstanding() and loop.time() < drain_deadline:
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(1.0, drain_deadline - loop.time()))
+                    async with asyncio.timeout(min(1.0, drain_deadline - loop.time())):
+                        await changed.wait()
             drain_s = loop.time() - drain_started
         finally:
             load_stop.set()

@@ -112,7 +112,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             for side in sides:
                 side.tally.stop.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.gather(*load), REPLY_TIMEOUT)
+                async with asyncio.timeout(REPLY_TIMEOUT):
+                    await asyncio.gather(*load)
             for task in load:
                 task.cancel()
             await asyncio.gather(*load, return_exceptions=True)

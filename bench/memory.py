@@ -93,7 +93,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             while not sampling.is_set():
                 peak = max(peak, bot.sample().rss_bytes)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sampling.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await sampling.wait()
 
         watcher = asyncio.create_task(watch_peak())
         started = time.perf_counter()

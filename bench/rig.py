@@ -120,7 +120,8 @@ class BotProcess:
         if self.proc is None or self.proc.returncode is not None:
             return
         self.proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT)
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await self.proc.wait()
 
     async def terminate(self) -> int | None:
         """SIGTERM (clean shutdown); SIGKILL if it does not exit in time."""
@@ -130,7 +131,8 @@ class BotProcess:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await proc.wait()
             except TimeoutError:
                 log.warning("bot did not exit %g s after SIGTERM; killing it", STOP_TIMEOUT)
                 await self.kill()
@@ -236,7 +238,8 @@ async def reference_peer(
     finally:
         if proc.returncode is None:
             proc.terminate()
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await proc.wait()
 
 
 @contextlib.asynccontextmanager
@@ -324,7 +327,8 @@ class SimUser:
 
     async def next_arrival(self, timeout: float) -> Arrival:  # noqa: ASYNC109
         try:
-            return await asyncio.wait_for(self.arrivals.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.arrivals.get()
         except TimeoutError as e:
             why = f" (session ended: {self.ended.detail})" if self.ended else ""
             raise BenchError(f"{self.name} got no reply within {timeout:g} s{why}") from e
@@ -342,7 +346,8 @@ class SimUser:
             await self.client.close()
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._reader, 5.0)
+                async with asyncio.timeout(5.0):
+                    await self._reader
 
 
 async def sign_on_all(

@@ -62,7 +62,8 @@ async def receive_rate(rig: Loopback, count: int) -> float:
             for i in range(count):
                 await sender.send_im(FLOOD_RECEIVER, f"flood {i}")
             try:
-                await asyncio.wait_for(asyncio.shield(reader), FLOOD_TIMEOUT)
+                async with asyncio.timeout(FLOOD_TIMEOUT):
+                    await asyncio.shield(reader)
             except TimeoutError as e:
                 raise BenchError(
                     f"the flooded client got {received:,} of {count:,} IMs in {FLOOD_TIMEOUT:g} s"

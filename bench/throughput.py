@@ -152,13 +152,15 @@ async def _load(
         # way to be mistaken for one of the next phase's.
         counter.stop.set()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*load), REPLY_TIMEOUT)
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                await asyncio.gather(*load)
         for task in load:
             task.cancel()
         await asyncio.gather(*load, return_exceptions=True)
         if profiler is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(profiler.wait(), 30)
+                async with asyncio.timeout(30):
+                    await profiler.wait()
     if replies == 0 and seconds > 0:
         raise BenchError(f"no replies from {peer.name} in the measured window")
     return Phase(
@@ -187,10 +189,16 @@ async def _turns(
     return functools.reduce(operator.add, floors), functools.reduce(operator.add, bots), ratios
 
 
+def measured_seconds(args: argparse.Namespace) -> float:
+    """--seconds as given, else the default for what is measured: the floor's turns need longer."""
+    if args.seconds is not None:
+        return float(args.seconds)
+    return FLOOR_SECONDS if args.peer == "bot" and not args.no_floor else ALONE_SECONDS
+
+
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     with_floor = args.peer == "bot" and not args.no_floor
-    if args.seconds is None:
-        args.seconds = FLOOR_SECONDS if with_floor else ALONE_SECONDS
+    args.seconds = measured_seconds(args)
     floor = None
     ratios: list[float] = []
     async with loopback() as rig, contextlib.AsyncExitStack() as stack:

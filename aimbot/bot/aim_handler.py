@@ -155,10 +155,12 @@ class AIMHandler:
         return self._online.is_set()
 
     async def wait_online(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await asyncio.wait_for(self._online.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._online.wait()
 
     async def wait_offline(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await asyncio.wait_for(self._offline.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._offline.wait()
 
     def oldest_queued_age(self) -> float:
         """Seconds the oldest reply waiting to be sent has waited (0 with an empty queue)."""
@@ -279,7 +281,8 @@ class AIMHandler:
             if self._metrics is not None:
                 self._metrics.reconnects.inc()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
     async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until every queued reply is confirmed (or timeout); True if all went out."""
@@ -288,7 +291,8 @@ class AIMHandler:
         self._drained.clear()
         self._check_drained()
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
         except TimeoutError:
             return False
         return True

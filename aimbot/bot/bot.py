@@ -238,7 +238,8 @@ class AIMBot:
         entry = (count, asyncio.get_running_loop().create_future())
         self._seen_waiters.append(entry)
         try:
-            await asyncio.wait_for(entry[1], timeout)
+            async with asyncio.timeout(timeout):
+                await entry[1]
         finally:
             self._seen_waiters.remove(entry)
 
@@ -246,11 +247,13 @@ class AIMBot:
         """Until side jobs (e.g. deleting a cleared conversation in Dify) have finished."""
         tasks = list(self._background.tasks)
         if tasks:
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_idle(self, timeout: float) -> None:  # noqa: ASYNC109
         """Until no user has work pending or in progress."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
 
     async def _intake(self, im: IncomingIM) -> None:
         if not _encodable(im.sender):
@@ -844,7 +847,8 @@ class AIMBot:
             if not user.busy and user.worker is not None:
                 user.worker.cancel()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
             finished = True
         except TimeoutError:
             finished = False

@@ -150,7 +150,8 @@ class MessageBuffer:
                 return self.take_all()
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._changed.wait()
 
 
 class Typists:

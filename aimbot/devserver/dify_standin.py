@@ -191,7 +191,8 @@ class ScriptedStream:
 
     async def wait_sent(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: self.sent >= count), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait_for(lambda: self.sent >= count)
 
     async def _written(self) -> None:
         async with self._changed:
@@ -204,14 +205,14 @@ class ScriptedStream:
         """Until piece `index` may go: released, paused for, or the generation stopped."""
         if self.pause is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flight.wake.wait(), self.pause)
+                async with asyncio.timeout(self.pause):
+                    await flight.wake.wait()
             return
         while not flight.wake.is_set():
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait_for(lambda: self._released >= index), every
-                    )
+                    async with asyncio.timeout(every):
+                        await self._changed.wait_for(lambda: self._released >= index)
                 if self._released >= index or flight.wake.is_set():
                     return
             await ping()  # also notices a client that went away
@@ -519,7 +520,8 @@ class DifyStandIn:
         entry = (n, waiter)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):
+                await waiter
         except TimeoutError:
             raise TimeoutError(
                 f"the Dify stand-in saw {self._request_count} of {n} chat requests "
@@ -532,7 +534,8 @@ class DifyStandIn:
     async def wait_idle(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Return once no chat is being answered (e.g. after a client walked away)."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         except TimeoutError:
             raise TimeoutError(
                 f"the Dify stand-in still answers {self._active} chats after {timeout:g} s"
@@ -860,7 +863,8 @@ class DifyStandIn:
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flight.wake.wait(), min(remaining, self.ping_interval))
+                async with asyncio.timeout(min(remaining, self.ping_interval)):
+                    await flight.wake.wait()
             if response is not None and not flight.wake.is_set() and loop.time() < deadline:
                 await response.write(PING)
 
@@ -870,7 +874,8 @@ class DifyStandIn:
         """Never answer: ping (when streaming) until the client leaves or the server stops."""
         while not flight.wake.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flight.wake.wait(), self.ping_interval)
+                async with asyncio.timeout(self.ping_interval):
+                    await flight.wake.wait()
             transport = request.transport
             if transport is None or transport.is_closing():
                 return

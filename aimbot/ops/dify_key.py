@@ -35,7 +35,8 @@ class DifyKeyWatch:
 
     async def wait_checked(self, timeout: float) -> None:  # noqa: ASYNC109
         """Until the first probe got an answer (for tests and the doctor)."""
-        await asyncio.wait_for(self.checked.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.checked.wait()
 
     async def wait_until(self, *, accepted: bool, timeout: float) -> None:  # noqa: ASYNC109
         """Until the verdict is `accepted` (for tests)."""
@@ -45,7 +46,8 @@ class DifyKeyWatch:
                 self._verdict.clear()
                 await self._verdict.wait()
 
-        await asyncio.wait_for(until(), timeout)
+        async with asyncio.timeout(timeout):
+            await until()
 
     def observe(self, outcome: str, seconds: float) -> None:
         """DifyClient observer: one call per chat, with the outcome's error kind (or "ok")."""

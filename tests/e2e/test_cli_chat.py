@@ -106,7 +106,8 @@ async def test_send_waits_for_every_part_of_a_split_reply(
         await peer.client.send_typing(USER, TypingState.TYPING)
         await peer.say(USER, "(1/2) the first half,")
         await peer.say(USER, "(2/2) and the second.")
-        finished = await asyncio.wait_for(client, WAIT)
+        async with asyncio.timeout(WAIT):
+            finished = await client
 
     assert finished.code == 0, finished.output
     assert finished.stdout.splitlines() == ["(1/2) the first half,", "(2/2) and the second."]

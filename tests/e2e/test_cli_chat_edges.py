@@ -130,7 +130,8 @@ class PacedSession(ChatSession):
 
     async def next_event(self, within: float | None) -> Event | None:
         try:
-            return await asyncio.wait_for(self.incoming.get(), within)
+            async with asyncio.timeout(within):
+                return await self.incoming.get()
         except TimeoutError:
             return None
 
@@ -140,15 +141,19 @@ async def test_replies_show_while_a_send_is_paced() -> None:
     stdin = io.StringIO("first\nsecond\n")  # piped input: two lines, then its end
     runner = asyncio.create_task(interactive(session, stdin, wait=10, settle=0.1))
     try:
-        await asyncio.wait_for(session.sending.wait(), 10)
+        async with asyncio.timeout(10):
+            await session.sending.wait()
         session.incoming.put_nowait(im("an earlier answer", b"c"))
-        await asyncio.wait_for(session.recorder.wait_said("an earlier answer"), 10)
+        async with asyncio.timeout(10):
+            await session.recorder.wait_said("an earlier answer")
         assert not session.release.is_set()  # shown while the send was still held
         session.release.set()
-        await asyncio.wait_for(session.wait_sent(2), 10)  # answers count only after the sends
+        async with asyncio.timeout(10):
+            await session.wait_sent(2)  # answers count only after the sends
         session.incoming.put_nowait(im("answer", b"d"))
         session.incoming.put_nowait(im("answer 2", b"e"))
-        assert await asyncio.wait_for(runner, 10) == 0
+        async with asyncio.timeout(10):
+            assert await runner == 0
     finally:
         runner.cancel()
 

@@ -31,7 +31,8 @@ async def test_user_offline_then_back_gets_the_held_reply_before_the_new_answer(
             await app.bot.wait_seen(1, timeout=WAIT)
             await jo.sign_off()  # jo leaves before the answer is ready
             release.set()
-            await asyncio.wait_for(parked.wait(), WAIT)  # the server said: jo is offline
+            async with asyncio.timeout(WAIT):
+                await parked.wait()  # the server said: jo is offline
             back = Person("jo", "pw-person", r.oscar.port)
             r.people.append(back)
             await back.sign_on()

@@ -71,7 +71,8 @@ async def test_clear_mid_stream_stops_the_generation_and_sends_nothing_more(
         await app.bot.wait_background(WAIT)  # the stop request has been answered
         [stop] = r.dify.stop_requests
         assert stop.matched
-        await asyncio.wait_for(script.ended.wait(), WAIT)
+        async with asyncio.timeout(WAIT):
+            await script.ended.wait()
         assert script.stopped and script.sent == 1  # Dify wrote nothing after the stop
         await bob.say("sentinel")
         assert "sentinel" in (await bob.reply()).text  # nothing else was queued before it

@@ -241,7 +241,8 @@ class AimUser:
         """Until `condition(self)` holds (checked whenever something arrives), else fail."""
         try:
             async with self._changed:
-                await asyncio.wait_for(self._changed.wait_for(lambda: condition(self)), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait_for(lambda: condition(self))
         except TimeoutError:
             texts = [im.text[:120] for im in self.received]
             raise AssertionError(
@@ -262,4 +263,5 @@ class AimUser:
             await self._conn.close()
         if self._reader is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._reader, WAIT)
+                async with asyncio.timeout(WAIT):
+                    await self._reader

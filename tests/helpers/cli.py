@@ -145,7 +145,8 @@ class Process:
             return match
 
         try:
-            return await asyncio.wait_for(wait(), within)
+            async with asyncio.timeout(within):
+                return await wait()
         except TimeoutError:
             raise AssertionError(
                 f"no line matched {pattern!r} in {within} s:\n"
@@ -171,7 +172,8 @@ class Process:
     async def finish(self, within: float = WAIT) -> Finished:
         """Wait for exit (killing the process if it overstays) and return what it printed."""
         try:
-            code = await asyncio.wait_for(self.proc.wait(), within)
+            async with asyncio.timeout(within):
+                code = await self.proc.wait()
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
@@ -181,7 +183,8 @@ class Process:
                 f"stderr:\n{self.stderr}"
             ) from None
         seconds = time.monotonic() - self.started
-        await asyncio.wait_for(asyncio.gather(*self._readers), within)
+        async with asyncio.timeout(within):
+            await asyncio.gather(*self._readers)
         return Finished(code, self.stdout, self.stderr, seconds)
 
     async def kill(self) -> None:
@@ -265,12 +268,14 @@ class AimUser:
         await self.client.send_im(to, text, html=html)
 
     async def next_im(self, within: float = WAIT) -> IncomingIM:
-        return await asyncio.wait_for(self.received.get(), within)
+        async with asyncio.timeout(within):
+            return await self.received.get()
 
     async def sign_off(self) -> None:
         await self.client.close()
         if self._reader is not None:
-            await asyncio.wait_for(asyncio.gather(self._reader, return_exceptions=True), WAIT)
+            async with asyncio.timeout(WAIT):
+                await asyncio.gather(self._reader, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

@@ -107,7 +107,8 @@ class Person:
         await self.client.send_typing(to, state)
 
     async def reply(self, timeout: float = WAIT) -> IncomingIM:  # noqa: ASYNC109
-        return await asyncio.wait_for(self.received.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self.received.get()
 
     async def replies(self, n: int, timeout: float = WAIT) -> list[IncomingIM]:  # noqa: ASYNC109
         return [await self.reply(timeout) for _ in range(n)]
@@ -115,27 +116,26 @@ class Person:
     async def wait_typing(self, state: TypingState, timeout: float = WAIT) -> None:  # noqa: ASYNC109
         """Until a typing notification with this state has arrived from the bot."""
         async with self._typing_changed:
-            await asyncio.wait_for(
-                self._typing_changed.wait_for(lambda: any(t.state is state for t in self.typing)),
-                timeout,
-            )
+            async with asyncio.timeout(timeout):
+                await self._typing_changed.wait_for(
+                    lambda: any(t.state is state for t in self.typing)
+                )
 
     async def wait_typing_after(self, seen: int, state: TypingState, timeout: float = WAIT) -> None:  # noqa: ASYNC109
         """Until a typing notification with this state arrives after the first `seen` ones."""
         async with self._typing_changed:
-            await asyncio.wait_for(
-                self._typing_changed.wait_for(
+            async with asyncio.timeout(timeout):
+                await self._typing_changed.wait_for(
                     lambda: any(t.state is state for t in self.typing[seen:])
-                ),
-                timeout,
-            )
+                )
 
     async def sign_off(self) -> None:
         if self.client is not None:
             await self.client.close()
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._reader, WAIT)
+                async with asyncio.timeout(WAIT):
+                    await self._reader
 
 
 @dataclass

@@ -43,7 +43,8 @@ class RecordWaiter(logging.Handler):
                 self.changed.clear()
                 await self.changed.wait()
 
-        return await asyncio.wait_for(until(), timeout)
+        async with asyncio.timeout(timeout):
+            return await until()
 
 
 @pytest.fixture
@@ -80,7 +81,8 @@ async def test_a_wrong_password_is_retried_only_at_the_cap(
             )
         finally:
             await handler.stop()
-            await asyncio.wait_for(runner, 10)
+            async with asyncio.timeout(10):
+                await runner
         for record in failures:
             assert "retrying in 0.2 s" in record.getMessage()  # the cap, not the base
             assert "wrong-password" not in record.getMessage()
@@ -109,7 +111,8 @@ async def test_an_unreachable_server_backs_off_exponentially(
             )
         finally:
             await handler.stop()
-            await asyncio.wait_for(runner, 10)
+            async with asyncio.timeout(10):
+                await runner
         delays = [float(r.getMessage().rsplit("retrying in ", 1)[1].split()[0]) for r in failures]
         ceilings = [0.01 * 2**n for n in range(4)]
         for delay, ceiling in zip(delays, ceilings, strict=True):
@@ -141,12 +144,14 @@ async def test_an_error_handling_one_im_does_not_end_the_session(tmp_path: Path)
             await alice.connect()
             await alice.send_im("bot", "boom")
             await alice.send_im("bot", "still there?")
-            assert await asyncio.wait_for(seen.get(), 10) == "still there?"
+            async with asyncio.timeout(10):
+                assert await seen.get() == "still there?"
             assert handler.online and handler.sessions == 1
         finally:
             await alice.close()
             await handler.stop()
-            await asyncio.wait_for(runner, 10)
+            async with asyncio.timeout(10):
+                await runner
 
 
 async def test_a_reply_goes_out_under_the_cookie_stored_with_it(tmp_path: Path) -> None:
@@ -178,9 +183,11 @@ async def test_a_reply_goes_out_under_the_cookie_stored_with_it(tmp_path: Path) 
         assert await handler.load_outbox() == 1
         runner = asyncio.create_task(handler.run())
         try:
-            im = await asyncio.wait_for(first_im(), 10)
+            async with asyncio.timeout(10):
+                im = await first_im()
             assert (im.text, im.cookie) == ("left from the last run", item.cookie)
         finally:
             await alice.close()
             await handler.stop()
-            await asyncio.wait_for(runner, 10)
+            async with asyncio.timeout(10):
+                await runner

@@ -99,7 +99,8 @@ async def test_a_silently_dropped_reply_is_resent_and_arrives_once(
         finally:
             await alice.sign_off()
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
         assert await store.outbox_pending() == []
     assert alice.all_received == [im]
     assert _metric(metrics, "aimbot_ims_sent_total") == 1
@@ -132,7 +133,8 @@ async def test_a_reply_never_acked_is_given_up_with_a_warning(
             await alice.sign_off()
             await carol.sign_off()
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
         assert await store.outbox_pending() == []
     assert server.seen[lost.cookie] == 3
     assert alice.all_received == [] and [im.text for im in carol.all_received] == ["hi carol"]
@@ -166,7 +168,8 @@ async def test_a_server_that_never_acks_is_learned_once(
         finally:
             await alice.sign_off()
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
     texts = [im.text for im in alice.all_received]
     # Every part arrived (a part sent before the server was known may arrive twice).
     assert {f"part {n}" for n in "0123"} | {"later"} == set(texts)
@@ -223,7 +226,8 @@ async def test_a_burst_over_the_rate_limit_loses_no_reply_even_unthrottled(
         finally:
             await asyncio.gather(*(who.sign_off() for who in people))
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
         assert await store.outbox_pending() == []
     for who, name in zip(people, names, strict=True):
         assert [im.text for im in who.all_received] == [f"hi {name}"]

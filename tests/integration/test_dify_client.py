@@ -153,7 +153,8 @@ async def test_stop_reaches_a_running_generation() -> None:
         await rig.standin.wait_requests(1)
         [(task_id, _)] = rig.standin.active_tasks()
         await client.stop(task_id, USER)
-        answer = await asyncio.wait_for(pending, WAIT)
+        async with asyncio.timeout(WAIT):
+            answer = await pending
         assert answer.text == ""  # stopped before any chunk
         assert rig.standin.stop_requests[-1].matched
 

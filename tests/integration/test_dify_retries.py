@@ -304,7 +304,8 @@ async def test_only_one_probe_goes_through_while_half_open() -> None:
         await rig.standin.wait_requests(2)
         with pytest.raises(DifyCircuitOpen):
             await client.chat("aim:bob", "me too", None)
-        assert (await asyncio.wait_for(probe, WAIT)).text
+        async with asyncio.timeout(WAIT):
+            assert (await probe).text
         assert circuit(client) == "closed"
         assert (await client.chat("aim:bob", "me too", None)).text
 

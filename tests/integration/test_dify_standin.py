@@ -292,7 +292,8 @@ async def test_stop_ends_a_pending_stream_only_for_its_owner() -> None:
         assert not pending.done()
         stopped = await rig.raw("POST", f"/chat-messages/{task_id}/stop", {"user": USER})
         assert stopped.json() == {"result": "success"}
-        reply = await asyncio.wait_for(pending, WAIT)
+        async with asyncio.timeout(WAIT):
+            reply = await pending
         assert reply.events()[-1]["event"] == "message_end"
         assert [(s.user, s.matched) for s in rig.standin.stop_requests] == [
             ("aim:bob", False),
@@ -318,7 +319,8 @@ async def test_concurrency_limit_answers_the_documented_429() -> None:
         assert limited.json()["message"].endswith(f"for {rig.standin.app_id} is 1.")
         [(task_id, _)] = rig.standin.active_tasks()
         await rig.raw("POST", f"/chat-messages/{task_id}/stop", {"user": USER})
-        await asyncio.wait_for(slow, WAIT)
+        async with asyncio.timeout(WAIT):
+            await slow
         assert rig.standin.active_requests == 0
         after = await rig.raw("POST", "/chat-messages", chat_body(user="aim:bob"))
         assert after.status == 200
@@ -387,7 +389,8 @@ async def test_ping_only_stream_never_answers_until_the_client_leaves() -> None:
             assert resp.status == 200
             seen = b""
             while seen.count(b"event: ping\n\n") < 5:
-                seen += await asyncio.wait_for(resp.content.readany(), WAIT)
+                async with asyncio.timeout(WAIT):
+                    seen += await resp.content.readany()
             assert b"data:" not in seen
             assert rig.standin.active_requests == 1
         # The stand-in notices the closed connection at its next ping and lets go.
@@ -429,7 +432,8 @@ async def test_stop_is_prompt_even_with_hanging_requests() -> None:
             for mode in ("streaming", "blocking")
         ]
         await standin.wait_requests(2)
-        await asyncio.wait_for(standin.stop(), WAIT / 2)  # far below the ping interval
+        async with asyncio.timeout(WAIT / 2):
+            await standin.stop()  # far below the ping interval
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, aiohttp.ClientResponse):
                 result.release()
@@ -487,7 +491,8 @@ async def test_command_line_serves_until_sigterm() -> None:
     )
     try:
         assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), WAIT)).decode()
+        async with asyncio.timeout(WAIT):
+            line = (await process.stdout.readline()).decode()
         assert "app-cli-key" in line
         url = next(word for word in line.split() if word.startswith("http://127.0.0.1:"))
         assert url.endswith("/v1") and not url.endswith(":0/v1")
@@ -502,7 +507,8 @@ async def test_command_line_serves_until_sigterm() -> None:
             assert resp.status == 200
             assert "from the cli" in (await resp.json())["answer"]
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), WAIT) == 0
+        async with asyncio.timeout(WAIT):
+            assert await process.wait() == 0
     finally:
         if process.returncode is None:
             process.kill()
@@ -522,7 +528,8 @@ async def test_command_line_rejects_bad_arguments(args: list[str]) -> None:
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO,
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), WAIT)
+    async with asyncio.timeout(WAIT):
+        _, stderr = await process.communicate()
     assert process.returncode == 2
     assert b"usage:" in stderr
 
@@ -544,7 +551,8 @@ async def test_raw_replies_dropped_and_lingering_streams() -> None:
         async with rig.session.post(url, json=chat_body(mode="streaming"), headers=headers) as resp:
             seen = b""
             while b'"message_end"' not in seen or seen.count(b"event: ping") < 3:
-                seen += await asyncio.wait_for(resp.content.readany(), WAIT)
+                async with asyncio.timeout(WAIT):
+                    seen += await resp.content.readany()
             assert not resp.content.at_eof()
         await rig.standin.wait_idle(WAIT)
         with pytest.raises(ValueError):

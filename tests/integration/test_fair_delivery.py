@@ -75,7 +75,8 @@ async def test_a_short_answer_is_not_sent_after_a_long_one(tmp_path: Path) -> No
             await alice.sign_off()
             await bob.sign_off()
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
     assert server.order.index("bob") == 1  # right after alice's first part, not after all six
     assert metrics.registry.get_sample_value("aimbot_reply_queue_length") == 0
 
@@ -111,7 +112,8 @@ async def test_a_held_reply_goes_out_first_when_its_user_writes(
         parked_signal = log_signal("aimbot.bot.aim_handler", "is offline; reply")
         try:
             with parked_signal as parked:
-                await asyncio.wait_for(parked.wait(), WAIT)  # alice is offline: reply held
+                async with asyncio.timeout(WAIT):
+                    await parked.wait()  # alice is offline: reply held
             await alice.sign_on()
             await alice.say("I'm back", to="bot")
             first, second = await alice.replies(2, WAIT)
@@ -121,5 +123,6 @@ async def test_a_held_reply_goes_out_first_when_its_user_writes(
         finally:
             await alice.sign_off()
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
     assert "'alice' is back: 1 held replies go out now" in caplog.text

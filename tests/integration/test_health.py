@@ -249,7 +249,8 @@ async def run_check(code: str, health_port: str) -> int:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    return await asyncio.wait_for(process.wait(), timeout=30)
+    async with asyncio.timeout(30):
+        return await process.wait()
 
 
 def test_dockerfile_and_compose_use_the_same_check() -> None:
@@ -332,7 +333,8 @@ async def test_half_sent_and_idle_connections_are_closed_and_capped(
             writers.append(writer)
             assert server.open_connections <= cap
         # Every one of them is closed by the server, within the timeout (plus scheduling).
-        await asyncio.wait_for(asyncio.gather(*(_until_closed(r) for r in readers)), 15)
+        async with asyncio.timeout(15):
+            await asyncio.gather(*(_until_closed(r) for r in readers))
         assert loop.time() - started < timeout + 10
         assert server.open_connections == 0
         # ... and an ordinary probe is answered as before.

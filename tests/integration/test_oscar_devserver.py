@@ -164,8 +164,9 @@ async def test_duplicate_login_without_tlv_support_gets_the_four_byte_signoff() 
         second = await RawPeer.sign_on(server.port, "alice", PASSWORDS["alice"])
         frames = first.frames
         complete: list[Frame] = []
-        while chunk := await asyncio.wait_for(first.reader.read(65536), WAIT):
-            complete += frames.feed(chunk)
+        async with asyncio.timeout(WAIT):  # the whole stream, up to the server's close
+            while chunk := await first.reader.read(65536):
+                complete += frames.feed(chunk)
         assert all(frame.channel != Channel.SIGNOFF for frame in complete)
         (signoff,) = frames.feed_eof()  # only the length-less form is left over at EOF
         assert (signoff.channel, signoff.payload) == (Channel.SIGNOFF, b"")
@@ -203,7 +204,8 @@ async def test_command_line_runs_the_server_until_sigterm() -> None:
     )
     assert process.stdout is not None and process.stderr is not None
     try:
-        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        async with asyncio.timeout(20):
+            line = (await process.stdout.readline()).decode()
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         assert match, line
         assert "alice" in line and "bot (bot)" in line and "rate limits on" in line
@@ -215,7 +217,8 @@ async def test_command_line_runs_the_server_until_sigterm() -> None:
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 20)
+        async with asyncio.timeout(20):
+            code = await process.wait()
     stderr = (await process.stderr.read()).decode()
     assert code == 0, stderr
     assert "cli-secret" not in stderr
@@ -232,7 +235,8 @@ async def test_command_line_rejects_a_malformed_account() -> None:
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    async with asyncio.timeout(20):
+        _, stderr = await process.communicate()
     assert process.returncode == 2
     assert b"SCREENNAME:PASSWORD" in stderr
 

@@ -161,7 +161,8 @@ async def test_a_throttle_wait_ends_when_the_session_does() -> None:
         blocked = asyncio.create_task(alice.client.send_im("bobsmith", "waits for rate budget"))
         await pool.server.drop_session("alice")
         with pytest.raises(NotConnected):
-            await asyncio.wait_for(blocked, WAIT)
+            async with asyncio.timeout(WAIT):
+                await blocked
 
 
 # -- rate limits -----------------------------------------------------------------------------------

@@ -94,7 +94,8 @@ async def test_a_slow_consumer_holds_the_reader_back_and_loses_nothing(
         try:
             for i in range(40):
                 await alice.client.send_im("bobsmith", f"message {i}")
-            await asyncio.wait_for(bob.wait_paused(), WAIT)  # the queue filled; reading stopped
+            async with asyncio.timeout(WAIT):
+                await bob.wait_paused()  # the queue filled; reading stopped
             assert bob.queued_events == limit
             received = []
             async with asyncio.timeout(WAIT):
@@ -119,8 +120,10 @@ async def test_a_session_held_back_by_backpressure_still_ends_cleanly(
         await bob.connect()
         for i in range(10):
             await alice.client.send_im("bobsmith", f"message {i}")
-        await asyncio.wait_for(bob.wait_paused(), WAIT)
-        await asyncio.wait_for(bob.close(), WAIT)
+        async with asyncio.timeout(WAIT):
+            await bob.wait_paused()
+        async with asyncio.timeout(WAIT):
+            await bob.close()
         events = [event async for event in bob.events()]
         assert [e.text for e in events if isinstance(e, IncomingIM)] == [
             "message 0",

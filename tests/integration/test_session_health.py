@@ -69,7 +69,8 @@ async def test_a_session_dropped_at_once_does_not_reset_the_back_off(
             await _flap(server, handler, 5)
         finally:
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
     delays = _delays(caplog, "connection lost; reconnecting")
     assert len(delays) >= 4 and handler.sessions >= 5
     if stable_after:
@@ -121,10 +122,12 @@ async def test_how_the_session_ended_decides_the_wait(
         with log_signal(LOGGER, says) as found:
             runner = asyncio.create_task(handler.run())
             try:
-                await asyncio.wait_for(found.wait(), WAIT)
+                async with asyncio.timeout(WAIT):
+                    await found.wait()
             finally:
                 await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
     line = next(r.getMessage() for r in caplog.records if says in r.getMessage())
     delay = float(line.rsplit(" in ", 1)[1].split()[0])
     assert at_least <= delay <= max(at_least, 0.5)
@@ -163,7 +166,8 @@ async def test_replies_that_cannot_be_sent_never_block_other_users_across_a_rest
         finally:
             await alice.sign_off()
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
         assert await store.outbox_pending() == []  # nothing left to block the next start
     drops = [r for r in caplog.records if "cannot be sent" in r.getMessage()]
     assert len(drops) == 3 and all(r.levelno == logging.WARNING for r in drops)
@@ -208,7 +212,8 @@ async def test_a_session_loop_that_stops_ends_the_session(
         finally:
             await alice.sign_off()
             await handler.stop()
-            await asyncio.wait_for(runner, WAIT)
+            async with asyncio.timeout(WAIT):
+                await runner
     assert any(
         "session worker aim-upkeep stopped; ending the session" in r.getMessage()
         for r in caplog.records

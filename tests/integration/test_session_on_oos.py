@@ -83,13 +83,16 @@ async def test_an_exempt_account_is_learned_and_answers_a_burst_unpaced(tmp_path
                 # so count the questions answered, not the replies.
                 answered = ""
                 while not all(f"question {n}" in answered for n in range(12)):
-                    answered += (await asyncio.wait_for(replies.get(), WAIT)).text + "\n"
-                await asyncio.wait_for(learned.wait(), WAIT)
+                    async with asyncio.timeout(WAIT):
+                        answered += (await replies.get()).text + "\n"
+                async with asyncio.timeout(WAIT):
+                    await learned.wait()
             assert app.handler.sessions == 1
         finally:
             await user.close()
             if reader is not None:
-                await asyncio.wait_for(reader, WAIT)
+                async with asyncio.timeout(WAIT):
+                    await reader
             await app.shutdown()
             await dify.stop()
 
@@ -117,7 +120,8 @@ async def test_a_notice_from_the_system_screen_name_is_not_answered(
                         async with http.post(url, json=notice) as r:
                             assert r.status < 300, await r.text()
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(noticed.wait(), 3)
+                            async with asyncio.timeout(3):
+                                await noticed.wait()
                             break
                 assert noticed.is_set()
             await app.bot.wait_idle(WAIT)

@@ -58,7 +58,8 @@ async def _send_burst(server: OscarServer, sender: str, count: int) -> tuple[Per
         assert [im.text for im in received] == [f"message {n}" for n in range(count)]
     finally:
         await client.close()
-        await asyncio.wait_for(watcher, WAIT)
+        async with asyncio.timeout(WAIT):
+            await watcher
         await alice.sign_off()
     return alice, notices
 

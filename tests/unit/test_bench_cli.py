@@ -3,6 +3,7 @@
 import pytest
 
 from bench.cli import COMMANDS, parse_args
+from bench.throughput import measured_seconds
 
 
 def test_latency_takes_the_issue_s_command_line() -> None:
@@ -34,8 +35,15 @@ def test_issue_15_options_default_to_the_full_measurement() -> None:
 
 def test_the_paths_compared_take_turns_by_default() -> None:
     assert parse_args(["latency"]).rounds == 4
-    assert parse_args(["throughput"]).rounds == 3
+    assert parse_args(["throughput"]).rounds == 10
     assert parse_args(["throughput", "--rounds", "1"]).rounds == 1
+
+
+def test_throughput_measures_longer_when_the_bot_takes_turns_with_the_floor() -> None:
+    assert measured_seconds(parse_args(["throughput"])) == 50.0  # 10 rounds of 5 s
+    assert measured_seconds(parse_args(["throughput", "--no-floor"])) == 15.0
+    assert measured_seconds(parse_args(["throughput", "--peer", "echo"])) == 15.0
+    assert measured_seconds(parse_args(["throughput", "--seconds", "7"])) == 7.0
 
 
 @pytest.mark.parametrize(

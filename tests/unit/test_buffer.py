@@ -45,7 +45,8 @@ def test_max_wait_caps_a_user_who_keeps_typing() -> None:
 async def test_short_messages_are_released_by_time_alone() -> None:
     buf = MessageBuffer(0.05, 0.2)
     buf.add(msg(1, "ok"))
-    batch = await asyncio.wait_for(buf.next_batch(), timeout=2)
+    async with asyncio.timeout(2):
+        batch = await buf.next_batch()
     assert [m.text for m in batch] == ["ok"]
     assert len(buf) == 0
 
@@ -54,7 +55,8 @@ async def test_zero_window_releases_immediately_in_order() -> None:
     buf = MessageBuffer(0.0, 0.0)
     for i in range(3):
         buf.add(msg(i))
-    batch = await asyncio.wait_for(buf.next_batch(), timeout=1)
+    async with asyncio.timeout(1):
+        batch = await buf.next_batch()
     assert [m.inbox_id for m in batch] == [0, 1, 2]
 
 
@@ -64,7 +66,8 @@ async def test_waiting_consumer_wakes_for_a_later_message() -> None:
     await asyncio.sleep(0)  # let the waiter block on the empty buffer
     assert not waiter.done()
     buf.add(msg(7))
-    batch = await asyncio.wait_for(waiter, timeout=1)
+    async with asyncio.timeout(1):
+        batch = await waiter
     assert [m.inbox_id for m in batch] == [7]
 
 
@@ -162,7 +165,8 @@ async def test_waiting_consumer_sees_typing_stop() -> None:
     await asyncio.sleep(0)  # let the waiter block on the composing user
     assert not waiter.done()
     buf.note_typing(TypingState.NONE)
-    batch = await asyncio.wait_for(waiter, timeout=5)
+    async with asyncio.timeout(5):
+        batch = await waiter
     assert [m.inbox_id for m in batch] == [1]
 
 
@@ -181,3 +185,26 @@ def test_bad_grace_and_capacity_rejected() -> None:
         MessageBuffer(1.0, 2.0, grace=-1.0)
     with pytest.raises(ValueError, match="capacity"):
         Typists(capacity=0)
+
+
+@pytest.mark.parametrize("turns", range(5))
+async def test_a_waiter_cancelled_as_its_batch_becomes_ready_stays_cancelled(turns: int) -> None:
+    """The worker is cancelled ("clear", shutdown) in the loop turns around the moment its batch
+    becomes ready: it must end cancelled, not go on to return the batch. (asyncio.wait_for on
+    Python 3.11 returns the inner result and drops the cancellation when both meet.)"""
+    clock = FakeClock()
+    buf = MessageBuffer(2.0, 10.0, clock)
+    buf.add(msg(1))
+    waiter = asyncio.create_task(buf.next_batch())
+    await asyncio.sleep(0)  # waiting for the window
+    clock.now += 2.0
+    buf.note_typing(TypingState.NONE)  # wakes the waiter: the batch is now ready
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    waiter.cancel()
+    done, _ = await asyncio.wait({waiter}, timeout=5)
+    assert done, "the waiter did not end"
+    if not waiter.cancelled():  # it had returned before the cancel: fine, but only then
+        assert turns > 0 and waiter.result() == [msg(1)]
+    else:
+        assert len(buf) == 1  # the batch stays for whoever comes next

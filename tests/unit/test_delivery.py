@@ -182,7 +182,8 @@ async def test_get_waits_for_a_push() -> None:
     await asyncio.sleep(0)
     assert not getter.done()
     q.push(item(5))
-    assert (await asyncio.wait_for(getter, 1)).id == 5
+    async with asyncio.timeout(1):
+        assert (await getter).id == 5
 
 
 def test_duplicate_push_is_ignored() -> None:

@@ -31,7 +31,8 @@ class Probe:
 
     async def wait_calls(self, n: int) -> None:
         async with self.called:
-            await asyncio.wait_for(self.called.wait_for(lambda: self.calls >= n), 10)
+            async with asyncio.timeout(10):
+                await self.called.wait_for(lambda: self.calls >= n)
 
 
 def rejected(watch: DifyKeyWatch) -> str | None:

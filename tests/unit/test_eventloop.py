@@ -68,7 +68,8 @@ def test_streams_and_timers_behave_the_same_on_either_loop(choice: eventloop.Loo
         reader, other = await asyncio.open_connection(sock=right)
         writer.write(b"hello")
         await writer.drain()
-        got = await asyncio.wait_for(reader.readexactly(5), 5)
+        async with asyncio.timeout(5):
+            got = await reader.readexactly(5)
         for w in (writer, other):
             w.close()
             await w.wait_closed()

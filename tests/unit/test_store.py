@@ -241,7 +241,8 @@ async def test_what_a_crash_keeps(tmp_path: Path, step: str) -> None:
     crashing = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CRASH_SCRIPT, str(path), step, cwd=REPO
     )
-    assert await asyncio.wait_for(crashing.wait(), 60) == 9
+    async with asyncio.timeout(60):
+        assert await crashing.wait() == 9
     async with await Store.open(path, owner=False) as look:  # as the doctor does
         assert look.stopped_uncleanly
     async with await Store.open(path) as store:
@@ -367,7 +368,8 @@ async def test_delivered_replies_are_deleted_without_a_commit_of_their_own(
     crashing = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CRASH_AFTER_DONE, str(tmp_path / "c.db"), cwd=REPO
     )
-    assert await asyncio.wait_for(crashing.wait(), 60) == 9
+    async with asyncio.timeout(60):
+        assert await crashing.wait() == 9
     assert _outbox_texts(tmp_path / "c.db") == ["second"]
 
 
