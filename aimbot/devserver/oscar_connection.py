@@ -75,6 +75,7 @@ from aimbot.oscar.wire import (
     pack_u16,
     pack_u32,
 )
+from aimbot.utils.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from aimbot.devserver.oscar_server import Account, OscarServer
@@ -461,9 +462,7 @@ class OscarConnection:
     async def _stop_rate_watch(self) -> None:
         task, self._rate_watch = self._rate_watch, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     def _rates_enforced(self) -> bool:
         account = self.account

@@ -89,6 +89,7 @@ from aimbot.oscar.wire import (
     screen_name_problem,
 )
 from aimbot.utils.secret import Secret
+from aimbot.utils.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -1014,9 +1015,7 @@ class OscarClient:
         self._end(DisconnectReason.CLOSED, "closed by us")
         task = self._read_task
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if link is not None:
             await link.wait_closed(CLOSE_FLUSH_TIMEOUT)
 
