@@ -33,7 +33,7 @@ from bench.rig import (
     sign_off_all,
     sign_on_all,
 )
-from bench.throughput import REPLY_TIMEOUT, ReplyTally, keep_busy
+from bench.throughput import ReplyTally, finish_load, keep_busy
 
 OTHER = "DuelBot"
 
@@ -109,14 +109,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
                     per_1k.append(side.per_1k(replies, cpu))
                 ratios.append(per_1k[0] / per_1k[1])
         finally:
-            for side in sides:
-                side.tally.stop.set()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(REPLY_TIMEOUT):
-                    await asyncio.gather(*load)
-            for task in load:
-                task.cancel()
-            await asyncio.gather(*load, return_exceptions=True)
+            await finish_load(load, [side.tally for side in sides])
             await sign_off_all(users)
     this_1k = this.per_1k(this.replies, this.cpu)
     other_1k = other.per_1k(other.replies, other.cpu)

@@ -69,6 +69,20 @@ async def keep_busy(user: SimUser, peer: str, counter: ReplyTally) -> None:
         i += 1
 
 
+async def finish_load(load: Sequence[asyncio.Task[None]], tallies: Sequence[ReplyTally]) -> None:
+    """Stop the users: each finishes the message it has out (bounded by REPLY_TIMEOUT), so that
+    no reply is left on its way to be mistaken for one of the next phase's; then the rest are
+    cancelled."""
+    for tally in tallies:
+        tally.stop.set()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            await asyncio.gather(*load)
+    for task in load:
+        task.cancel()
+    await asyncio.gather(*load, return_exceptions=True)
+
+
 async def _profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Process:
     py_spy = shutil.which("py-spy")
     if py_spy is None:
@@ -148,15 +162,7 @@ async def _load(
         replies = counter.replies - replies_before
         bot_after, bench_after = sample(peer.pid), sample()
     finally:
-        # Every user finishes the message it has out, so no reply of this phase is left on its
-        # way to be mistaken for one of the next phase's.
-        counter.stop.set()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(REPLY_TIMEOUT):
-                await asyncio.gather(*load)
-        for task in load:
-            task.cancel()
-        await asyncio.gather(*load, return_exceptions=True)
+        await finish_load(load, [counter])
         if profiler is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(30):
@@ -189,15 +195,20 @@ async def _turns(
     return functools.reduce(operator.add, floors), functools.reduce(operator.add, bots), ratios
 
 
+def _with_floor(args: argparse.Namespace) -> bool:
+    """The bot takes turns with the bare bridge (the default), which gives the ratios."""
+    return bool(args.peer == "bot" and not args.no_floor)
+
+
 def measured_seconds(args: argparse.Namespace) -> float:
     """--seconds as given, else the default for what is measured: the floor's turns need longer."""
     if args.seconds is not None:
         return float(args.seconds)
-    return FLOOR_SECONDS if args.peer == "bot" and not args.no_floor else ALONE_SECONDS
+    return FLOOR_SECONDS if _with_floor(args) else ALONE_SECONDS
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
-    with_floor = args.peer == "bot" and not args.no_floor
+    with_floor = _with_floor(args)
     args.seconds = measured_seconds(args)
     floor = None
     ratios: list[float] = []
