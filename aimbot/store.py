@@ -8,7 +8,8 @@ while staying consistent after a process crash.
 
 Statements run directly on the event loop's thread: each is a few microseconds against a local
 WAL file, far less than handing it to a worker thread and back (measured: the thread hand-off
-dominated the bot's per-message cost).
+dominated the bot's per-message cost). Checkpoints, which end in fdatasync, are the exception:
+a thread of their own does them (aimbot/wal_checkpointer.py).
 
 Group commit: every write made during one turn of the event loop joins one transaction, which is
 committed by a callback queued at the first of them, so it runs before anything those writes
@@ -37,7 +38,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
 
+from aimbot import wal_checkpointer
 from aimbot.oscar.client import new_cookie
+from aimbot.wal_checkpointer import WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ DELETE_CHUNK = 500
 # none comes: a commit of their own for each would be a third commit per message when the bot is
 # not busy. A crash in between only sends them again, under their cookies (shown once).
 DONE_FLUSH_SECONDS = 0.5
+# SQLite's default wal_autocheckpoint (pages), restored if the checkpoint thread fails.
+SQLITE_AUTOCHECKPOINT = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     user_key        TEXT PRIMARY KEY,
@@ -222,6 +227,7 @@ class Store:
         self._batch: asyncio.Future[None] | None = None  # the open group transaction's commit
         self._hooks: list[CommitHook] = []  # run as the open group transaction ends
         self.commits = 0  # group transactions committed (each covers a turn's writes)
+        self.loop_checkpoints = 0  # checkpoints the loop's thread had to do (see wal_checkpointer)
         # user key -> conversation id (None: none) as this connection sees the table; see
         # get_conversation. Emptied whenever a write may have been rolled back.
         self._conversations: dict[str, str | None] = {}
@@ -233,6 +239,7 @@ class Store:
         self._done_timer: asyncio.TimerHandle | None = None
         self.done_flush_seconds = DONE_FLUSH_SECONDS
         self._owner = owner  # this process runs the bot (see open)
+        self._checkpointer: WalCheckpointer | None = None
         # The previous process using this file ended without close(): killed, crashed, power.
         self.stopped_uncleanly = stopped_uncleanly
 
@@ -246,14 +253,13 @@ class Store:
         lock_fd = _lock_directory(path.parent)
         try:
             _private_file(path)
-            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            db = wal_checkpointer.connect(path)
         except (OSError, sqlite3.Error) as e:
             _unlock(lock_fd)
             raise StoreError(f"cannot open the state database {path}: {e}") from e
         try:
-            # Exclusive before WAL: the WAL index then lives in our heap, not in a shared-memory
-            # file that needs locking on every transaction (nobody else may open it anyway).
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # The "unix-excl" VFS (wal_checkpointer.connect) keeps other processes out and the
+            # WAL index in our heap, where the checkpoint thread's connection shares it.
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=2000")
@@ -286,10 +292,51 @@ class Store:
             if _is_corruption(e):
                 raise StoreCorrupt(f"the state database {path} is damaged: {e}") from e
             raise StoreError(f"cannot use the state database {path}: {e}") from e
+        store = cls(db, path, lock_fd, owner=owner, stopped_uncleanly=unclean)
+        if owner:
+            try:
+                store._start_checkpointer()
+            except (OSError, sqlite3.Error) as e:
+                db.close()
+                _unlock(lock_fd)
+                raise StoreError(f"cannot use the state database {path}: {e}") from e
         log.debug("state database open at %s", path)
-        return cls(db, path, lock_fd, owner=owner, stopped_uncleanly=unclean)
+        return store
+
+    def _start_checkpointer(self) -> None:
+        """Checkpoints move to a thread of their own (see aimbot/wal_checkpointer.py)."""
+        checkpointer = WalCheckpointer(
+            self.path,
+            lambda: self.commits,
+            interval=wal_checkpointer.CHECKPOINT_INTERVAL,
+            behind_frames=wal_checkpointer.BEHIND_FRAMES,
+        )
+        checkpointer.start()
+        self._checkpointer = checkpointer
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # ours now, off the event loop
+        # A log that grew under a flood is cut back to this size when it next restarts.
+        self._db.execute(f"PRAGMA journal_size_limit={wal_checkpointer.BEHIND_FRAMES * 4096}")
+
+    def _help_checkpointer(self, checkpointer: WalCheckpointer) -> None:
+        """The checkpoint thread failed, or cannot keep the log bounded: do it here."""
+        try:
+            if checkpointer.failed is not None:
+                self._checkpointer = None
+                checkpointer.stop()
+                self._db.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}")
+                return
+            log.debug("the state database's log outgrew background checkpoints; copying it")
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.loop_checkpoints += 1
+        except sqlite3.Error as e:
+            log.warning("could not checkpoint the state database %s: %s", self.path, e)
+        finally:
+            checkpointer.behind = False  # after the copy: the thread waits for this
 
     async def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         if self._done_timer is not None:
             self._done_timer.cancel()
             self._done_timer = None
@@ -725,6 +772,9 @@ class Store:
         if not batch.done():
             batch.set_result(None)
         self._run_hooks(None)
+        checkpointer = self._checkpointer
+        if checkpointer is not None and (checkpointer.behind or checkpointer.failed is not None):
+            self._help_checkpointer(checkpointer)
 
 
 class _Op:

@@ -1,0 +1,244 @@
+"""Checkpoints happen off the event loop's thread, and the log stays bounded when they cannot.
+
+Each test reads the database file on its own (a copy without its -wal): what is there was put
+there by a checkpoint, never by a commit.
+"""
+
+import asyncio
+import logging
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from aimbot import wal_checkpointer
+from aimbot.store import SQLITE_AUTOCHECKPOINT, Reply, Store
+from aimbot.wal_checkpointer import CheckpointResult, WalCheckpointer, database_uri
+
+WAIT = 30.0  # generous for a loaded machine; the checkpoint thread looks every 0.01 s here
+
+
+@pytest.fixture(autouse=True)
+def quick_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wal_checkpointer, "CHECKPOINT_INTERVAL", 0.01)
+
+
+def inbox_in_database_file(path: Path, tmp_path: Path) -> list[str]:
+    """The inbox as the database file alone has it (its log left out)."""
+    alone = tmp_path / "alone.db"
+    shutil.copyfile(path, alone)
+    db = sqlite3.connect(alone)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'inbox'").fetchall():
+            return []  # not even the schema is copied yet
+        return [str(row[0]) for row in db.execute("SELECT text FROM inbox ORDER BY id")]
+    finally:
+        db.close()
+
+
+def the_checkpointer(store: Store) -> WalCheckpointer:
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    return checkpointer
+
+
+async def store_im(store: Store, text: str) -> None:
+    await store.inbox_add("bob", "Bob", text, 1.0)
+    ticket = store.commit_ticket()
+    if ticket is not None:
+        await ticket
+
+
+async def next_run(checkpointer: WalCheckpointer) -> None:
+    """Until the thread has tried another checkpoint (an event, not a sleep)."""
+    checkpointer.ran.clear()
+    async with asyncio.timeout(WAIT):
+        while not checkpointer.ran.is_set():
+            await asyncio.to_thread(checkpointer.ran.wait, 0.5)
+
+
+async def test_the_log_reaches_the_database_file_from_the_checkpoint_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        # The loop's connection never checkpoints by itself...
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        checkpointer = the_checkpointer(store)
+        await store_im(store, "first")
+        await store_im(store, "second")
+        async with asyncio.timeout(WAIT):
+            while inbox_in_database_file(path, tmp_path) != ["first", "second"]:
+                await next_run(checkpointer)
+        # ...so the copy was the thread's, while the store stayed open and usable.
+        assert checkpointer.checkpoints >= 1
+        await store_im(store, "third")
+    assert inbox_in_database_file(path, tmp_path) == ["first", "second", "third"]
+
+
+async def test_closing_the_store_ends_the_checkpoint_thread(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    thread = the_checkpointer(store)._thread
+    assert thread is not None and thread.is_alive()
+    await store.close()
+    assert not thread.is_alive()
+
+
+async def test_a_look_from_outside_starts_no_checkpoint_thread(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db"):
+        pass
+    async with await Store.open(tmp_path / "s.db", owner=False) as look:
+        assert look._checkpointer is None
+
+
+async def read_inbox_from_another_process(path: Path) -> tuple[int, str]:
+    """(exit code, stderr) of a plain sqlite3 reader of the file in a process of its own."""
+    reader = (
+        "import sqlite3, sys\n"
+        "sqlite3.connect(sys.argv[1], timeout=0).execute('SELECT count(*) FROM inbox').fetchall()\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", reader, str(path), stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(WAIT):
+        _, stderr = await process.communicate()
+    return process.returncode or 0, stderr.decode()
+
+
+async def test_another_process_cannot_open_the_file_while_the_store_has_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        await store_im(store, "mine")
+        code, stderr = await read_inbox_from_another_process(path)
+    assert code == 1
+    assert "database is locked" in stderr
+    # Once the store is closed, the same read works: the lock was the store's.
+    assert await read_inbox_from_another_process(path) == (0, "")
+
+
+async def test_a_failed_checkpoint_thread_hands_the_job_back_to_sqlite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        checkpointer = the_checkpointer(store)
+        thread = checkpointer._thread
+        assert thread is not None and checkpointer._db is not None
+        with caplog.at_level(logging.ERROR, logger="aimbot.wal_checkpointer"):
+            checkpointer._db.close()  # the thread's next checkpoint fails
+            await store_im(store, "before")
+            await next_run(checkpointer)
+        assert checkpointer.failed is not None
+        assert "SQLite's automatic checkpoints take over" in caplog.text
+        await store_im(store, "after")  # the first commit after the failure notices it
+        assert store._checkpointer is None
+        assert not thread.is_alive()
+        autocheckpoint = store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert autocheckpoint == SQLITE_AUTOCHECKPOINT
+        await store_im(store, "still stored")
+    async with await Store.open(path) as store:
+        pending, _ = await store.inbox_pending(now=1.0, max_age=10.0)
+        assert [p.text for p in pending] == ["before", "after", "still stored"]
+
+
+async def test_a_log_the_thread_cannot_finish_is_copied_by_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        checkpointer = the_checkpointer(store)
+        checkpointer.stop()  # no background copies: what reaches the file is the store's
+        checkpointer.behind = True  # as step() reports a log too long to catch up with
+        await store_im(store, "copied by the store")
+        assert checkpointer.behind is False
+        assert inbox_in_database_file(path, tmp_path) == ["copied by the store"]
+
+
+async def test_a_flood_of_writes_keeps_the_log_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes every turn never leave the log still long enough to restart after a copy; the
+    store's own copies (between two of its writes) must restart it."""
+    monkeypatch.setattr(wal_checkpointer, "BEHIND_FRAMES", 64)
+    path = tmp_path / "s.db"
+    wal = path.with_name(path.name + "-wal")
+    largest = 0
+    async with await Store.open(path) as store:
+        async with asyncio.timeout(WAIT):
+            while store.loop_checkpoints < 3:
+                ids = [
+                    await store.inbox_add(f"u{i}", "U", "question " * 20, 1.0) for i in range(20)
+                ]
+                for inbox_id in ids:
+                    await store.complete([inbox_id], "U", [Reply("answer " * 40, False)], 2.0)
+                largest = max(largest, wal.stat().st_size)
+        written = store.commits
+    # Cut back to 64 pages on each restart; between restarts it grows by what a few turns write.
+    assert largest <= 16 * 1024 * 1024, (largest, written)
+
+
+def test_the_pace_follows_how_fast_the_log_grows(tmp_path: Path) -> None:
+    checkpointer = WalCheckpointer(tmp_path / "s.db", lambda: 0, interval=1.0, behind_frames=4096)
+    assert checkpointer._next_pause(10.0, complete=True) == 1.0  # a trickle: once a second
+    assert checkpointer._next_pause(100_000.0, complete=True) == wal_checkpointer.RETRY_INTERVAL
+    assert checkpointer._next_pause(8_192.0, complete=True) == pytest.approx(0.25)  # half: 2,048
+    assert checkpointer._next_pause(10.0, complete=False) == wal_checkpointer.RETRY_INTERVAL
+
+
+class _Reporting:
+    """A connection stand-in whose checkpoint reports fixed frame counts."""
+
+    def __init__(self, log_frames: int, copied_frames: int) -> None:
+        self.row = (0, log_frames, copied_frames)
+
+    def execute(self, sql: str) -> "_Reporting":
+        assert sql == "PRAGMA wal_checkpoint(PASSIVE)"
+        return self
+
+    def fetchone(self) -> tuple[int, int, int]:
+        return self.row
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("log_frames", "copied", "behind", "complete"),
+    [
+        (100, 100, False, True),  # copied whole: the log restarts
+        (100, 40, False, False),  # behind, but short: the next look catches up
+        (9_000, 8_000, True, False),  # long and not caught up: the store steps in
+        # Copied, but long: writes kept the writer from restarting it, so the store steps in.
+        (9_000, 9_000, True, True),
+    ],
+)
+def test_step_reports_whether_the_log_is_behind(
+    tmp_path: Path, log_frames: int, copied: int, behind: bool, complete: bool
+) -> None:
+    fake = _Reporting(log_frames, copied)
+    checkpointer = WalCheckpointer(
+        tmp_path / "s.db",
+        lambda: 0,
+        behind_frames=8_192,
+        opener=lambda _: cast(sqlite3.Connection, cast(Any, fake)),
+    )
+    checkpointer._db = cast(sqlite3.Connection, cast(Any, fake))
+    result = checkpointer.step()
+    assert result == CheckpointResult(log_frames, copied)
+    assert (result.complete, checkpointer.behind) == (complete, behind)
+    assert checkpointer.checkpoints == int(complete)
+
+
+@pytest.mark.parametrize("name", ["plain.db", "a?b#c%d.db", "with space.db"])
+def test_the_uri_names_the_file_whatever_its_characters(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    db = sqlite3.connect(database_uri(path), uri=True)
+    try:
+        db.execute("CREATE TABLE t(x)")
+    finally:
+        db.close()
+    assert path.is_file()
+    assert "vfs=unix-excl" in database_uri(path)
