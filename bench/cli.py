@@ -15,7 +15,16 @@ from pathlib import Path
 from aimbot.utils import eventloop
 from bench.report import Report, emit
 
-COMMANDS = ("signon", "latency", "throughput", "duel", "memory", "chaos", "ratelimit")
+COMMANDS = (
+    "signon",
+    "latency",
+    "throughput",
+    "duel",
+    "latency-duel",
+    "memory",
+    "chaos",
+    "ratelimit",
+)
 
 
 class BenchError(Exception):
@@ -66,6 +75,15 @@ def _env_setting(text: str) -> tuple[str, str]:
     if name in RIG_OWNED:
         raise argparse.ArgumentTypeError(f"{name} is set by the bench rig and cannot be overridden")
     return name, value
+
+
+def _add_against(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--against",
+        type=Path,
+        required=True,
+        help="another checkout of aimbot (e.g. a git worktree of an older revision)",
+    )
 
 
 def _add_bot_env(p: argparse.ArgumentParser) -> None:
@@ -202,12 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help=json_help)
     _add_bot_env(p)
-    p.add_argument(
-        "--against",
-        type=Path,
-        required=True,
-        help="another checkout of aimbot (e.g. a git worktree of an older revision)",
-    )
+    _add_against(p)
     p.add_argument(
         "--users", type=_int_at_least(2), default=200, help="users, half on each bot (default 200)"
     )
@@ -219,6 +232,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--warmup-seconds", type=_seconds(positive=False), default=4.0, help="unmeasured start"
+    )
+
+    p = commands.add_parser(
+        "latency-duel",
+        help="reply latency of this checkout's bot against another's, users alternating",
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    _add_bot_env(p)
+    _add_against(p)
+    p.add_argument("--users", type=_int_at_least(1), default=100, help="users (default 100)")
+    p.add_argument(
+        "--messages",
+        type=_int_at_least(1),
+        default=30,
+        help="measured messages per user, alternating between the bots (default 30)",
+    )
+    p.add_argument(
+        "--warmup", type=_int_at_least(0), default=4, help="unmeasured messages per user first"
+    )
+    p.add_argument(
+        "--think-ms",
+        type=_seconds(positive=False),
+        default=1000.0,
+        help="mean pause between a reply and the user's next message (default 1000)",
     )
 
     p = commands.add_parser("memory", help="bot RSS per distinct user and drift under load")
@@ -314,6 +351,10 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         from bench import duel
 
         return await duel.run(args, argv)
+    if args.command == "latency-duel":
+        from bench import latency_duel
+
+        return await latency_duel.run(args, argv)
     if args.command == "memory":
         from bench import memory
 

@@ -52,7 +52,7 @@ class _Side:
         return cpu / replies * 1000
 
 
-def _checkout(path: Path) -> Path:
+def checkout(path: Path) -> Path:
     """The other checkout, checked where it enters: a directory with aimbot's main.py."""
     root = path.resolve()
     if not (root / "main.py").is_file():
@@ -60,7 +60,7 @@ def _checkout(path: Path) -> Path:
     return root
 
 
-async def _start(rig: Loopback, name: str, root: Path, args: argparse.Namespace) -> BotProcess:
+async def start_bot(rig: Loopback, name: str, root: Path, args: argparse.Namespace) -> BotProcess:
     env = bot_environment(
         oscar_port=rig.oscar.port,
         dify_url=rig.dify.url,
@@ -80,13 +80,13 @@ async def _start(rig: Loopback, name: str, root: Path, args: argparse.Namespace)
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
-    other_root = _checkout(args.against)
+    other_root = checkout(args.against)
     ratios: list[float] = []
     async with loopback() as rig, contextlib.AsyncExitStack() as stack:
         rig.oscar.add_account(OTHER, rig.bot_password, is_bot=True)
         sides = []
         for name, root in ((BOT, ROOT), (OTHER, other_root)):
-            bot = await _start(rig, name, root, args)
+            bot = await start_bot(rig, name, root, args)
             stack.push_async_callback(bot.terminate)
             sides.append(_Side(name, bot, ReplyTally()))
         this, other = sides

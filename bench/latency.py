@@ -71,8 +71,24 @@ async def closed_loop(
     users: Sequence[SimUser], peer: str, *, messages: int, warmup: int, think: float
 ) -> list[float]:
     """Every user: send, wait for the reply that names this message, record, think, repeat."""
+    by_peer = await closed_loop_by_peer(
+        users, [peer], messages=messages, warmup=warmup, think=think
+    )
+    return by_peer[peer]
 
-    async def one(user: SimUser) -> list[float]:
+
+async def closed_loop_by_peer(
+    users: Sequence[SimUser],
+    peers: Sequence[str],
+    *,
+    messages: int,
+    warmup: int,
+    think: float,
+) -> dict[str, list[float]]:
+    """closed_loop over several peers: user k's i-th message goes to peers[(k + i) % n], so
+    every peer gets every user, in turns a message long (the machine's drift is shared)."""
+
+    async def one(k: int, user: SimUser) -> list[tuple[str, float]]:
         # Spread users over the think period and vary each pause, so that 100 users do not
         # fire in lock-step bursts (which would measure queueing behind the burst instead).
         rng = random.Random(user.name)
@@ -80,16 +96,21 @@ async def closed_loop(
         if think:
             await asyncio.sleep(rng.uniform(0, think))
         for i in range(warmup + messages):
+            peer = peers[(k + i) % len(peers)]
             started = time.perf_counter()
             arrival = await user.ask(peer, f"{user.name}-m{i}", REPLY_TIMEOUT)
             if i >= warmup:
-                samples.append((arrival.at - started) * 1000)
+                samples.append((peer, (arrival.at - started) * 1000))
             if think:
                 await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
         return samples
 
-    results = await asyncio.gather(*(one(u) for u in users))
-    return [s for per_user in results for s in per_user]
+    results = await asyncio.gather(*(one(k, u) for k, u in enumerate(users)))
+    by_peer: dict[str, list[float]] = {peer: [] for peer in peers}
+    for per_user in results:
+        for peer, ms in per_user:
+            by_peer[peer].append(ms)
+    return by_peer
 
 
 async def _measure(

@@ -128,6 +128,23 @@ def test_duel_reports_both_bots_cpu_per_reply_over_shared_windows(
     assert report["targets"] == {}
 
 
+def test_latency_duel_reports_both_bots_latency_from_alternating_users(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Against this very checkout: the runner's plumbing, not a comparison.
+    argv = ["latency-duel", "--against", str(ROOT), "--users", "3", "--messages", "2"]
+    report = run_bench([*argv, "--warmup", "1", "--think-ms", "0"], capsys, targets=False)
+    assert report["samples"] == 3  # 6 messages, alternating: 3 for each bot
+    assert 0 < report["p50_ms"] <= report["p99_ms"]
+    assert 0 < report["other_p50_ms"] <= report["other_p99_ms"]
+    assert report["p99_ratio_vs_other"] == pytest.approx(
+        report["p99_ms"] / report["other_p99_ms"], rel=1e-3
+    )
+    # /proc counts CPU in 10 ms ticks: three replies may not reach one.
+    assert report["cpu_ms_per_msg"] >= 0 and report["other_cpu_ms_per_msg"] >= 0
+    assert report["targets"] == {}
+
+
 def test_duel_refuses_a_directory_that_is_not_a_checkout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

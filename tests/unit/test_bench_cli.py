@@ -20,9 +20,12 @@ def test_defaults_match_the_issue() -> None:
     memory = parse_args(["memory"])
     assert (memory.users, memory.messages) == (10_000, 100_000)
     assert parse_args(["chaos", "--minutes", "2"]).minutes == 2.0
-    assert all(parse_args([c]).json is False for c in COMMANDS if c != "duel")
+    against = {"duel", "latency-duel"}  # these need --against
+    assert all(parse_args([c]).json is False for c in COMMANDS if c not in against)
     duel = parse_args(["duel", "--against", "."])
     assert (duel.users, duel.seconds, duel.windows, duel.json) == (200, 40.0, 8, False)
+    lat = parse_args(["latency-duel", "--against", "."])
+    assert (lat.users, lat.messages, lat.warmup, lat.think_ms) == (100, 30, 4, 1000.0)
 
 
 def test_issue_15_options_default_to_the_full_measurement() -> None:

@@ -1,0 +1,68 @@
+"""``bench latency-duel``: reply latency of this checkout's bot against another's, at once.
+
+``bench latency`` compares the bot with the bare bridge in turns, a round at a time, and on a
+shared VM a p99 moves by tens of per cent between rounds: a change worth 5 % cannot be seen
+there. Here both bots are signed on together and every user alternates between them, one
+message at a time, so both see the same moments of the machine. Like ``duel``, a diagnostic for
+choosing changes, without a target; the issue's ratio stays ``latency``'s bot_over_floor_p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Sequence
+
+from bench.duel import OTHER, checkout, start_bot
+from bench.latency import closed_loop_by_peer
+from bench.procstat import sample
+from bench.report import Figure, Report, make_report
+from bench.rig import BOT, ROOT, bot_config, config_note, loopback, sign_off_all, sign_on_all
+from bench.stats import ratio, summarize
+
+
+async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    other_root = checkout(args.against)
+    async with loopback() as rig, contextlib.AsyncExitStack() as stack:
+        rig.oscar.add_account(OTHER, rig.bot_password, is_bot=True)
+        pids = {}
+        for name, root in ((BOT, ROOT), (OTHER, other_root)):
+            bot = await start_bot(rig, name, root, args)
+            stack.push_async_callback(bot.terminate)
+            pids[name] = bot.pid
+        users = await sign_on_all(rig.oscar, [f"ld{i:04d}" for i in range(args.users)])
+        think = args.think_ms / 1000
+        try:
+            # Warm-up: both bots' first answers (imports, caches, pools) are not measured.
+            await closed_loop_by_peer(
+                users, [BOT, OTHER], messages=0, warmup=args.warmup, think=think
+            )
+            cpu_before = {name: sample(pid).cpu_seconds for name, pid in pids.items()}
+            latencies = await closed_loop_by_peer(
+                users, [BOT, OTHER], messages=args.messages, warmup=0, think=think
+            )
+            cpu = {name: sample(pid).cpu_seconds - cpu_before[name] for name, pid in pids.items()}
+        finally:
+            await sign_off_all(users)
+    this, other = summarize(latencies[BOT]), summarize(latencies[OTHER])
+    this_ms = cpu[BOT] / this.count * 1000
+    other_ms = cpu[OTHER] / other.count * 1000
+    figures = [
+        Figure("p50_ms", this.p50, "this checkout's bot, p50", "ms"),
+        Figure("p99_ms", this.p99, "this checkout's bot, p99", "ms"),
+        Figure("other_p50_ms", other.p50, f"{other_root}'s bot, p50", "ms"),
+        Figure("other_p99_ms", other.p99, f"{other_root}'s bot, p99", "ms"),
+        Figure("p50_ratio_vs_other", ratio(this.p50, other.p50), "this / other, p50"),
+        Figure("p99_ratio_vs_other", ratio(this.p99, other.p99), "this / other, p99"),
+        Figure("cpu_ms_per_msg", this_ms, "this checkout's bot, CPU per message", "ms"),
+        Figure("other_cpu_ms_per_msg", other_ms, "the other bot, CPU per message", "ms"),
+        Figure("samples", this.count, "measured messages per bot"),
+    ]
+    notes = [
+        f"{args.users} users, each alternating between the two bots one message at a time "
+        f"({args.warmup} warm-up + {args.messages} measured messages per user, think time "
+        f"{args.think_ms:g} ms); Dify stand-in at 0 ms",
+        config_note(bot_config(args)) + " (both bots); devserver rate limits off",
+        "no target: a diagnostic for changes to the code (below 1: this checkout is faster)",
+    ]
+    return make_report("latency-duel", argv, figures, notes=notes)
