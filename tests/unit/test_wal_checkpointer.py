@@ -9,6 +9,7 @@ import logging
 import shutil
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,12 +53,17 @@ async def store_im(store: Store, text: str) -> None:
         await ticket
 
 
-async def next_run(checkpointer: WalCheckpointer) -> None:
-    """Until the thread has tried another checkpoint (an event, not a sleep)."""
-    checkpointer.ran.clear()
+async def wait_until(checkpointer: WalCheckpointer, condition: Callable[[], bool]) -> None:
+    """Until `condition` holds, looking again after each checkpoint attempt of the thread.
+
+    The event is cleared before each look, so an attempt between the look and the wait is not
+    missed; the bounded wait only covers the thread having nothing left to attempt.
+    """
     async with asyncio.timeout(WAIT):
-        while not checkpointer.ran.is_set():
-            await asyncio.to_thread(checkpointer.ran.wait, 0.5)
+        while not condition():
+            checkpointer.ran.clear()
+            if not condition():
+                await asyncio.to_thread(checkpointer.ran.wait, 0.1)
 
 
 async def test_the_log_reaches_the_database_file_from_the_checkpoint_thread(
@@ -70,9 +76,9 @@ async def test_the_log_reaches_the_database_file_from_the_checkpoint_thread(
         checkpointer = the_checkpointer(store)
         await store_im(store, "first")
         await store_im(store, "second")
-        async with asyncio.timeout(WAIT):
-            while inbox_in_database_file(path, tmp_path) != ["first", "second"]:
-                await next_run(checkpointer)
+        await wait_until(
+            checkpointer, lambda: inbox_in_database_file(path, tmp_path) == ["first", "second"]
+        )
         # ...so the copy was the thread's, while the store stayed open and usable.
         assert checkpointer.checkpoints >= 1
         await store_im(store, "third")
@@ -129,11 +135,13 @@ async def test_a_failed_checkpoint_thread_hands_the_job_back_to_sqlite(
         checkpointer = the_checkpointer(store)
         thread = checkpointer._thread
         assert thread is not None and checkpointer._db is not None
+        real = checkpointer._db
         with caplog.at_level(logging.ERROR, logger="aimbot.wal_checkpointer"):
-            checkpointer._db.close()  # the thread's next checkpoint fails
+            checkpointer._db = cast(sqlite3.Connection, cast(Any, _Failing()))
             await store_im(store, "before")
-            await next_run(checkpointer)
-        assert checkpointer.failed is not None
+            await wait_until(checkpointer, lambda: checkpointer.failed is not None)
+        real.close()
+        assert isinstance(checkpointer.failed, sqlite3.OperationalError)
         assert "SQLite's automatic checkpoints take over" in caplog.text
         await store_im(store, "after")  # the first commit after the failure notices it
         assert store._checkpointer is None
@@ -186,6 +194,16 @@ def test_the_pace_follows_how_fast_the_log_grows(tmp_path: Path) -> None:
     assert checkpointer._next_pause(100_000.0, complete=True) == wal_checkpointer.RETRY_INTERVAL
     assert checkpointer._next_pause(8_192.0, complete=True) == pytest.approx(0.25)  # half: 2,048
     assert checkpointer._next_pause(10.0, complete=False) == wal_checkpointer.RETRY_INTERVAL
+
+
+class _Failing:
+    """A connection stand-in whose every statement fails as a broken disk makes them fail."""
+
+    def execute(self, sql: str) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def close(self) -> None:
+        pass
 
 
 class _Reporting:
