@@ -305,17 +305,15 @@ class Store:
 
     def _start_checkpointer(self) -> None:
         """Checkpoints move to a thread of their own (see aimbot/wal_checkpointer.py)."""
-        checkpointer = WalCheckpointer(
-            self.path,
-            lambda: self.commits,
-            interval=wal_checkpointer.CHECKPOINT_INTERVAL,
-            behind_frames=wal_checkpointer.BEHIND_FRAMES,
-        )
-        checkpointer.start()
-        self._checkpointer = checkpointer
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # ours now, off the event loop
         # A log that grew under a flood is cut back to this size when it next restarts.
-        self._db.execute(f"PRAGMA journal_size_limit={wal_checkpointer.BEHIND_FRAMES * 4096}")
+        page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        limit = wal_checkpointer.BEHIND_FRAMES * page_size
+        self._db.execute(f"PRAGMA journal_size_limit={limit}")
+        # Last, so that nothing above can fail with the thread already running.
+        checkpointer = WalCheckpointer(self.path, lambda: self.commits)
+        checkpointer.start()
+        self._checkpointer = checkpointer
 
     def _help_checkpointer(self, checkpointer: WalCheckpointer) -> None:
         """The checkpoint thread failed, or cannot keep the log bounded: do it here."""

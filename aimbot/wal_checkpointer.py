@@ -83,15 +83,14 @@ class WalCheckpointer:
         path: Path,
         commits: Callable[[], int],
         *,
-        interval: float = CHECKPOINT_INTERVAL,
-        behind_frames: int = BEHIND_FRAMES,
-        opener: Callable[[Path], sqlite3.Connection] = connect,
+        interval: float | None = None,
+        behind_frames: int | None = None,
     ) -> None:
         self._path = path
         self._commits = commits  # the store's count of committed transactions
-        self._interval = interval
-        self._behind_frames = behind_frames
-        self._opener = opener
+        # The module's settings as they are now (tests change them), unless given.
+        self._interval = CHECKPOINT_INTERVAL if interval is None else interval
+        self._behind_frames = BEHIND_FRAMES if behind_frames is None else behind_frames
         self._db: sqlite3.Connection | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,7 +102,7 @@ class WalCheckpointer:
 
     def start(self) -> None:
         """Open the second connection here, so that a failure is the caller's to report."""
-        self._db = self._opener(self._path)
+        self._db = connect(self._path)
         self._thread = threading.Thread(
             target=self._run, name=f"wal-checkpoint {self._path.name}", daemon=True
         )

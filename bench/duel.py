@@ -79,17 +79,27 @@ async def start_bot(rig: Loopback, name: str, root: Path, args: argparse.Namespa
     return bot
 
 
+async def start_both(
+    rig: Loopback, stack: contextlib.AsyncExitStack, other_root: Path, args: argparse.Namespace
+) -> tuple[BotProcess, BotProcess]:
+    """This checkout's bot (BOT) and the other's (OTHER), online; `stack` stops them."""
+    rig.oscar.add_account(OTHER, rig.bot_password, is_bot=True)
+    bots = []
+    for name, root in ((BOT, ROOT), (OTHER, other_root)):
+        bot = await start_bot(rig, name, root, args)
+        stack.push_async_callback(bot.terminate)
+        bots.append(bot)
+    return bots[0], bots[1]
+
+
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     other_root = checkout(args.against)
     ratios: list[float] = []
     async with loopback() as rig, contextlib.AsyncExitStack() as stack:
-        rig.oscar.add_account(OTHER, rig.bot_password, is_bot=True)
-        sides = []
-        for name, root in ((BOT, ROOT), (OTHER, other_root)):
-            bot = await start_bot(rig, name, root, args)
-            stack.push_async_callback(bot.terminate)
-            sides.append(_Side(name, bot, ReplyTally()))
-        this, other = sides
+        bots = await start_both(rig, stack, other_root, args)
+        this, other = sides = [
+            _Side(name, bot, ReplyTally()) for name, bot in zip((BOT, OTHER), bots, strict=True)
+        ]
         users = await sign_on_all(rig.oscar, [f"du{i:04d}" for i in range(args.users)])
         load = [
             asyncio.create_task(keep_busy(user, sides[i % 2].name, sides[i % 2].tally))

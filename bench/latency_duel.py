@@ -13,23 +13,19 @@ import argparse
 import contextlib
 from collections.abc import Sequence
 
-from bench.duel import OTHER, checkout, start_bot
+from bench.duel import OTHER, checkout, start_both
 from bench.latency import closed_loop_by_peer
 from bench.procstat import sample
 from bench.report import Figure, Report, make_report
-from bench.rig import BOT, ROOT, bot_config, config_note, loopback, sign_off_all, sign_on_all
+from bench.rig import BOT, bot_config, config_note, loopback, sign_off_all, sign_on_all
 from bench.stats import ratio, summarize
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     other_root = checkout(args.against)
     async with loopback() as rig, contextlib.AsyncExitStack() as stack:
-        rig.oscar.add_account(OTHER, rig.bot_password, is_bot=True)
-        pids = {}
-        for name, root in ((BOT, ROOT), (OTHER, other_root)):
-            bot = await start_bot(rig, name, root, args)
-            stack.push_async_callback(bot.terminate)
-            pids[name] = bot.pid
+        this_bot, other_bot = await start_both(rig, stack, other_root, args)
+        pids = {BOT: this_bot.pid, OTHER: other_bot.pid}
         users = await sign_on_all(rig.oscar, [f"ld{i:04d}" for i in range(args.users)])
         think = args.think_ms / 1000
         try:

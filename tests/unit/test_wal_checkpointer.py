@@ -237,12 +237,7 @@ def test_step_reports_whether_the_log_is_behind(
     tmp_path: Path, log_frames: int, copied: int, behind: bool, complete: bool
 ) -> None:
     fake = _Reporting(log_frames, copied)
-    checkpointer = WalCheckpointer(
-        tmp_path / "s.db",
-        lambda: 0,
-        behind_frames=8_192,
-        opener=lambda _: cast(sqlite3.Connection, cast(Any, fake)),
-    )
+    checkpointer = WalCheckpointer(tmp_path / "s.db", lambda: 0, behind_frames=8_192)
     checkpointer._db = cast(sqlite3.Connection, cast(Any, fake))
     result = checkpointer.step()
     assert result == CheckpointResult(log_frames, copied)
