@@ -299,6 +299,14 @@ class Rig:
         ]
         return sum(values) if values else None
 
+    async def wait_metric(self, bot: BotProcess, name: str, value: float, what: str) -> None:
+        """Poll the bot's /metrics until `name` reads `value`; fails with `what` after WAIT s."""
+        deadline = time.monotonic() + WAIT
+        while (seen := await self.metric(bot, name)) != value:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: {name} is {seen}, not {value}, after {WAIT:g} s")
+            await asyncio.sleep(POLL)
+
     async def close(self) -> None:
         for bot in self.bots:
             bot.stop()

@@ -204,6 +204,9 @@ async def test_server_killed_and_restarted_the_bot_is_back_within_one_backoff_st
         bot = await rig.online_bot()
         gus = await rig.user("gus")
         assert "before" in await ask(gus, "before")
+        # The server relays the IM to gus before it acks it to the bot: killed in between, the
+        # ack is lost and the bot rightly sends that reply again (at least once, never lost).
+        await rig.wait_metric(bot, "aimbot_ims_sent_total", 1.0, "the server's ack of the reply")
         logged = len(bot.output())
         rig.server.kill()
         await gus.wait_for(lambda u: u.signed_off is not None, "the user's session ending")
