@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from aimbot import __version__
-from aimbot.api.dify_client import DifyClient
+from aimbot.api.dify_client import DifyClient, dify_session
 from aimbot.bot.aim_handler import AIMHandler
 from aimbot.bot.bot import AIMBot
 from aimbot.config.settings import Settings
@@ -88,8 +88,7 @@ class Application:
     async def start(self) -> None:
         s = self.settings
         store = await Store.open(s.data_dir / DB_FILENAME)
-        # Per-request timeouts come from DifyClient; the session itself must not cut streams.
-        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        http = dify_session()
         try:
             dify = DifyClient(
                 http, s.dify_api_key.get(), dify_options(s), observer=self.dify_key.observe

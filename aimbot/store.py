@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 _V = TypeVar("_V")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LOCK_FILENAME = "aimbot.lock"
 # Conversation ids kept in memory (least recently stored dropped first): each answer reads its
 # user's twice, and a read outside a transaction costs a read snapshot of its own.
@@ -70,16 +70,15 @@ CREATE TABLE IF NOT EXISTS conversations (
     updated_at      REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS inbox (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          INTEGER PRIMARY KEY,
     user_key    TEXT NOT NULL,
     screen_name TEXT NOT NULL,
     text        TEXT NOT NULL,
     received_at REAL NOT NULL,
     parts_sent  INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS inbox_user ON inbox(user_key);
 CREATE TABLE IF NOT EXISTS outbox (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          INTEGER PRIMARY KEY,
     screen_name TEXT NOT NULL,
     text        TEXT NOT NULL,
     is_html     INTEGER NOT NULL,
@@ -96,16 +95,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
-# Upgrades that CREATE TABLE IF NOT EXISTS cannot do. 1 -> 2: each reply keeps one message
-# cookie for every attempt (see OutboxItem). 2 -> 3 only adds tables (seen, meta). 3 -> 4: an
-# IM records how many parts of its streamed answer are already in the outbox (see stream_part).
-# Each adds a column (table, column, type) to a table an older file has; a table it lacks is
-# created whole by _SCHEMA afterwards.
-_MIGRATIONS = {
-    1: ("outbox", "cookie", "BLOB"),
-    3: ("inbox", "parts_sent", "INTEGER NOT NULL DEFAULT 0"),
-}
-_INSERT_INBOX = "INSERT INTO inbox(user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?)"
+_INSERT_INBOX = (
+    "INSERT INTO inbox(id, user_key, screen_name, text, received_at) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox(id, screen_name, text, is_html, created_at, cookie) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 _UPSERT_SEEN = (
     "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
     "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
@@ -125,6 +121,60 @@ def _add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> N
     columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}  # ours
     if columns and column not in columns:
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _without_autoincrement(db: sqlite3.Connection) -> None:
+    """Schema 4 -> 5: inbox and outbox rebuilt without AUTOINCREMENT, and inbox's user index
+    dropped: the store numbers the rows itself (see Store._new_id), and each of the two cost
+    every transaction one more page to write (docs/benchmarks.md, session 8)."""
+    db.execute("DROP INDEX IF EXISTS inbox_user")
+    for table in ("inbox", "outbox"):
+        row = db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if row is None or "AUTOINCREMENT" not in str(row[0]).upper():
+            continue
+        old = f"{table}_schema4"
+        db.execute(f"ALTER TABLE {table} RENAME TO {old}")  # ours, as are the names below
+        db.execute(_table_definition(table))
+        columns = ", ".join(str(c[1]) for c in db.execute(f"PRAGMA table_info({table})"))
+        db.execute(f"INSERT INTO {table}({columns}) SELECT {columns} FROM {old}")
+        db.execute(f"DROP TABLE {old}")
+
+
+def _max_id(db: sqlite3.Connection, table: str) -> int:
+    row = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()  # ours
+    return int(row[0])
+
+
+def _table_definition(table: str) -> str:
+    """The CREATE TABLE statement of `table` in _SCHEMA."""
+    start = _SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {table} (")
+    return _SCHEMA[start : _SCHEMA.index(");", start) + 1]
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Bring a file of schema `version` up to SCHEMA_VERSION, all in one transaction.
+
+    Each step is what CREATE TABLE IF NOT EXISTS cannot do (a table an old file lacks is
+    created whole by _SCHEMA afterwards). 1 -> 2: each reply keeps one message cookie for every
+    attempt (see OutboxItem). 2 -> 3 only adds tables (seen, meta). 3 -> 4: an IM records how
+    many parts of its streamed answer are already in the outbox (see stream_part). 4 -> 5: see
+    _without_autoincrement.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if version <= 1:
+            _add_column(db, "outbox", "cookie", "BLOB")
+        if version <= 3:
+            _add_column(db, "inbox", "parts_sent", "INTEGER NOT NULL DEFAULT 0")
+        if version <= 4:
+            _without_autoincrement(db)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class StoreError(Exception):
@@ -236,6 +286,7 @@ class Store:
         self._seen: dict[str, tuple[str, float]] = {}
         # Delivered replies whose rows are still to be deleted (see outbox_done).
         self._done: list[int] = []
+        self._next_ids = {table: _max_id(db, table) + 1 for table in ("inbox", "outbox")}
         self._done_timer: asyncio.TimerHandle | None = None
         self.done_flush_seconds = DONE_FLUSH_SECONDS
         self._owner = owner  # this process runs the bot (see open)
@@ -270,10 +321,7 @@ class Store:
                     f"this one understands {SCHEMA_VERSION})"
                 )
             if version and version < SCHEMA_VERSION:
-                with db:
-                    for step in range(version, SCHEMA_VERSION):
-                        if step in _MIGRATIONS:
-                            _add_column(db, *_MIGRATIONS[step])
+                _upgrade(db, version)
                 log.info("state database %s upgraded to schema %d", path, SCHEMA_VERSION)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -415,14 +463,14 @@ class Store:
         )
         # The IM's insert first, the one statement that can fail on its data: no savepoint
         # needed (see _write).
+        inbox_id = self._new_id("inbox")
         with self._write(savepoint=False):
-            cur = self._db.execute(_INSERT_INBOX, (user_key, screen_name, text, received_at))
+            self._db.execute(_INSERT_INBOX, (inbox_id, user_key, screen_name, text, received_at))
             if not fresh:
                 self._db.execute(_UPSERT_SEEN, (user_key, screen_name, received_at))
         if not fresh:
             _remember(self._seen, user_key, (screen_name, received_at))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        return inbox_id
 
     async def recently_seen(self, window: float) -> list[tuple[str, str]]:
         """(user key, screen name) of everyone who wrote within `window` seconds of the last
@@ -571,14 +619,15 @@ class Store:
         """Everyone the state file knows (a conversation, unanswered IMs, or a recent IM),
         most recently active first, at most `limit` of them."""
         rows = self._db.execute(
-            "SELECT k.user_key, COALESCE(s.screen_name, "
-            "(SELECT screen_name FROM inbox i WHERE i.user_key = k.user_key LIMIT 1)), "
-            "c.conversation_id, c.updated_at, s.last_seen, "
-            "(SELECT COUNT(*) FROM inbox i WHERE i.user_key = k.user_key) "
+            "SELECT k.user_key, COALESCE(s.screen_name, p.screen_name), "
+            "c.conversation_id, c.updated_at, s.last_seen, COALESCE(p.n, 0) "
             "FROM (SELECT user_key FROM conversations UNION SELECT user_key FROM inbox "
             "UNION SELECT user_key FROM seen) k "
             "LEFT JOIN conversations c ON c.user_key = k.user_key "
             "LEFT JOIN seen s ON s.user_key = k.user_key "
+            # The inbox has no index on user_key (see _without_autoincrement): read it once.
+            "LEFT JOIN (SELECT user_key, MIN(screen_name) AS screen_name, COUNT(*) AS n "
+            "FROM inbox GROUP BY user_key) p ON p.user_key = k.user_key "
             "ORDER BY MAX(COALESCE(c.updated_at, 0), COALESCE(s.last_seen, 0)) DESC, k.user_key "
             "LIMIT ?",
             (max(0, limit),),
@@ -624,13 +673,23 @@ class Store:
 
     def _insert_outbox(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
         cookie = new_cookie()
-        cur = self._db.execute(
-            "INSERT INTO outbox(screen_name, text, is_html, created_at, cookie) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (screen_name, reply.text, int(reply.is_html), now, cookie),
+        outbox_id = self._new_id("outbox")
+        self._db.execute(
+            _INSERT_OUTBOX, (outbox_id, screen_name, reply.text, int(reply.is_html), now, cookie)
         )
-        assert cur.lastrowid is not None
-        return OutboxItem(cur.lastrowid, screen_name, reply.text, reply.is_html, now, cookie)
+        return OutboxItem(outbox_id, screen_name, reply.text, reply.is_html, now, cookie)
+
+    def _new_id(self, table: str) -> int:
+        """The next row id of `table`: above every row it had when opened, and never handed
+        out twice while this process runs, even for a row since deleted or rolled back.
+
+        What SQLite picks without AUTOINCREMENT (the largest id + 1) would give a deleted row's
+        id to the next row, while a worker may still hold the old one: a "clear" deletes a
+        user's IMs under a worker answering them, whose swap would then delete the newcomer.
+        """
+        next_id = self._next_ids[table]
+        self._next_ids[table] = next_id + 1
+        return next_id
 
     def _delete_ids(self, table: str, ids: Sequence[int]) -> None:
         """One statement per DELETE_CHUNK ids, each atomic on its own (deleting part of the ids

@@ -724,6 +724,18 @@ class DifyClient:
         return bytes(body)
 
 
+def dify_session() -> aiohttp.ClientSession:
+    """The HTTP session for a DifyClient.
+
+    No timeout of its own: the client sets each request's, and a session-wide one would cut long
+    streams. No cookies: Dify's API is keyed by the bearer key, and a jar keeps whatever cookie
+    any response sets, without a bound.
+    """
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar()
+    )
+
+
 def _check_user(user: str) -> None:
     if not isinstance(user, str) or not user.strip():
         raise ValueError("user must be a non-empty string")

@@ -373,3 +373,37 @@ async def test_an_answer_within_the_cap_is_complete() -> None:
         answer = await rig.client(max_answer_chars=500).chat(USER, "hi", None)
         assert (answer.ending, answer.text) == ("complete", "word " * 100)
         assert rig.standin.stop_requests == []
+
+
+async def test_the_bots_session_keeps_no_cookie_a_response_sets() -> None:
+    """Dify is keyed by the bearer key; a gateway's (or a hostile peer's) cookies would only
+    pile up in a jar without a bound, and be sent back to it."""
+    from aiohttp import web
+
+    from aimbot.api.dify_client import dify_session
+
+    cookies_seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        cookies_seen.append(request.headers.get("Cookie"))
+        response = web.Response(text="{}", content_type="application/json")
+        response.set_cookie("tracker", "x" * 100)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat-messages", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with dify_session() as http:
+            # By name: a jar keeps no cookie from a bare IP address anyway.
+            for _ in range(2):
+                async with http.post(f"http://localhost:{port}/v1/chat-messages", json={}) as r:
+                    assert r.cookies["tracker"].value == "x" * 100  # it was set...
+            assert len(http.cookie_jar) == 0
+    finally:
+        await runner.cleanup()
+    assert cookies_seen == [None, None]  # ...and never sent back

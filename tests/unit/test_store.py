@@ -409,10 +409,10 @@ def fill_to_the_page_limit(store: Store) -> None:
         while True:
             try:
                 with db:
-                    db.execute(
-                        "INSERT INTO inbox(user_key, screen_name, text, received_at) "
-                        "VALUES ('filler', 'filler', ?, 0.5)",
-                        ("f" * size,),
+                    db.execute(  # numbered by the store, which alone writes its file
+                        "INSERT INTO inbox(id, user_key, screen_name, text, received_at) "
+                        "VALUES (?, 'filler', 'filler', ?, 0.5)",
+                        (store._new_id("inbox"), "f" * size),
                     )
             except sqlite3.OperationalError as e:
                 assert "full" in str(e)
@@ -472,7 +472,99 @@ async def test_a_schema_3_file_is_upgraded_in_place_keeping_its_inbox(tmp_path: 
     async with await Store.open(path) as store:
         [again] = (await store.inbox_pending(now=4.0, max_age=100.0))[0]
         assert (again.id, again.parts_sent) == (old.id, 1)
-    assert _query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
+    assert _query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
+
+
+SCHEMA_4 = (
+    "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, user_key TEXT NOT NULL,"
+    " screen_name TEXT NOT NULL, text TEXT NOT NULL, received_at REAL NOT NULL,"
+    " parts_sent INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX inbox_user ON inbox(user_key);"
+    "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, screen_name TEXT NOT NULL,"
+    " text TEXT NOT NULL, is_html INTEGER NOT NULL, created_at REAL NOT NULL, cookie BLOB);"
+    "CREATE TABLE seen (user_key TEXT PRIMARY KEY, screen_name TEXT NOT NULL,"
+    " last_seen REAL NOT NULL);"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE conversations (user_key TEXT PRIMARY KEY, conversation_id TEXT NOT NULL,"
+    " updated_at REAL NOT NULL);"
+    "INSERT INTO inbox(user_key, screen_name, text, received_at, parts_sent)"
+    " VALUES ('bob', 'Bob', 'q1', 1, 0), ('bob', 'Bob', 'q2', 1, 2), ('amy', 'Amy', 'q3', 1, 0);"
+    "DELETE FROM inbox WHERE text = 'q3';"  # its id, 3, is the highest AUTOINCREMENT gave
+    "INSERT INTO outbox(screen_name, text, is_html, created_at, cookie)"
+    " VALUES ('Bob', 'part', 1, 1, X'0102030405060708');"
+    "PRAGMA user_version=4;"
+)
+
+
+async def test_a_schema_4_file_is_upgraded_in_place_without_autoincrement(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    _old_file(path, SCHEMA_4)
+    async with await Store.open(path) as store:
+        pending, _ = await store.inbox_pending(now=2.0, max_age=100.0)
+        assert [(p.id, p.text, p.parts_sent) for p in pending] == [(1, "q1", 0), (2, "q2", 2)]
+        [part] = await store.outbox_pending()
+        assert (part.id, part.text, part.is_html, part.cookie) == (
+            1,
+            "part",
+            True,
+            bytes(range(1, 9)),
+        )
+        newer = await store.inbox_add("cat", "Cat", "q4", 2.0)
+        assert newer > 2
+    assert _query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 5
+    tables = dict(_query(path, "SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    assert "AUTOINCREMENT" not in tables["inbox"] + tables["outbox"]
+    assert not any(name.endswith("_schema4") for name in tables)
+    assert (
+        _query(path, "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'inbox_user'")
+        == []
+    )
+
+
+async def test_a_failed_upgrade_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    # A schema-4 file whose outbox cannot be copied: a row breaks the new table's NOT NULL.
+    _old_file(
+        path,
+        SCHEMA_4.replace("text TEXT NOT NULL, is_html", "text TEXT, is_html").replace(
+            "VALUES ('Bob', 'part',", "VALUES ('Bob', NULL,"
+        ),
+    )
+    with pytest.raises(StoreError, match="NOT NULL"):
+        await Store.open(path)
+    assert _query(path, "PRAGMA user_version")[0][0] == 4
+    tables = dict(_query(path, "SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    assert "AUTOINCREMENT" in tables["inbox"] and "inbox_schema4" not in tables
+    assert _query(path, "SELECT COUNT(*) FROM inbox")[0][0] == 2
+
+
+async def test_no_row_id_is_handed_out_twice_while_the_bot_runs(tmp_path: Path) -> None:
+    """Without AUTOINCREMENT SQLite would give the newest row's id again once it is deleted:
+    a worker still holding a "clear"ed IM's id would then delete the next IM with it."""
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        cleared = await store.inbox_add("bob", "Bob", "hi", 1.0)
+        assert await store.forget_user("bob") == [cleared]
+        after = await store.inbox_add("bob", "Bob", "again", 2.0)
+        assert after > cleared
+        sent = await store.outbox_add("Bob", Reply("re", False), 2.0)
+        await store.outbox_done([sent.id])
+        assert await store.counts() == {"conversations": 0, "inbox": 1, "outbox": 0}
+        assert (await store.outbox_add("Bob", Reply("re 2", False), 3.0)).id > sent.id
+    async with await Store.open(path) as store:  # a new process: above every row kept
+        assert await store.inbox_add("bob", "Bob", "later", 4.0) > after
+
+
+async def test_users_count_each_ones_unanswered_ims(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        for n in range(3):
+            await store.inbox_add("bob", "Bob", f"q{n}", 10.0 + n)
+        await store.inbox_add("amy", "Amy", "q", 20.0)
+        await store.set_conversation("cat", "conv-c", 30.0)
+        rows = {row.user_key: (row.screen_name, row.pending) for row in await store.users(10)}
+    assert rows == {"bob": ("Bob", 3), "amy": ("Amy", 1), "cat": (None, 0)}
 
 
 async def test_a_streamed_part_and_its_count_are_stored_together(tmp_path: Path) -> None:
