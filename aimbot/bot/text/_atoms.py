@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from aimbot.bot.text._markup import _HTML_ESCAPES, _html_escape, _Line, _Style, _Tag, _tags
+from aimbot.bot.text._markup import _html_escape, _Line, _Style, _Tag, _tags
 
 # Break levels of the boundary *before* an atom; higher is a better place to split a reply.
 _CHAR: Final = 0
@@ -150,7 +150,7 @@ def _atomize(lines: Sequence[_Line], options: _AtomOptions) -> list[_Atom]:
                     if run.verbatim and match.lastindex == 1:
                         out = _verbatim_spaces(token, not previous)
                     else:
-                        out = token.translate(_HTML_ESCAPES)
+                        out = _html_escape(token)
                     sent = out
                 else:
                     out = token
@@ -174,7 +174,7 @@ def _atomize(lines: Sequence[_Line], options: _AtomOptions) -> list[_Atom]:
                         level = _SENTENCE
                 if too_long is not None and too_long(sent):
                     for cluster in _clusters(token):
-                        cluster_out = cluster.translate(_HTML_ESCAPES) if html else cluster
+                        cluster_out = _html_escape(cluster) if html else cluster
                         cluster_sent = cluster_out if html else escape(cluster)
                         append(
                             _Atom(
