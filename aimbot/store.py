@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import sqlite3
@@ -125,7 +126,7 @@ def _add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> N
 
 def _without_autoincrement(db: sqlite3.Connection) -> None:
     """Schema 4 -> 5: inbox and outbox rebuilt without AUTOINCREMENT, and inbox's user index
-    dropped: the store numbers the rows itself (see Store._new_id), and each of the two cost
+    dropped: the store numbers the rows itself (see Store.__init__), and each of the two cost
     every transaction one more page to write (docs/benchmarks.md, session 8)."""
     db.execute("DROP INDEX IF EXISTS inbox_user")
     for table in ("inbox", "outbox"):
@@ -286,7 +287,13 @@ class Store:
         self._seen: dict[str, tuple[str, float]] = {}
         # Delivered replies whose rows are still to be deleted (see outbox_done).
         self._done: list[int] = []
-        self._next_ids = {table: _max_id(db, table) + 1 for table in ("inbox", "outbox")}
+        # Row ids, numbered here: above every row the file had when opened, and never handed
+        # out twice while this process runs, even for a row since deleted or rolled back. What
+        # SQLite picks without AUTOINCREMENT (the largest id + 1) would give a deleted row's id
+        # to the next row while a worker may still hold the old one: a "clear" deletes a user's
+        # IMs under a worker answering them, whose swap would then delete the newcomer.
+        self._inbox_ids = itertools.count(_max_id(db, "inbox") + 1)
+        self._outbox_ids = itertools.count(_max_id(db, "outbox") + 1)
         self._done_timer: asyncio.TimerHandle | None = None
         self.done_flush_seconds = DONE_FLUSH_SECONDS
         self._owner = owner  # this process runs the bot (see open)
@@ -463,7 +470,7 @@ class Store:
         )
         # The IM's insert first, the one statement that can fail on its data: no savepoint
         # needed (see _write).
-        inbox_id = self._new_id("inbox")
+        inbox_id = next(self._inbox_ids)
         with self._write(savepoint=False):
             self._db.execute(_INSERT_INBOX, (inbox_id, user_key, screen_name, text, received_at))
             if not fresh:
@@ -673,23 +680,11 @@ class Store:
 
     def _insert_outbox(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
         cookie = new_cookie()
-        outbox_id = self._new_id("outbox")
+        outbox_id = next(self._outbox_ids)
         self._db.execute(
             _INSERT_OUTBOX, (outbox_id, screen_name, reply.text, int(reply.is_html), now, cookie)
         )
         return OutboxItem(outbox_id, screen_name, reply.text, reply.is_html, now, cookie)
-
-    def _new_id(self, table: str) -> int:
-        """The next row id of `table`: above every row it had when opened, and never handed
-        out twice while this process runs, even for a row since deleted or rolled back.
-
-        What SQLite picks without AUTOINCREMENT (the largest id + 1) would give a deleted row's
-        id to the next row, while a worker may still hold the old one: a "clear" deletes a
-        user's IMs under a worker answering them, whose swap would then delete the newcomer.
-        """
-        next_id = self._next_ids[table]
-        self._next_ids[table] = next_id + 1
-        return next_id
 
     def _delete_ids(self, table: str, ids: Sequence[int]) -> None:
         """One statement per DELETE_CHUNK ids, each atomic on its own (deleting part of the ids

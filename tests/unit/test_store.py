@@ -412,7 +412,7 @@ def fill_to_the_page_limit(store: Store) -> None:
                     db.execute(  # numbered by the store, which alone writes its file
                         "INSERT INTO inbox(id, user_key, screen_name, text, received_at) "
                         "VALUES (?, 'filler', 'filler', ?, 0.5)",
-                        (store._new_id("inbox"), "f" * size),
+                        (next(store._inbox_ids), "f" * size),
                     )
             except sqlite3.OperationalError as e:
                 assert "full" in str(e)
