@@ -567,18 +567,24 @@ class DifyClient:
         content = resp.content
         async for chunk in content.iter_any():
             was_complete = assembler.complete
-            for event in decoder.feed(chunk):
-                self._apply(event, assembler)
-                if assembler.cut_short:
-                    return
+            try:
+                for event in decoder.feed(chunk):
+                    self._apply(event, assembler)
+                    if assembler.cut_short:
+                        return
+            finally:
+                assembler.tell()  # also the text before an error event, as it was sent
             if assembler.complete and not was_complete and not content.at_eof():
                 when = deadline.when()
                 grace = loop.time() + self._options.end_grace
                 deadline.reschedule(grace if when is None else min(when, grace))
-        for event in decoder.close():
-            self._apply(event, assembler)
-            if assembler.cut_short:
-                return
+        try:
+            for event in decoder.close():
+                self._apply(event, assembler)
+                if assembler.cut_short:
+                    return
+        finally:
+            assembler.tell()
 
     async def _interrupted(self, assembler: AnswerAssembler, user: str, reason: str) -> Answer:
         """Text has arrived, so Dify has the turn: keep what came instead of asking again."""

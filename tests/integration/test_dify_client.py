@@ -19,6 +19,7 @@ from aimbot.api.errors import (
     DifyStreamError,
     DifyUnavailable,
 )
+from aimbot.api.sse import TextChunk
 from aimbot.devserver.dify_standin import AnswerContext, default_answer
 from tests.helpers.dify import SECRET_KEY, WAIT, dify_rig, guard_key_in_logs
 
@@ -282,6 +283,35 @@ async def test_stream_ending_after_text_without_message_end_keeps_the_text() -> 
         # Dify has the turn already: asking again would add a second answer to the conversation.
         assert (answer.text, answer.ending, answer.conversation_id) == ("half", "interrupted", CONV)
         assert rig.standin.request_count == 1 and rig.time.sleeps == []
+
+
+async def test_text_read_with_an_error_event_reaches_the_listener_before_the_error() -> None:
+    """The listener hears once per read; the text ahead of an error in the same read is not
+    lost to it (the parts it completes have been, or are being, sent)."""
+    async with dify_rig() as rig:
+        body = sse(
+            {"event": "message", "conversation_id": CONV, "task_id": "t", "answer": "Para 1\n"},
+            {"event": "message", "conversation_id": CONV, "task_id": "t", "answer": "Para 2"},
+            {"event": "error", "code": "completion_request_error", "message": "boom"},
+        )
+        rig.standin.script_raw(200, body, content_type=SSE)
+        heard: list[TextChunk] = []
+        with pytest.raises(DifyStreamError):
+            await rig.client().chat(USER, "hi", None, on_text=heard.append)
+        assert heard == [TextChunk("Para 1\nPara 2", True, "t")]
+
+
+async def test_an_answer_read_whole_is_not_streamed_to_the_listener() -> None:
+    async with dify_rig() as rig:
+        body = sse(
+            {"event": "message", "conversation_id": CONV, "task_id": "t", "answer": "All "},
+            {"event": "message", "conversation_id": CONV, "task_id": "t", "answer": "at once"},
+            {"event": "message_end", "conversation_id": CONV, "task_id": "t"},
+        )
+        rig.standin.script_raw(200, body, content_type=SSE)
+        heard: list[TextChunk] = []
+        answer = await rig.client().chat(USER, "hi", None, on_text=heard.append)
+        assert (answer.text, heard) == ("All at once", [])
 
 
 async def test_stream_ending_before_any_text_is_retried_as_unavailable() -> None:

@@ -372,11 +372,15 @@ def test_on_text_hears_each_chunk_and_whether_it_replaces_the_text_so_far() -> N
     heard: list[TextChunk] = []
     assembler = AnswerAssembler(max_chars=12, on_text=heard.append)
     base = {"conversation_id": "c", "message_id": "m", "task_id": "t-1"}
-    assembler.feed({"event": "message", **base, "answer": "Hello"})
-    assembler.feed({"event": "message", **base, "answer": ""})  # nothing new: not told
-    assembler.feed({"event": "message", **base, "answer": " world"})
-    assembler.feed({"event": "message_replace", **base, "answer": "Moderated."})
-    assembler.feed({"event": "message", **base, "answer": " and a long tail"})
+    for event, answer in [
+        ("message", "Hello"),
+        ("message", ""),  # nothing new: not told
+        ("message", " world"),
+        ("message_replace", "Moderated."),
+        ("message", " and a long tail"),
+    ]:
+        assembler.feed({"event": event, **base, "answer": answer})
+        assembler.tell()  # one read from the network per event
     assert heard == [
         TextChunk("Hello", True, "t-1"),  # the first text of an attempt replaces any before it
         TextChunk(" world", False, "t-1"),
@@ -384,3 +388,50 @@ def test_on_text_hears_each_chunk_and_whether_it_replaces_the_text_so_far() -> N
         TextChunk(" a", False, "t-1"),  # cut at max_chars, like the answer itself
     ]
     assert assembler.cut_short
+
+
+def test_on_text_hears_the_events_of_one_read_as_one_chunk() -> None:
+    heard: list[TextChunk] = []
+    assembler = AnswerAssembler(on_text=heard.append)
+    base = {"conversation_id": "c", "message_id": "m", "task_id": "t-1"}
+    assembler.feed({"event": "message", **base, "answer": "Hello"})
+    assembler.feed({"event": "message", **base, "answer": " world"})
+    assembler.tell()
+    assembler.tell()  # nothing new
+    assembler.feed({"event": "message", **base, "answer": "!"})
+    assembler.feed({"event": "message_replace", **base, "answer": "Moderated."})
+    assembler.feed({"event": "message", **base, "answer": " More."})
+    assembler.tell()
+    assembler.feed({"event": "message_replace", **base, "answer": ""})
+    assembler.tell()
+    assert heard == [
+        TextChunk("Hello world", True, "t-1"),
+        TextChunk("Moderated. More.", True, "t-1"),  # the replace: all the text so far
+        TextChunk("", True, "t-1"),  # an empty replace still resets the listener
+    ]
+
+
+def test_an_answer_complete_before_anything_was_told_is_never_told() -> None:
+    """Read whole at once, it is rendered whole (with its real part count), not streamed."""
+    heard: list[TextChunk] = []
+    assembler = AnswerAssembler(on_text=heard.append)
+    base = {"conversation_id": "c", "message_id": "m", "task_id": "t-1"}
+    assembler.feed({"event": "message", **base, "answer": "Hello"})
+    assembler.feed({"event": "message_end", **base})
+    assembler.tell()
+    assembler.feed({"event": "message", **base, "answer": " late"})
+    assembler.tell()
+    assert heard == []
+    assert assembler.finish().text == "Hello late"
+
+
+def test_once_told_an_answer_is_told_to_its_end() -> None:
+    heard: list[TextChunk] = []
+    assembler = AnswerAssembler(on_text=heard.append)
+    base = {"conversation_id": "c", "message_id": "m", "task_id": "t-1"}
+    assembler.feed({"event": "message", **base, "answer": "Hello"})
+    assembler.tell()
+    assembler.feed({"event": "message", **base, "answer": " world"})
+    assembler.feed({"event": "message_end", **base})
+    assembler.tell()
+    assert heard == [TextChunk("Hello", True, "t-1"), TextChunk(" world", False, "t-1")]
