@@ -103,6 +103,7 @@ _INSERT_OUTBOX = (
     "INSERT INTO outbox(id, screen_name, text, is_html, created_at, cookie) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_DELETE_ONE = {table: f"DELETE FROM {table} WHERE id = ?" for table in ("inbox", "outbox")}
 _UPSERT_SEEN = (
     "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
     "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
@@ -689,6 +690,9 @@ class Store:
     def _delete_ids(self, table: str, ids: Sequence[int]) -> None:
         """One statement per DELETE_CHUNK ids, each atomic on its own (deleting part of the ids
         of a failed call is harmless: the caller's savepoint, if any, undoes it)."""
+        if len(ids) == 1:  # the usual answer's IM: no statement to build
+            self._db.execute(_DELETE_ONE[table], ids)
+            return
         for start in range(0, len(ids), DELETE_CHUNK):
             chunk = ids[start : start + DELETE_CHUNK]
             self._db.execute(

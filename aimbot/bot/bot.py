@@ -538,7 +538,7 @@ class AIMBot:
                 ims=len(batch),
                 chars_in=len(query),
                 chars_out=len(text),
-                parts=len(replies) + (collector.stream.emitted if collector is not None else 0),
+                parts=len(replies) + (collector.emitted if collector is not None else 0),
                 dify_seconds=dify_seconds,
                 total_seconds=max(0.0, self._clock() - batch[0].received_at),
                 conversation=conversation_prefix(conversation_id),
@@ -576,14 +576,18 @@ class AIMBot:
         """Progressive delivery's state for one answer, or None when STREAM_PARTS is off."""
         if not self.options.stream_parts:
             return None
-        stream = part_stream(
-            self.options.reply_format, self._reply_limit, im_text_size, self.options.max_reply_parts
+        make_stream = functools.partial(
+            part_stream,
+            self.options.reply_format,
+            self._reply_limit,
+            im_text_size,
+            self.options.max_reply_parts,
         )
 
         async def send(part: str) -> None:
             await self._commit_part(user, inbox_ids, part)
 
-        return PartCollector(stream, send, f"parts-{user.key}")
+        return PartCollector(make_stream, send, f"parts-{user.key}")
 
     async def _ask_streaming(self, user: _User, query: str, collector: PartCollector) -> _Asked:
         """_ask, with each part of the answer stored and sent as soon as it is final.

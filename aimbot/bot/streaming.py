@@ -24,9 +24,14 @@ class PartCollector:
     stops the generation."""
 
     def __init__(
-        self, stream: PartStream, send: Callable[[str], Awaitable[None]], name: str
+        self,
+        make_stream: Callable[[], PartStream],
+        send: Callable[[str], Awaitable[None]],
+        name: str,
     ) -> None:
-        self.stream = stream
+        # The stream is made when the first text is heard: an answer read whole never is.
+        self._make_stream = make_stream
+        self._stream: PartStream | None = None
         self.task_id = ""
         self._send = send
         self._name = name
@@ -34,9 +39,20 @@ class PartCollector:
         self._drain: asyncio.Task[None] | None = None
 
     @property
+    def stream(self) -> PartStream:
+        if self._stream is None:
+            self._stream = self._make_stream()
+        return self._stream
+
+    @property
+    def emitted(self) -> int:
+        """Parts made so far."""
+        return 0 if self._stream is None else self._stream.emitted
+
+    @property
     def started(self) -> bool:
         """Whether any part was made: the rest of the answer is then numbered on from it."""
-        return self.stream.emitted > 0
+        return self.emitted > 0
 
     def hear(self, chunk: TextChunk) -> None:
         if chunk.task_id:
