@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import itertools
 import logging
+import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -62,6 +63,16 @@ DELETE_CHUNK = 500
 # none comes: a commit of their own for each would be a third commit per message when the bot is
 # not busy. A crash in between only sends them again, under their cookies (shown once).
 DONE_FLUSH_SECONDS = 0.5
+# Group commit under load. A busy bot commits once per turn of the event loop, and when turns
+# come back to back a turn holds one or two messages' writes: each commit then costs more than
+# the writes it carries. Past PACE_WRITES writes a second (measured over PACE_WINDOW), a commit
+# waits until COMMIT_PACE after the previous one, gathering the writes of several turns; below
+# it (every real bot's normal load) commits go at once. The wait is the cost: at most
+# COMMIT_PACE before an IM is asked about, and again before its answer is sent, under a load
+# where a user's answer already waits far longer in the queue (docs/benchmarks.md, "Session 9").
+PACE_WRITES = 1_000
+PACE_WINDOW = 0.1
+COMMIT_PACE = 0.002
 # SQLite's default wal_autocheckpoint (pages), restored if the checkpoint thread fails.
 SQLITE_AUTOCHECKPOINT = 1000
 _SCHEMA = """
@@ -278,6 +289,11 @@ class Store:
         self._lock_fd = lock_fd
         self._batch: asyncio.Future[None] | None = None  # the open group transaction's commit
         self._hooks: list[CommitHook] = []  # run as the open group transaction ends
+        self._commit_handle: asyncio.Handle | None = None  # the open transaction's commit
+        self._last_commit = -math.inf  # loop time of the last commit
+        self._window_start = 0.0  # loop time the write rate is measured from
+        self._window_writes = 0  # writes since then
+        self._paced = False  # commits wait for COMMIT_PACE (see PACE_WRITES)
         self.commits = 0  # group transactions committed (each covers a turn's writes)
         self.loop_checkpoints = 0  # checkpoints the loop's thread had to do (see wal_checkpointer)
         # user key -> conversation id (None: none) as this connection sees the table; see
@@ -396,6 +412,7 @@ class Store:
             self._done_timer = None
         with contextlib.suppress(StoreWriteError):  # logged; the rows are sent again next start
             self._delete_done()
+        self._cancel_commit()
         self._commit_batch()
         if self._owner:
             with contextlib.suppress(sqlite3.Error):  # a broken file was reported when it broke
@@ -765,10 +782,16 @@ class Store:
         self._conversations.clear()
         self._seen.clear()
 
+    def _cancel_commit(self) -> None:
+        handle, self._commit_handle = self._commit_handle, None
+        if handle is not None:
+            handle.cancel()
+
     def _abort_batch(self, error: BaseException) -> None:
         """The group transaction is lost: everyone holding its ticket is told, the next write
         starts a new one."""
         batch, self._batch = self._batch, None
+        self._cancel_commit()
         self._forget_caches()
         with contextlib.suppress(sqlite3.Error):
             if self._db.in_transaction:
@@ -785,13 +808,25 @@ class Store:
         self._run_hooks(lost)
 
     def _join_batch(self) -> None:
-        """Open the group transaction if none is, and queue its commit behind this turn."""
+        """Open the group transaction if none is, and queue its commit behind this turn (or,
+        under load, COMMIT_PACE after the last commit)."""
+        self._window_writes += 1
         if self._batch is not None:
             return
         loop = asyncio.get_running_loop()
         self._db.execute("BEGIN IMMEDIATE")
         self._batch = loop.create_future()
-        loop.call_soon(self._commit_batch)
+        now = loop.time()
+        elapsed = now - self._window_start
+        if elapsed >= PACE_WINDOW:
+            self._paced = self._window_writes >= PACE_WRITES * elapsed
+            self._window_start = now
+            self._window_writes = 0
+        due = self._last_commit + COMMIT_PACE
+        if self._paced and due > now:
+            self._commit_handle = loop.call_at(due, self._commit_batch)
+        else:
+            self._commit_handle = loop.call_soon(self._commit_batch)
 
     async def _committed(self) -> None:
         """Until the group transaction holding this caller's writes is committed."""
@@ -801,8 +836,10 @@ class Store:
 
     def _commit_batch(self) -> None:
         batch, self._batch = self._batch, None
+        self._commit_handle = None  # this call, or close() which cancelled it
         if batch is None:
             return
+        self._last_commit = batch.get_loop().time()
         try:
             if self._done:
                 with contextlib.suppress(StoreWriteError):  # logged; only those rows stay

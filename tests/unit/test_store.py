@@ -1,3 +1,4 @@
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -649,3 +650,70 @@ async def test_an_answer_whose_second_statement_fails_never_leaves_both_rows(
         pending, _ = await store.inbox_pending(now=3.0, max_age=10.0)
         assert [p.id for p in pending] == [poison]
         assert await store.outbox_pending() == []
+
+
+async def test_a_lone_write_is_committed_in_the_next_turn(tmp_path: Path) -> None:
+    import asyncio
+
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.inbox_add("amy", "Amy", "hi", 1.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None and not ticket.done()
+        await asyncio.sleep(0)  # one turn of the loop
+        assert ticket.done() and store.commits == 1
+
+
+async def test_under_a_flood_of_writes_commits_are_paced_and_each_gathers_several_turns(
+    tmp_path: Path,
+) -> None:
+    """Past PACE_WRITES writes a second, a commit waits until COMMIT_PACE after the previous
+    one; once the flood has passed, commits go at once again."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    path = tmp_path / "s.db"
+    commits: dict[int, float] = {}
+    async with await Store.open(path) as store:
+
+        def note(error: StoreWriteError | None) -> None:
+            assert error is None
+            commits.setdefault(store.commits, store._last_commit)  # when it began
+
+        started = loop.time()
+        writes = 0
+        while loop.time() - started < 4 * store_module.PACE_WINDOW:
+            await store.inbox_add(f"u{writes % 50}", "U", "hi", 1.0)
+            store.after_commit(note)
+            writes += 1
+            await asyncio.sleep(0)  # the next write in the next turn: one write per turn
+        flood = [t for t in commits.values() if t - started > 2 * store_module.PACE_WINDOW]
+        gaps = [b - a for a, b in itertools.pairwise(flood)]
+        assert gaps and min(gaps) >= store_module.COMMIT_PACE * 0.99
+        assert store.commits < writes / 3  # several turns' writes in each commit
+        # The flood has passed: the next write is measured against a quiet window.
+        await asyncio.sleep(store_module.PACE_WINDOW)
+        await store.inbox_add("late", "Late", "hi", 2.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        await asyncio.sleep(0)
+        assert ticket.done()
+    assert _query(path, "SELECT COUNT(*) FROM inbox") == [(writes + 1,)]
+
+
+async def test_close_commits_a_paced_transaction_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writes = 0
+    while loop.time() - started < 2 * store_module.PACE_WINDOW:
+        await store.inbox_add("u", "U", "hi", 1.0)
+        writes += 1
+        await asyncio.sleep(0)
+    ticket = store.commit_ticket()
+    assert ticket is not None and not ticket.done()  # waiting for its pace
+    await store.close()
+    assert ticket.done() and ticket.exception() is None
+    assert _query(path, "SELECT COUNT(*) FROM inbox") == [(writes,)]
