@@ -1,8 +1,10 @@
 """Parts of a streamed answer, stored and sent as Dify writes them (STREAM_PARTS).
 
-The Dify client calls `hear` synchronously from its read loop; finished parts queue here and
-one drain task stores and sends them in order, started only when a part exists (most answers
-fit one IM and never need it). Keeping the two apart means a slow store never slows the reading
+The Dify client calls `hear` synchronously from its read loop, once per read from the network
+with all the text of that read (an answer whose text all comes in the read that completes it is
+never heard: it is rendered whole, with its real part count). Finished parts queue here and one
+drain task stores and sends them in order, started only when a part exists (most answers fit
+one IM and never need it). Keeping the two apart means a slow store never slows the reading
 of the stream, and a part exists only once it is final (aimbot/bot/text/_stream.py says when).
 """
 
