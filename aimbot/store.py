@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import itertools
 import logging
 import math
@@ -114,7 +115,6 @@ _INSERT_OUTBOX = (
     "INSERT INTO outbox(id, screen_name, text, is_html, created_at, cookie) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_DELETE_ONE = {table: f"DELETE FROM {table} WHERE id = ?" for table in ("inbox", "outbox")}
 _UPSERT_SEEN = (
     "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
     "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
@@ -200,6 +200,13 @@ class StoreCorrupt(StoreError):
 
 # SQLite's names for "this is not (or no longer) a database file".
 _CORRUPTION: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+@functools.lru_cache(maxsize=256)
+def _delete_statement(table: str, count: int) -> str:
+    """DELETE of `count` ids, built once per size: most deletes are of one IM, or of the few
+    replies delivered since the last commit."""
+    return f"DELETE FROM {table} WHERE id IN ({','.join('?' * count)})"  # ours
 
 
 def _is_corruption(error: BaseException) -> bool:
@@ -707,15 +714,9 @@ class Store:
     def _delete_ids(self, table: str, ids: Sequence[int]) -> None:
         """One statement per DELETE_CHUNK ids, each atomic on its own (deleting part of the ids
         of a failed call is harmless: the caller's savepoint, if any, undoes it)."""
-        if len(ids) == 1:  # the usual answer's IM: no statement to build
-            self._db.execute(_DELETE_ONE[table], ids)
-            return
         for start in range(0, len(ids), DELETE_CHUNK):
             chunk = ids[start : start + DELETE_CHUNK]
-            self._db.execute(
-                f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",  # ours
-                chunk,
-            )
+            self._db.execute(_delete_statement(table, len(chunk)), chunk)
 
     def commit_ticket(self) -> asyncio.Future[None] | None:
         """What the writes made so far in this turn wait for: resolves when they are committed

@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -567,22 +567,24 @@ class DifyClient:
         content = resp.content
         async for chunk in content.iter_any():
             was_complete = assembler.complete
-            try:
-                for event in decoder.feed(chunk):
-                    self._apply(event, assembler)
-                    if assembler.cut_short:
-                        return
-            finally:
-                assembler.tell()  # also the text before an error event, as it was sent
+            if self._apply_all(decoder.feed(chunk), assembler):
+                return
             if assembler.complete and not was_complete and not content.at_eof():
                 when = deadline.when()
                 grace = loop.time() + self._options.end_grace
                 deadline.reschedule(grace if when is None else min(when, grace))
+        self._apply_all(decoder.close(), assembler)
+
+    @classmethod
+    def _apply_all(cls, events: Iterable[SseEvent], assembler: AnswerAssembler) -> bool:
+        """Feed one read's events, then tell the listener their text (also the text ahead of
+        an error event, as it was sent); True once the answer is cut short."""
         try:
-            for event in decoder.close():
-                self._apply(event, assembler)
+            for event in events:
+                cls._apply(event, assembler)
                 if assembler.cut_short:
-                    return
+                    return True
+            return False
         finally:
             assembler.tell()
 

@@ -64,17 +64,6 @@ class SseDecoder:
             chunk = chunk[1:]
         self._pending_cr = False
         buf = self._pending
-        if not buf and not self._has_fields and chunk.endswith(b"\n\n") and b"\r" not in chunk:
-            # The usual read: whole events and nothing pending (a fast answer in one read, or
-            # one event of a slow one). Blocks of one "data: " line become events at once.
-            for block in chunk[:-2].split(b"\n\n"):
-                if block.startswith(b"data: ") and b"\n" not in block:
-                    yield SseEvent(None, block[6:].decode("utf-8", errors="replace"))
-                elif block == b"event: ping":
-                    yield _PING
-                else:
-                    yield from self._block(block)
-            return
         if b"\r" not in chunk:
             # Dify ends lines with LF only: split in C instead of scanning line by line (this
             # runs for every chunk of every answer). The pending partial line holds no line
@@ -84,7 +73,11 @@ class SseDecoder:
                 complete = bytes(buf) + chunk[:nl] if buf else chunk[:nl]
                 buf.clear()
                 buf += chunk[nl + 1 :]
-                yield from self._lines(complete)
+                if complete.endswith(b"\n"):
+                    # The usual read: it ends with a blank line, so every block in it is whole.
+                    yield from self._lines(complete[:-1], whole=True)
+                else:
+                    yield from self._lines(complete, whole=False)
             else:
                 buf += chunk
             self._check_pending()
@@ -113,30 +106,30 @@ class SseDecoder:
         del buf[:start]
         self._check_pending()
 
-    def _lines(self, complete: bytes) -> Iterator[SseEvent]:
-        """The events of whole LF-ended lines (`complete` lacks the last LF).
+    def _lines(self, complete: bytes, *, whole: bool) -> Iterator[SseEvent]:
+        """The events of whole LF-ended lines (`complete` lacks the last LF); `whole`: the
+        last block ended with its blank line too (which `complete` lacks as well).
 
         Nearly every Dify event is one "data: " line and a blank line: such a block becomes its
-        event at once; any other block goes line by line by the general rules.
+        event at once, and so does a ping; any other block goes line by line by the general
+        rules.
         """
         blocks = complete.split(b"\n\n")
-        last = len(blocks) - 1
-        for index, block in enumerate(blocks):
-            if (
-                index < last
-                and not self._has_fields
-                and block.startswith(b"data: ")
-                and b"\n" not in block
-            ):
-                yield SseEvent(None, block[6:].decode("utf-8", errors="replace"))
-                continue
-            if index < last:
+        partial = None if whole else blocks.pop()
+        for block in blocks:
+            if self._has_fields:
                 yield from self._block(block)
+            elif block.startswith(b"data: ") and b"\n" not in block:
+                yield SseEvent(None, block[6:].decode("utf-8", errors="replace"))
+            elif block == b"event: ping":
+                yield _PING
             else:
-                for line in block.split(b"\n"):
-                    event = self._line(line)
-                    if event is not None:
-                        yield event
+                yield from self._block(block)
+        if partial is not None:
+            for line in partial.split(b"\n"):
+                event = self._line(line)
+                if event is not None:
+                    yield event
 
     def _block(self, block: bytes) -> Iterator[SseEvent]:
         """The events of one block of lines and the blank line that ended it, by the general
