@@ -42,6 +42,14 @@ _PING = SseEvent("ping", "")
 _DECODER = json.JSONDecoder()
 
 
+def _simple_event(block: bytes) -> SseEvent | None:
+    """The event of a block that is a single "data: " line or a ping (nearly every block Dify
+    sends), or None for any other block, which goes by the general rules."""
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return SseEvent(None, block[6:].decode("utf-8", errors="replace"))
+    return _PING if block == b"event: ping" else None
+
+
 class SseDecoder:
     """Incremental SSE decoder (WHATWG field rules, liberal about line endings and EOF).
 
@@ -117,30 +125,28 @@ class SseDecoder:
         blocks = complete.split(b"\n\n")
         partial = None if whole else blocks.pop()
         for block in blocks:
-            if self._has_fields:
+            event = None if self._has_fields else _simple_event(block)
+            if event is None:
                 yield from self._block(block)
-            elif block.startswith(b"data: ") and b"\n" not in block:
-                yield SseEvent(None, block[6:].decode("utf-8", errors="replace"))
-            elif block == b"event: ping":
-                yield _PING
             else:
-                yield from self._block(block)
+                yield event
         if partial is not None:
-            for line in partial.split(b"\n"):
-                event = self._line(line)
-                if event is not None:
-                    yield event
+            yield from self._line_events(partial)
 
     def _block(self, block: bytes) -> Iterator[SseEvent]:
         """The events of one block of lines and the blank line that ended it, by the general
         rules."""
-        for line in block.split(b"\n"):
-            event = self._line(line)
-            if event is not None:
-                yield event
+        yield from self._line_events(block)
         event = self._line(b"")
         if event is not None:
             yield event
+
+    def _line_events(self, lines: bytes) -> Iterator[SseEvent]:
+        """The events of LF-separated lines, by the general rules."""
+        for line in lines.split(b"\n"):
+            event = self._line(line)
+            if event is not None:
+                yield event
 
     def _check_pending(self) -> None:
         """A partial line may not grow past the cap: a stream that never breaks its lines."""

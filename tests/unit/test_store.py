@@ -1,5 +1,7 @@
+import asyncio
 import itertools
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -652,9 +654,23 @@ async def test_an_answer_whose_second_statement_fails_never_leaves_both_rows(
         assert await store.outbox_pending() == []
 
 
-async def test_a_lone_write_is_committed_in_the_next_turn(tmp_path: Path) -> None:
-    import asyncio
+async def _one_write_per_turn(
+    store: Store, seconds: float, on_commit: Callable[[StoreWriteError | None], None] | None = None
+) -> int:
+    """A flood: one IM stored per turn of the loop for `seconds`; returns how many."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writes = 0
+    while loop.time() - started < seconds:
+        await store.inbox_add(f"u{writes % 50}", "U", "hi", 1.0)
+        if on_commit is not None:
+            store.after_commit(on_commit)
+        writes += 1
+        await asyncio.sleep(0)  # the next write in the next turn
+    return writes
 
+
+async def test_a_lone_write_is_committed_in_the_next_turn(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         await store.inbox_add("amy", "Amy", "hi", 1.0)
         ticket = store.commit_ticket()
@@ -668,9 +684,6 @@ async def test_under_a_flood_of_writes_commits_are_paced_and_each_gathers_severa
 ) -> None:
     """Past PACE_WRITES writes a second, a commit waits until COMMIT_PACE after the previous
     one; once the flood has passed, commits go at once again."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
     path = tmp_path / "s.db"
     commits: dict[int, float] = {}
     async with await Store.open(path) as store:
@@ -679,13 +692,8 @@ async def test_under_a_flood_of_writes_commits_are_paced_and_each_gathers_severa
             assert error is None
             commits.setdefault(store.commits, store._last_commit)  # when it began
 
-        started = loop.time()
-        writes = 0
-        while loop.time() - started < 4 * store_module.PACE_WINDOW:
-            await store.inbox_add(f"u{writes % 50}", "U", "hi", 1.0)
-            store.after_commit(note)
-            writes += 1
-            await asyncio.sleep(0)  # the next write in the next turn: one write per turn
+        started = asyncio.get_running_loop().time()
+        writes = await _one_write_per_turn(store, 4 * store_module.PACE_WINDOW, note)
         flood = [t for t in commits.values() if t - started > 2 * store_module.PACE_WINDOW]
         gaps = [b - a for a, b in itertools.pairwise(flood)]
         assert gaps and min(gaps) >= store_module.COMMIT_PACE * 0.99
@@ -701,17 +709,9 @@ async def test_under_a_flood_of_writes_commits_are_paced_and_each_gathers_severa
 
 
 async def test_close_commits_a_paced_transaction_at_once(tmp_path: Path) -> None:
-    import asyncio
-
     path = tmp_path / "s.db"
     store = await Store.open(path)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    writes = 0
-    while loop.time() - started < 2 * store_module.PACE_WINDOW:
-        await store.inbox_add("u", "U", "hi", 1.0)
-        writes += 1
-        await asyncio.sleep(0)
+    writes = await _one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
     ticket = store.commit_ticket()
     assert ticket is not None and not ticket.done()  # waiting for its pace
     await store.close()
