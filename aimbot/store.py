@@ -605,7 +605,7 @@ class Store:
             for r in rows
         ]
 
-    async def outbox_done(self, outbox_ids: Iterable[int]) -> None:
+    def outbox_done(self, outbox_ids: Iterable[int]) -> None:
         """Forget delivered (or abandoned) replies.
 
         Their rows go with the next transaction, or within `done_flush_seconds` (nothing is
@@ -726,6 +726,18 @@ class Store:
         durable, without making the write itself wait for its commit.
         """
         return self._batch
+
+    def commit_now(self) -> None:
+        """Commit this turn's writes here, not at the end of the turn; under load, when commits
+        are paced to gather several turns' writes, leave them to the paced commit.
+
+        For a caller whose next step leaves the process (a reply to send): its after_commit
+        hooks run before this returns, so the reply goes out in this loop turn, not the next.
+        """
+        if self._batch is None or self._paced:
+            return
+        self._cancel_commit()
+        self._commit_batch()
 
     def after_commit(self, hook: CommitHook) -> None:
         """Run `hook` when the writes made so far in this turn are committed (with None) or lost

@@ -137,6 +137,7 @@ class AIMHandler:
         # when the recipient turns out to be offline. Cookies, a few per start.
         self._drop_if_offline: set[bytes] = set()
         self._send_seconds = 0.0  # moving average of one send, pacing included
+        self._sender_idle = False  # the send loop waits for a reply to be queued
         self._busy_told: OrderedDict[str, float] = OrderedDict()  # user -> when told (clock)
         self._busy_last = float("-inf")
         # The server has dropped IMs for rate: pace them to its model whatever AIM_THROTTLE says.
@@ -178,7 +179,13 @@ class AIMHandler:
         return len(items)
 
     def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None:
-        """Queue replies; `urgent` ones (a short notice) go before the round-robin."""
+        """Queue replies; `urgent` ones (a short notice) go before the round-robin.
+
+        With nothing queued and the sender waiting, what may go out at once is written here
+        and now, as the sender would one loop turn later (docs/benchmarks.md, "Session 11").
+        """
+        if self._sender_idle and not self.queue.queued:
+            items = self._send_now(list(items))
         for item in items:
             self.queue.push(item, urgent=urgent)
 
@@ -403,7 +410,7 @@ class AIMHandler:
             if item is not None:
                 if never_acked:
                     log.info("the server acks IMs after all; delivery is confirmed by acks again")
-                await self._confirmed([item], delivered=True)
+                self._confirmed([item], delivered=True)
         elif isinstance(event, IMError):
             await self._on_im_error(event)
         elif isinstance(event, RateChange):
@@ -459,7 +466,7 @@ class AIMHandler:
             item = self.queue.rejected(cookie)
             if item is not None:
                 log.info("%s is offline; notice %d dropped, not held", item.screen_name, item.id)
-                await self._confirmed([item], delivered=False, reason="offline_notice")
+                self._confirmed([item], delivered=False, reason="offline_notice")
         elif event.code == ERR_RECIPIENT_OFFLINE:
             item = self.queue.recipient_offline(cookie, now)
             if item is not None:
@@ -484,11 +491,9 @@ class AIMHandler:
                     item.screen_name,
                     event.code,
                 )
-                await self._confirmed([item], delivered=False, reason="refused")
+                self._confirmed([item], delivered=False, reason="refused")
 
-    async def _confirmed(
-        self, items: list[OutboxItem], *, delivered: bool, reason: str = ""
-    ) -> None:
+    def _confirmed(self, items: list[OutboxItem], *, delivered: bool, reason: str = "") -> None:
         """Forget replies for good: delivered, or given up for `reason` (already logged)."""
         if not items:
             return
@@ -498,7 +503,7 @@ class AIMHandler:
                 self._metrics.ims_out.inc(len(items))
             else:
                 self._metrics.ims_given_up.labels(reason=reason).inc(len(items))
-        await self._store.outbox_done(item.id for item in items)
+        self._store.outbox_done(item.id for item in items)
         self._check_drained()
 
     def _check_drained(self) -> None:
@@ -511,7 +516,11 @@ class AIMHandler:
 
     async def _send_loop(self, client: OscarClient) -> None:
         while True:
-            await self.queue.wait_queued()
+            self._sender_idle = True
+            try:
+                await self.queue.wait_queued()
+            finally:
+                self._sender_idle = False
             started = time.monotonic()
             # Wait for the rate budget first and choose the replies after: the round-robin then
             # decides among everything queued by the time an IM may go, not before the wait.
@@ -528,19 +537,7 @@ class AIMHandler:
             items = self.queue.pop_many(max(budget, 1))
             if not items:
                 continue  # expired meanwhile
-            for item in items:
-                # Each keeps its cookie for every attempt: a resend is the same message.
-                self.queue.sending(item.cookie, item)
-            ims = [
-                OutgoingIM(
-                    item.screen_name,
-                    item.text,
-                    item.cookie,
-                    html=item.is_html,
-                    request_ack=True,
-                )
-                for item in items
-            ]
+            ims = self._sending(items)
             try:
                 results = await client.send_ims(ims)
             except (NotConnected, OSError):
@@ -549,33 +546,83 @@ class AIMHandler:
             except BaseException:
                 self._unsent(items)
                 raise
-            # Over the limit, the server drops them without a word: that costs no attempt.
-            over_limit = client.over_rate_limit(ICBM_FAMILY, SEND_IM_SUBGROUP)
-            now = self._clock()
-            for item, error in zip(items, results, strict=True):
-                if error is None:
-                    self.queue.written(item.cookie, now, over_limit=over_limit)
-                    if log.isEnabledFor(logging.DEBUG):
-                        log.debug(
-                            "sent reply %d to %r as %s",
-                            item.id,
-                            item.screen_name,
-                            item.cookie.hex(),
-                        )
-                else:
-                    # The session is fine, this reply is not (a name the server cannot take, a
-                    # text too long for one IM): retrying it can never work, so it must not
-                    # block others.
-                    await self._unsendable(item.cookie, item, error)
-            took = (time.monotonic() - started) / len(items)
-            self._send_seconds += (took - self._send_seconds) * SEND_TIME_SMOOTHING
+            self._written(client, items, results, started)
+
+    def _send_now(self, items: list[OutboxItem]) -> list[OutboxItem]:
+        """Write what the rate budget allows of `items` now; returns the rest, for the queue.
+
+        Only when the client can write without waiting (no pacing delay, no send in progress,
+        no backlog in the socket): anything else is the send loop's, which may wait.
+        """
+        client = self._client
+        started = time.monotonic()
+        if client is None or not client.ready_to_send(ICBM_FAMILY, SEND_IM_SUBGROUP):
+            return items
+        if self.pace_to_server and client.rate_delay(ICBM_FAMILY, SEND_IM_SUBGROUP) > 0:
+            return items
+        budget = client.send_budget(
+            ICBM_FAMILY,
+            SEND_IM_SUBGROUP,
+            min(len(items), SEND_BATCH),
+            server_model=self.pace_to_server,
+        )
+        now, rest = items[:budget], items[budget:]
+        if not now:
+            return items
+        ims = self._sending(now)
+        try:
+            results = client.send_ims_now(ims)
+        except OscarError as e:
+            # Nothing was written: they are queued, and the send loop meets whatever this is.
+            log.debug("could not write %d replies at once (%s); queued", len(now), e)
+            self._unsent(now)
+            return rest
+        self._written(client, now, results, started)
+        return rest
+
+    def _sending(self, items: list[OutboxItem]) -> list[OutgoingIM]:
+        """Register the replies as in flight (before the write: the server's ack may beat the
+        write's return) and make their IMs."""
+        for item in items:
+            # Each keeps its cookie for every attempt: a resend is the same message.
+            self.queue.sending(item.cookie, item)
+        return [
+            OutgoingIM(
+                item.screen_name, item.text, item.cookie, html=item.is_html, request_ack=True
+            )
+            for item in items
+        ]
+
+    def _written(
+        self,
+        client: OscarClient,
+        items: list[OutboxItem],
+        results: list[OscarError | None],
+        started: float,
+    ) -> None:
+        # Over the limit, the server drops them without a word: that costs no attempt.
+        over_limit = client.over_rate_limit(ICBM_FAMILY, SEND_IM_SUBGROUP)
+        now = self._clock()
+        for item, error in zip(items, results, strict=True):
+            if error is None:
+                self.queue.written(item.cookie, now, over_limit=over_limit)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "sent reply %d to %r as %s", item.id, item.screen_name, item.cookie.hex()
+                    )
+            else:
+                # The session is fine, this reply is not (a name the server cannot take, a text
+                # too long for one IM): retrying it can never work, so it must not block others.
+                self._unsendable(item.cookie, item, error)
+        took = (time.monotonic() - started) / len(items)
+        self._send_seconds += (took - self._send_seconds) * SEND_TIME_SMOOTHING
 
     def _unsent(self, items: list[OutboxItem]) -> None:
         """The write did not happen (the session is going): the replies go back in the queue."""
         for item in items:
             self.queue.unsent(item.cookie)
 
-    async def _unsendable(self, cookie: bytes, item: OutboxItem, error: Exception) -> None:
+    def _unsendable(self, cookie: bytes, item: OutboxItem, error: Exception) -> None:
         self.queue.unsendable(cookie)
         log.warning(
             "dropping reply %d to %r: it cannot be sent (%s: %s)",
@@ -584,7 +631,7 @@ class AIMHandler:
             type(error).__name__,
             error,
         )
-        await self._confirmed([item], delivered=False, reason="unsendable")
+        self._confirmed([item], delivered=False, reason="unsendable")
 
     async def _typing_loop(self, client: OscarClient) -> None:
         while True:
@@ -657,6 +704,6 @@ class AIMHandler:
                 item.screen_name,
                 self.options.outbox_ttl,
             )
-        await self._confirmed(upkeep.delivered, delivered=True)
-        await self._confirmed(upkeep.given_up, delivered=False, reason="no_ack")
-        await self._confirmed(upkeep.expired, delivered=False, reason="expired")
+        self._confirmed(upkeep.delivered, delivered=True)
+        self._confirmed(upkeep.given_up, delivered=False, reason="no_ack")
+        self._confirmed(upkeep.expired, delivered=False, reason="expired")

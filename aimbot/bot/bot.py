@@ -704,6 +704,9 @@ class AIMBot:
         # Handed to delivery inside the commit: a loop turn sooner than a callback on `commit`.
         self._store.after_commit(functools.partial(self._on_committed, user, items, replies))
         self._staged += 1
+        # The reply goes out from inside this commit (see AIMHandler.deliver): in this loop
+        # turn, as a bridge that stores nothing would send it.
+        self._store.commit_now()
         return commit
 
     def _on_committed(

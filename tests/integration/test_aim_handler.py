@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,24 @@ def records() -> Iterator[RecordWaiter]:
 
 async def _ignore(_: IncomingIM) -> None:
     return None
+
+
+def _bot(server: OscarServer, store: Store) -> AIMHandler:
+    """A handler signing on as "bot" that ignores what it is sent."""
+    return AIMHandler(
+        HandlerOptions("bot"),
+        lambda: OscarClient("bot", "pw-bot1", "127.0.0.1", server.port),
+        store,
+        _ignore,
+    )
+
+
+async def _next_im(events: AsyncIterator[Event]) -> IncomingIM:
+    """The next IM among a client's events."""
+    async for event in events:
+        if isinstance(event, IncomingIM):
+            return event
+    raise AssertionError("the session ended before an IM came")
 
 
 async def test_a_wrong_password_is_retried_only_at_the_cap(
@@ -166,26 +184,48 @@ async def test_a_reply_goes_out_under_the_cookie_stored_with_it(tmp_path: Path) 
         alice = OscarClient("alice", "pw-alice", "127.0.0.1", server.port)
         await alice.connect()
         events = alice.events()
-
-        async def first_im() -> IncomingIM:
-            event: Event
-            async for event in events:
-                if isinstance(event, IncomingIM):
-                    return event
-            raise AssertionError("alice's session ended before the reply came")
-
-        handler = AIMHandler(
-            HandlerOptions("bot"),
-            lambda: OscarClient("bot", "pw-bot1", "127.0.0.1", server.port),
-            store,
-            _ignore,
-        )
+        handler = _bot(server, store)
         assert await handler.load_outbox() == 1
         runner = asyncio.create_task(handler.run())
         try:
             async with asyncio.timeout(10):
-                im = await first_im()
+                im = await _next_im(events)
             assert (im.text, im.cookie) == ("left from the last run", item.cookie)
+        finally:
+            await alice.close()
+            await handler.stop()
+            async with asyncio.timeout(10):
+                await runner
+
+
+async def test_a_reply_handed_over_while_the_sender_waits_is_written_in_that_call(
+    tmp_path: Path,
+) -> None:
+    """With nothing queued and the sender waiting, deliver() writes what may go at once itself:
+    the reply leaves in the loop turn that committed it, not a turn later when the sender wakes.
+    A reply that can never be sent (a name no server takes) is dropped there; the others go."""
+    async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
+        server.add_account("bot", "pw-bot1")
+        server.add_account("alice", "pw-alice")
+        alice = OscarClient("alice", "pw-alice", "127.0.0.1", server.port)
+        await alice.connect()
+        events = alice.events()
+        handler = _bot(server, store)
+        runner = asyncio.create_task(handler.run())
+        try:
+            await handler.wait_online(10)
+            handler.deliver([await store.outbox_add("alice", Reply("first", False), 1.0)])
+            # Confirmed by the server's ack: by then the sender is back to waiting.
+            assert await handler.flush(10)
+            unsendable = await store.outbox_add("Mr\x01X", Reply("never", False), 2.0)
+            second = await store.outbox_add("alice", Reply("second", False), 3.0)
+            handler.deliver([unsendable, second])
+            # No await since: written in the call (in flight, awaiting its ack), not queued.
+            assert (handler.queue.queued, handler.queue.in_flight) == (0, 1)
+            async with asyncio.timeout(10):
+                got = [await _next_im(events), await _next_im(events)]
+            assert [im.text for im in got] == ["first", "second"]
+            assert await handler.flush(10)
         finally:
             await alice.close()
             await handler.stop()

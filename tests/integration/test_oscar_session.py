@@ -137,6 +137,31 @@ async def test_send_ims_sends_each_in_order_and_reports_the_one_that_cannot_go()
         assert [ack.cookie for ack in acks] == [ims[0].cookie, ims[3].cookie]
 
 
+async def test_send_ims_now_writes_within_the_call_and_only_when_ready() -> None:
+    """The synchronous send: the same results as send_ims(), written before it returns; before
+    sign-on and after the session it refuses (NotConnected) and writes nothing."""
+    async with session_pool() as pool:
+        early = pool.client("alice")
+        assert not early.ready_to_send(0x0004, 0x0006)
+        with pytest.raises(NotConnected):
+            early.send_ims_now([OutgoingIM("bobsmith", "too early", new_cookie())])
+        alice = await pool.sign_on("alice")
+        bob = await pool.sign_on("bobsmith")
+        assert alice.client.ready_to_send(0x0004, 0x0006)
+        ims = [
+            OutgoingIM("bad\nname", "never sent", new_cookie(), request_ack=True),
+            OutgoingIM("bobsmith", "now", new_cookie(), request_ack=True),
+        ]
+        results = alice.client.send_ims_now(ims)
+        assert isinstance(results[0], ScreenNameError) and results[1] is None
+        assert (await bob.log.next(IncomingIM)).cookie == ims[1].cookie
+        assert (await alice.log.next(HostAck)).cookie == ims[1].cookie
+        await alice.client.close()
+        assert not alice.client.ready_to_send(0x0004, 0x0006)
+        with pytest.raises(NotConnected):
+            alice.client.send_ims_now([OutgoingIM("bobsmith", "too late", new_cookie())])
+
+
 async def test_send_ims_without_a_session_raises_for_all() -> None:
     async with session_pool() as pool:
         alice = await pool.sign_on("alice")

@@ -53,7 +53,7 @@ async def test_complete_swaps_inbox_rows_for_outbox_rows_atomically(tmp_path: Pa
         assert [p.id for p in pending] == [other]
         assert expired == 0
         assert [o.id for o in await store.outbox_pending()] == [i.id for i in items]
-        await store.outbox_done([items[0].id])
+        store.outbox_done([items[0].id])
         assert [o.text for o in await store.outbox_pending()] == ["part 2"]
 
 
@@ -317,7 +317,7 @@ async def test_delivered_replies_are_deleted_however_many_at_once(tmp_path: Path
     count = 2 * store_module.DELETE_CHUNK + 3
     async with await Store.open(tmp_path / "s.db") as store:
         items = [await store.outbox_add("Bob", Reply(f"r{n}", False), 1.0) for n in range(count)]
-        await store.outbox_done(item.id for item in items[1:])
+        store.outbox_done(item.id for item in items[1:])
         assert [o.text for o in await store.outbox_pending()] == ["r0"]
 
 
@@ -335,14 +335,14 @@ async def main(path: Path) -> None:
     store.done_flush_seconds = 0.01
     first = await store.outbox_add("Bob", Reply("first", False), 1.0)
     second = await store.outbox_add("Bob", Reply("second", False), 1.0)
-    await store.outbox_done([first.id])
+    store.outbox_done([first.id])
     commits = store.commits
     flushed = asyncio.get_running_loop().create_future()
     # Timers due at the same time run in the order they were made: the store's goes first.
     asyncio.get_running_loop().call_later(0.01, flushed.set_result, None)
     await flushed
     assert store.commits == commits  # deleting took no group commit of its own
-    await store.outbox_done([second.id])
+    store.outbox_done([second.id])
     os._exit(9)  # before the second one's flush: it stays, and is sent again
 
 asyncio.run(main(Path(sys.argv[1])))
@@ -360,7 +360,7 @@ async def test_delivered_replies_are_deleted_without_a_commit_of_their_own(
     path = tmp_path / "s.db"
     async with await Store.open(path) as store:
         delivered = await store.outbox_add("Bob", Reply("delivered", False), 1.0)
-        await store.outbox_done([delivered.id])
+        store.outbox_done([delivered.id])
         commits = store.commits
         await store.inbox_add("amy", "Amy", "hi", 2.0)  # the next write's commit takes it along
         ticket = store.commit_ticket()
@@ -553,7 +553,7 @@ async def test_no_row_id_is_handed_out_twice_while_the_bot_runs(tmp_path: Path) 
         after = await store.inbox_add("bob", "Bob", "again", 2.0)
         assert after > cleared
         sent = await store.outbox_add("Bob", Reply("re", False), 2.0)
-        await store.outbox_done([sent.id])
+        store.outbox_done([sent.id])
         assert await store.counts() == {"conversations": 0, "inbox": 1, "outbox": 0}
         assert (await store.outbox_add("Bob", Reply("re 2", False), 3.0)).id > sent.id
     async with await Store.open(path) as store:  # a new process: above every row kept
@@ -706,6 +706,39 @@ async def test_under_a_flood_of_writes_commits_are_paced_and_each_gathers_severa
         await asyncio.sleep(0)
         assert ticket.done()
     assert _query(path, "SELECT COUNT(*) FROM inbox") == [(writes + 1,)]
+
+
+async def test_commit_now_commits_within_the_call_and_runs_the_hooks(tmp_path: Path) -> None:
+    """A reply about to be sent need not wait for the end of the turn."""
+    path = tmp_path / "s.db"
+    heard: list[StoreWriteError | None] = []
+    async with await Store.open(path) as store:
+        inbox_id = await store.inbox_add("amy", "Amy", "hi", 1.0)
+        await asyncio.sleep(0)  # that IM's own commit
+        items = store.stage_complete([inbox_id], "Amy", [Reply("hello", False)], 2.0)
+        ticket = store.commit_ticket()
+        store.after_commit(heard.append)
+        commits = store.commits
+        store.commit_now()
+        assert ticket is not None and ticket.done() and ticket.exception() is None
+        assert heard == [None] and store.commits == commits + 1
+        assert store.commit_ticket() is None  # the next write opens a new transaction
+        store.commit_now()  # nothing pending: nothing happens
+        assert store.commits == commits + 1
+        assert _query(path, "SELECT id FROM outbox") == [(items[0].id,)]
+        assert _query(path, "SELECT COUNT(*) FROM inbox") == [(0,)]
+
+
+async def test_commit_now_leaves_a_paced_transaction_to_its_pace(tmp_path: Path) -> None:
+    """Under a flood a commit gathers several turns' writes: commit_now does not break that."""
+    async with await Store.open(tmp_path / "s.db") as store:
+        await _one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
+        ticket = store.commit_ticket()
+        assert ticket is not None and not ticket.done()  # waiting for its pace
+        store.commit_now()
+        assert not ticket.done()
+        await ticket
+        assert ticket.exception() is None
 
 
 async def test_close_commits_a_paced_transaction_at_once(tmp_path: Path) -> None:
