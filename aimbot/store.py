@@ -727,6 +727,12 @@ class Store:
         """
         return self._batch
 
+    @property
+    def paced(self) -> bool:
+        """Whether commits are being paced: writes are coming faster than PACE_WRITES a second,
+        and each commit gathers several turns' writes."""
+        return self._paced
+
     def commit_now(self) -> None:
         """Commit this turn's writes here, not at the end of the turn; under load, when commits
         are paced to gather several turns' writes, leave them to the paced commit.

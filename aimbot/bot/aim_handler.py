@@ -183,8 +183,10 @@ class AIMHandler:
 
         With nothing queued and the sender waiting, what may go out at once is written here
         and now, as the sender would one loop turn later (docs/benchmarks.md, "Session 11").
+        Not under a flood, when the store paces its commits: a paced commit hands over many
+        answers at once, and the sender then writes all their replies in one system call.
         """
-        if self._sender_idle and not self.queue.queued:
+        if self._sender_idle and not self.queue.queued and not self._store.paced:
             items = self._send_now(list(items))
         for item in items:
             self.queue.push(item, urgent=urgent)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from aimbot import store as store_module
 from aimbot.bot.aim_handler import AIMHandler, HandlerOptions
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.client import OscarClient
@@ -225,6 +226,44 @@ async def test_a_reply_handed_over_while_the_sender_waits_is_written_in_that_cal
             async with asyncio.timeout(10):
                 got = [await _next_im(events), await _next_im(events)]
             assert [im.text for im in got] == ["first", "second"]
+            assert await handler.flush(10)
+        finally:
+            await alice.close()
+            await handler.stop()
+            async with asyncio.timeout(10):
+                await runner
+
+
+async def test_under_a_flood_of_writes_replies_wait_for_the_sender_to_gather_them(
+    tmp_path: Path,
+) -> None:
+    """While the store paces its commits (each hands over many answers at once), deliver()
+    leaves replies to the sender, which writes all that are queued in one go."""
+    async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
+        server.add_account("bot", "pw-bot1")
+        server.add_account("alice", "pw-alice")
+        alice = OscarClient("alice", "pw-alice", "127.0.0.1", server.port)
+        await alice.connect()
+        events = alice.events()
+        handler = _bot(server, store)
+        runner = asyncio.create_task(handler.run())
+        try:
+            await handler.wait_online(10)
+            handler.deliver([await store.outbox_add("alice", Reply("first", False), 1.0)])
+            assert await handler.flush(10)  # the sender is back to waiting
+            loop = asyncio.get_running_loop()
+            flood_until = loop.time() + 2 * store_module.PACE_WINDOW
+            while loop.time() < flood_until:
+                await store.inbox_add("amy", "Amy", "hi", 1.0)
+                await asyncio.sleep(0)  # the next write in the next turn
+            replies = [Reply(f"reply {n}", False) for n in range(3)]
+            items = await store.complete([], "alice", replies, 2.0)
+            assert store.paced
+            handler.deliver(items)
+            assert (handler.queue.queued, handler.queue.in_flight) == (3, 0)
+            async with asyncio.timeout(10):
+                got = [await _next_im(events) for _ in range(4)]
+            assert [im.text for im in got] == ["first", "reply 0", "reply 1", "reply 2"]
             assert await handler.flush(10)
         finally:
             await alice.close()
