@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -199,12 +200,12 @@ async def test_a_reply_goes_out_under_the_cookie_stored_with_it(tmp_path: Path) 
                 await runner
 
 
-async def test_a_reply_handed_over_while_the_sender_waits_is_written_in_that_call(
+@contextlib.asynccontextmanager
+async def _bot_with_sender_waiting(
     tmp_path: Path,
-) -> None:
-    """With nothing queued and the sender waiting, deliver() writes what may go at once itself:
-    the reply leaves in the loop turn that committed it, not a turn later when the sender wakes.
-    A reply that can never be sent (a name no server takes) is dropped there; the others go."""
+) -> AsyncIterator[tuple[Store, AIMHandler, AsyncIterator[Event]]]:
+    """A signed-on handler whose sender waits for work, and alice's events: one reply ("first")
+    went to alice and was confirmed, so the sender is back to waiting."""
     async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
         server.add_account("bot", "pw-bot1")
         server.add_account("alice", "pw-alice")
@@ -216,22 +217,31 @@ async def test_a_reply_handed_over_while_the_sender_waits_is_written_in_that_cal
         try:
             await handler.wait_online(10)
             handler.deliver([await store.outbox_add("alice", Reply("first", False), 1.0)])
-            # Confirmed by the server's ack: by then the sender is back to waiting.
-            assert await handler.flush(10)
-            unsendable = await store.outbox_add("Mr\x01X", Reply("never", False), 2.0)
-            second = await store.outbox_add("alice", Reply("second", False), 3.0)
-            handler.deliver([unsendable, second])
-            # No await since: written in the call (in flight, awaiting its ack), not queued.
-            assert (handler.queue.queued, handler.queue.in_flight) == (0, 1)
-            async with asyncio.timeout(10):
-                got = [await _next_im(events), await _next_im(events)]
-            assert [im.text for im in got] == ["first", "second"]
+            assert await handler.flush(10)  # acked: by then the sender waits again
+            yield store, handler, events
             assert await handler.flush(10)
         finally:
             await alice.close()
             await handler.stop()
             async with asyncio.timeout(10):
                 await runner
+
+
+async def test_a_reply_handed_over_while_the_sender_waits_is_written_in_that_call(
+    tmp_path: Path,
+) -> None:
+    """With nothing queued and the sender waiting, deliver() writes what may go at once itself:
+    the reply leaves in the loop turn that committed it, not a turn later when the sender wakes.
+    A reply that can never be sent (a name no server takes) is dropped there; the others go."""
+    async with _bot_with_sender_waiting(tmp_path) as (store, handler, events):
+        unsendable = await store.outbox_add("Mr\x01X", Reply("never", False), 2.0)
+        second = await store.outbox_add("alice", Reply("second", False), 3.0)
+        handler.deliver([unsendable, second])
+        # No await since: written in the call (in flight, awaiting its ack), not queued.
+        assert (handler.queue.queued, handler.queue.in_flight) == (0, 1)
+        async with asyncio.timeout(10):
+            got = [await _next_im(events), await _next_im(events)]
+        assert [im.text for im in got] == ["first", "second"]
 
 
 async def test_under_a_flood_of_writes_replies_wait_for_the_sender_to_gather_them(
@@ -239,34 +249,17 @@ async def test_under_a_flood_of_writes_replies_wait_for_the_sender_to_gather_the
 ) -> None:
     """While the store paces its commits (each hands over many answers at once), deliver()
     leaves replies to the sender, which writes all that are queued in one go."""
-    async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
-        server.add_account("bot", "pw-bot1")
-        server.add_account("alice", "pw-alice")
-        alice = OscarClient("alice", "pw-alice", "127.0.0.1", server.port)
-        await alice.connect()
-        events = alice.events()
-        handler = _bot(server, store)
-        runner = asyncio.create_task(handler.run())
-        try:
-            await handler.wait_online(10)
-            handler.deliver([await store.outbox_add("alice", Reply("first", False), 1.0)])
-            assert await handler.flush(10)  # the sender is back to waiting
-            loop = asyncio.get_running_loop()
-            flood_until = loop.time() + 2 * store_module.PACE_WINDOW
-            while loop.time() < flood_until:
-                await store.inbox_add("amy", "Amy", "hi", 1.0)
-                await asyncio.sleep(0)  # the next write in the next turn
-            replies = [Reply(f"reply {n}", False) for n in range(3)]
-            items = await store.complete([], "alice", replies, 2.0)
-            assert store.paced
-            handler.deliver(items)
-            assert (handler.queue.queued, handler.queue.in_flight) == (3, 0)
-            async with asyncio.timeout(10):
-                got = [await _next_im(events) for _ in range(4)]
-            assert [im.text for im in got] == ["first", "reply 0", "reply 1", "reply 2"]
-            assert await handler.flush(10)
-        finally:
-            await alice.close()
-            await handler.stop()
-            async with asyncio.timeout(10):
-                await runner
+    async with _bot_with_sender_waiting(tmp_path) as (store, handler, events):
+        loop = asyncio.get_running_loop()
+        flood_until = loop.time() + 2 * store_module.PACE_WINDOW
+        while loop.time() < flood_until:
+            await store.inbox_add("amy", "Amy", "hi", 1.0)
+            await asyncio.sleep(0)  # the next write in the next turn
+        replies = [Reply(f"reply {n}", False) for n in range(3)]
+        items = await store.complete([], "alice", replies, 2.0)
+        assert store.paced
+        handler.deliver(items)
+        assert (handler.queue.queued, handler.queue.in_flight) == (3, 0)
+        async with asyncio.timeout(10):
+            got = [await _next_im(events) for _ in range(4)]
+        assert [im.text for im in got] == ["first", "reply 0", "reply 1", "reply 2"]
