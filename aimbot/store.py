@@ -15,8 +15,10 @@ Group commit: every write made during one turn of the event loop joins one trans
 committed by a callback queued at the first of them, so it runs before anything those writes
 cause (the task that answers a stored IM is created after the write, and queued behind the
 commit). Under load one commit covers dozens of messages instead of three commits for each.
-Writes whose effect leaves the process (a reply about to be sent) await that commit; the rest
-(an IM stored, a delivered reply deleted) need not, since nothing outside depends on them yet.
+Writes whose effect leaves the process (a reply about to be sent) wait for that commit, or,
+when commits are not being paced, commit at once (commit_now) so that the reply leaves in the
+same turn; the rest (an IM stored, a delivered reply deleted) need not, since nothing outside
+depends on them yet.
 Deleting a delivered reply does not even open a transaction: it rides on the next one, or on
 one of its own within DONE_FLUSH_SECONDS.
 Each operation is atomic on its own (a savepoint, or a single statement, which SQLite makes

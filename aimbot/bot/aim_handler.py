@@ -557,7 +557,6 @@ class AIMHandler:
         no backlog in the socket): anything else is the send loop's, which may wait.
         """
         client = self._client
-        started = time.monotonic()
         if client is None or not client.ready_to_send(ICBM_FAMILY, SEND_IM_SUBGROUP):
             return items
         if self.pace_to_server and client.rate_delay(ICBM_FAMILY, SEND_IM_SUBGROUP) > 0:
@@ -568,18 +567,19 @@ class AIMHandler:
             min(len(items), SEND_BATCH),
             server_model=self.pace_to_server,
         )
-        now, rest = items[:budget], items[budget:]
-        if not now:
+        batch, rest = items[:budget], items[budget:]
+        if not batch:
             return items
-        ims = self._sending(now)
+        started = time.monotonic()
+        ims = self._sending(batch)
         try:
             results = client.send_ims_now(ims)
         except OscarError as e:
             # Nothing was written: they are queued, and the send loop meets whatever this is.
-            log.debug("could not write %d replies at once (%s); queued", len(now), e)
-            self._unsent(now)
+            log.debug("could not write %d replies at once (%s); queued", len(batch), e)
+            self._unsent(batch)
             return rest
-        self._written(client, now, results, started)
+        self._written(client, batch, results, started)
         return rest
 
     def _sending(self, items: list[OutboxItem]) -> list[OutgoingIM]:
