@@ -939,8 +939,7 @@ class OscarClient:
 
         Results as send_ims(); raises NotConnected when not ready (nothing is written then).
         """
-        link = self._link
-        if link is None or not self.ready_to_send(IcbmSendIM.FAMILY, IcbmSendIM.SUBGROUP):
+        if not self.ready_to_send(IcbmSendIM.FAMILY, IcbmSendIM.SUBGROUP):
             raise NotConnected(f"{self._screen_name} cannot send without waiting now")
         results, batch = self._encode_ims(ims)
         if batch:
