@@ -202,11 +202,13 @@ async def test_a_reply_goes_out_under_the_cookie_stored_with_it(tmp_path: Path) 
 
 @contextlib.asynccontextmanager
 async def _bot_with_sender_waiting(
-    tmp_path: Path,
+    tmp_path: Path, *, rate_limits: bool = False
 ) -> AsyncIterator[tuple[Store, AIMHandler, AsyncIterator[Event]]]:
     """A signed-on handler whose sender waits for work, and alice's events: one reply ("first")
-    went to alice and was confirmed, so the sender is back to waiting."""
-    async with OscarServer() as server, await Store.open(tmp_path / "s.db") as store:
+    went to alice and was confirmed, so the sender is back to waiting. `rate_limits`: the
+    devserver enforces (and advertises) OOS's rate classes, else it advertises none."""
+    server = OscarServer(enforce_rate_limits=rate_limits)
+    async with server, await Store.open(tmp_path / "s.db") as store:
         server.add_account("bot", "pw-bot1")
         server.add_account("alice", "pw-alice")
         alice = OscarClient("alice", "pw-alice", "127.0.0.1", server.port)
@@ -230,15 +232,30 @@ async def _bot_with_sender_waiting(
 async def test_a_reply_handed_over_while_the_sender_waits_is_written_in_that_call(
     tmp_path: Path,
 ) -> None:
-    """With nothing queued and the sender waiting, deliver() writes what may go at once itself:
-    the reply leaves in the loop turn that committed it, not a turn later when the sender wakes.
-    A reply that can never be sent (a name no server takes) is dropped there; the others go."""
+    """With nothing queued and the sender waiting, deliver() writes the first reply itself: it
+    leaves in the loop turn that committed it, not a turn later when the sender wakes. The rest
+    of a long answer is queued, to share the rate budget with other users' replies. A reply
+    that can never be sent (a name no server takes) is dropped there."""
     async with _bot_with_sender_waiting(tmp_path) as (store, handler, events):
-        unsendable = await store.outbox_add("Mr\x01X", Reply("never", False), 2.0)
-        second = await store.outbox_add("alice", Reply("second", False), 3.0)
-        handler.deliver([unsendable, second])
-        # No await since: written in the call (in flight, awaiting its ack), not queued.
-        assert (handler.queue.queued, handler.queue.in_flight) == (0, 1)
+        handler.deliver([await store.outbox_add("Mr\x01X", Reply("never", False), 2.0)])
+        assert (handler.queue.queued, handler.queue.in_flight, len(handler.queue)) == (0, 0, 0)
+        parts = [await store.outbox_add("alice", Reply(f"part {n}", False), 3.0) for n in (1, 2)]
+        handler.deliver(parts)
+        # No await since: part 1 written in the call (in flight, awaiting its ack), 2 queued.
+        assert (handler.queue.queued, handler.queue.in_flight) == (1, 1)
+        async with asyncio.timeout(10):
+            got = [await _next_im(events) for _ in range(3)]
+        assert [im.text for im in got] == ["first", "part 1", "part 2"]
+
+
+async def test_near_the_rate_limit_replies_wait_for_the_sender_to_share_the_budget(
+    tmp_path: Path,
+) -> None:
+    """An ordinary account can send only a short burst: there the sender paces, and its
+    round-robin decides whose reply uses the budget, so deliver() writes nothing itself."""
+    async with _bot_with_sender_waiting(tmp_path, rate_limits=True) as (store, handler, events):
+        handler.deliver([await store.outbox_add("alice", Reply("second", False), 2.0)])
+        assert (handler.queue.queued, handler.queue.in_flight) == (1, 0)
         async with asyncio.timeout(10):
             got = [await _next_im(events), await _next_im(events)]
         assert [im.text for im in got] == ["first", "second"]
