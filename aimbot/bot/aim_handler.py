@@ -184,7 +184,8 @@ class AIMHandler:
         With nothing queued and the sender waiting, the first reply is written here and now, as
         the sender would one loop turn later (docs/benchmarks.md, "Session 11").
         Not under a flood, when the store paces its commits: a paced commit hands over many
-        answers at once, and the sender then writes all their replies in one system call.
+        answers at once, and the sender then writes all their replies in one system call. Nor
+        near the rate limit (see _send_now).
         """
         if self._sender_idle and not self.queue.queued and not self._store.paced:
             items = self._send_now(list(items))
