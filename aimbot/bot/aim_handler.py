@@ -415,16 +415,16 @@ class AIMHandler:
                     log.info("the server acks IMs after all; delivery is confirmed by acks again")
                 self._confirmed([item], delivered=True)
         elif isinstance(event, IMError):
-            await self._on_im_error(event)
+            self._on_im_error(event)
         elif isinstance(event, RateChange):
             log.info("server rate notice: code %d for class %d", event.code, event.class_id)
-            await self._on_rate_change(event)
+            self._on_rate_change(event)
         elif isinstance(event, TypingNotification):
             log.debug("%s typing state %s", event.sender, event.state.name)
             if self._on_typing is not None:
                 self._on_typing(event)
 
-    async def _on_rate_change(self, event: RateChange) -> None:
+    def _on_rate_change(self, event: RateChange) -> None:
         client = self._client
         if client is None or event.class_id != client.rate_class_of(ICBM_FAMILY, SEND_IM_SUBGROUP):
             return
@@ -457,7 +457,7 @@ class AIMHandler:
             why,
         )
 
-    async def _on_im_error(self, event: IMError) -> None:
+    def _on_im_error(self, event: IMError) -> None:
         cookie = event.cookie
         log.debug("IM error 0x%04x for %s", event.code, cookie.hex() if cookie else None)
         if cookie is None:
@@ -564,38 +564,38 @@ class AIMHandler:
         0.880-0.909).
         """
         client = self._client
-        if client is None or not items or not client.ready_to_send(ICBM_FAMILY, SEND_IM_SUBGROUP):
+        if client is None or not items:
             return items
         budget = client.send_budget(
             ICBM_FAMILY, SEND_IM_SUBGROUP, SEND_BATCH, server_model=self.pace_to_server
         )
         if budget < SEND_BATCH:
             return items
-        batch, rest = items[:1], items[1:]
+        batch = items[:1]
         started = time.monotonic()
-        ims = self._sending(batch)
         try:
-            results = client.send_ims_now(ims)
+            # It checks itself whether it can write without waiting (online, no send in
+            # progress, no backlog), once.
+            results = client.send_ims_now([_outgoing(item) for item in batch])
         except OscarError as e:
             # Nothing was written: they are queued, and the send loop meets whatever this is.
-            log.debug("could not write %d replies at once (%s); queued", len(batch), e)
-            self._unsent(batch)
-            return rest
+            log.debug("could not write a reply at once (%s); queued", e)
+            return items
+        # In flight only now: the write was synchronous, so no ack can have come in between.
+        self._register(batch)
         self._written(client, batch, results, started)
-        return rest
+        return items[1:]
 
     def _sending(self, items: list[OutboxItem]) -> list[OutgoingIM]:
-        """Register the replies as in flight (before the write: the server's ack may beat the
-        write's return) and make their IMs."""
+        """Register the replies as in flight (before the write: while the sender waits for the
+        socket to drain, the server's ack may come in) and make their IMs."""
+        self._register(items)
+        return [_outgoing(item) for item in items]
+
+    def _register(self, items: list[OutboxItem]) -> None:
         for item in items:
             # Each keeps its cookie for every attempt: a resend is the same message.
             self.queue.sending(item.cookie, item)
-        return [
-            OutgoingIM(
-                item.screen_name, item.text, item.cookie, html=item.is_html, request_ack=True
-            )
-            for item in items
-        ]
 
     def _written(
         self,
@@ -658,9 +658,9 @@ class AIMHandler:
     async def _maintenance_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.maintenance_interval)
-            await self._upkeep()
+            self._upkeep()
 
-    async def _upkeep(self) -> None:
+    def _upkeep(self) -> None:
         upkeep = self.queue.maintain(self._clock())
         if upkeep.learned_never_acks:
             log.warning(
@@ -711,3 +711,8 @@ class AIMHandler:
         self._confirmed(upkeep.delivered, delivered=True)
         self._confirmed(upkeep.given_up, delivered=False, reason="no_ack")
         self._confirmed(upkeep.expired, delivered=False, reason="expired")
+
+
+def _outgoing(item: OutboxItem) -> OutgoingIM:
+    """The IM of a stored reply, under its own cookie, with a host ack asked for."""
+    return OutgoingIM(item.screen_name, item.text, item.cookie, html=item.is_html, request_ack=True)

@@ -17,6 +17,7 @@ from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.client import OscarClient
 from aimbot.oscar.events import Event, IncomingIM
 from aimbot.store import Reply, Store
+from tests.helpers.store import one_write_per_turn
 
 
 class RecordWaiter(logging.Handler):
@@ -267,11 +268,7 @@ async def test_under_a_flood_of_writes_replies_wait_for_the_sender_to_gather_the
     """While the store paces its commits (each hands over many answers at once), deliver()
     leaves replies to the sender, which writes all that are queued in one go."""
     async with _bot_with_sender_waiting(tmp_path) as (store, handler, events):
-        loop = asyncio.get_running_loop()
-        flood_until = loop.time() + 2 * store_module.PACE_WINDOW
-        while loop.time() < flood_until:
-            await store.inbox_add("amy", "Amy", "hi", 1.0)
-            await asyncio.sleep(0)  # the next write in the next turn
+        await one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
         replies = [Reply(f"reply {n}", False) for n in range(3)]
         items = await store.complete([], "alice", replies, 2.0)
         assert store.paced

@@ -1,7 +1,6 @@
 import asyncio
 import itertools
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +8,7 @@ import pytest
 
 from aimbot import store as store_module
 from aimbot.store import SCHEMA_VERSION, Reply, Store, StoreError, StoreWriteError
+from tests.helpers.store import one_write_per_turn
 
 
 def _query(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
@@ -654,22 +654,6 @@ async def test_an_answer_whose_second_statement_fails_never_leaves_both_rows(
         assert await store.outbox_pending() == []
 
 
-async def _one_write_per_turn(
-    store: Store, seconds: float, on_commit: Callable[[StoreWriteError | None], None] | None = None
-) -> int:
-    """A flood: one IM stored per turn of the loop for `seconds`; returns how many."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    writes = 0
-    while loop.time() - started < seconds:
-        await store.inbox_add(f"u{writes % 50}", "U", "hi", 1.0)
-        if on_commit is not None:
-            store.after_commit(on_commit)
-        writes += 1
-        await asyncio.sleep(0)  # the next write in the next turn
-    return writes
-
-
 async def test_a_lone_write_is_committed_in_the_next_turn(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         await store.inbox_add("amy", "Amy", "hi", 1.0)
@@ -693,7 +677,7 @@ async def test_under_a_flood_of_writes_commits_are_paced_and_each_gathers_severa
             commits.setdefault(store.commits, store._last_commit)  # when it began
 
         started = asyncio.get_running_loop().time()
-        writes = await _one_write_per_turn(store, 4 * store_module.PACE_WINDOW, note)
+        writes = await one_write_per_turn(store, 4 * store_module.PACE_WINDOW, note)
         flood = [t for t in commits.values() if t - started > 2 * store_module.PACE_WINDOW]
         gaps = [b - a for a, b in itertools.pairwise(flood)]
         assert gaps and min(gaps) >= store_module.COMMIT_PACE * 0.99
@@ -732,7 +716,7 @@ async def test_commit_now_commits_within_the_call_and_runs_the_hooks(tmp_path: P
 async def test_commit_now_leaves_a_paced_transaction_to_its_pace(tmp_path: Path) -> None:
     """Under a flood a commit gathers several turns' writes: commit_now does not break that."""
     async with await Store.open(tmp_path / "s.db") as store:
-        await _one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
+        await one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
         ticket = store.commit_ticket()
         assert ticket is not None and not ticket.done()  # waiting for its pace
         store.commit_now()
@@ -744,7 +728,7 @@ async def test_commit_now_leaves_a_paced_transaction_to_its_pace(tmp_path: Path)
 async def test_close_commits_a_paced_transaction_at_once(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = await Store.open(path)
-    writes = await _one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
+    writes = await one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
     ticket = store.commit_ticket()
     assert ticket is not None and not ticket.done()  # waiting for its pace
     await store.close()
