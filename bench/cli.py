@@ -77,13 +77,11 @@ def _env_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
+AGAINST_HELP = "another checkout of aimbot (e.g. a git worktree of an older revision)"
+
+
 def _add_against(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--against",
-        type=Path,
-        required=True,
-        help="another checkout of aimbot (e.g. a git worktree of an older revision)",
-    )
+    p.add_argument("--against", type=Path, required=True, help=AGAINST_HELP)
 
 
 def _add_bot_env(p: argparse.ArgumentParser) -> None:
@@ -236,11 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "latency-duel",
-        help="reply latency of this checkout's bot against another's, users alternating",
+        help="reply latency of this checkout's bot against another's (or the bare bridge's), "
+        "users alternating",
     )
     p.add_argument("--json", action="store_true", help=json_help)
     _add_bot_env(p)
-    _add_against(p)
+    other = p.add_mutually_exclusive_group(required=True)
+    other.add_argument("--against", type=Path, help=AGAINST_HELP)
+    other.add_argument(
+        "--floor",
+        action="store_true",
+        help="the bare Dify bridge (bench/echo_peer.py) instead of another checkout: "
+        "bot / floor at the same moments of the machine",
+    )
     p.add_argument("--users", type=_int_at_least(1), default=100, help="users (default 100)")
     p.add_argument(
         "--messages",

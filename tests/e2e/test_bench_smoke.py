@@ -145,6 +145,21 @@ def test_latency_duel_reports_both_bots_latency_from_alternating_users(
     assert report["targets"] == {}
 
 
+def test_latency_duel_against_the_floor_alternates_between_the_bot_and_the_bare_bridge(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["latency-duel", "--floor", "--users", "2", "--messages", "2"]
+    report = run_bench([*argv, "--warmup", "1", "--think-ms", "0"], capsys, targets=False)
+    assert report["samples"] == 2  # 4 messages, alternating: 2 for the bot, 2 for the bridge
+    assert 0 < report["p50_ms"] <= report["p99_ms"]
+    assert 0 < report["other_p50_ms"] <= report["other_p99_ms"]
+    assert report["p50_ratio_vs_other"] == pytest.approx(
+        report["p50_ms"] / report["other_p50_ms"], rel=1e-3
+    )
+    assert any("the bare bridge" in note for note in report["meta"]["notes"])
+    assert report["targets"] == {}
+
+
 def test_duel_refuses_a_directory_that_is_not_a_checkout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,12 +20,15 @@ def test_defaults_match_the_issue() -> None:
     memory = parse_args(["memory"])
     assert (memory.users, memory.messages) == (10_000, 100_000)
     assert parse_args(["chaos", "--minutes", "2"]).minutes == 2.0
-    against = {"duel", "latency-duel"}  # these need --against
+    against = {"duel", "latency-duel"}  # these need the other side: --against (or --floor)
     assert all(parse_args([c]).json is False for c in COMMANDS if c not in against)
     duel = parse_args(["duel", "--against", "."])
     assert (duel.users, duel.seconds, duel.windows, duel.json) == (200, 40.0, 8, False)
     lat = parse_args(["latency-duel", "--against", "."])
     assert (lat.users, lat.messages, lat.warmup, lat.think_ms) == (100, 30, 4, 1000.0)
+    assert lat.floor is False
+    floor = parse_args(["latency-duel", "--floor"])
+    assert (floor.floor, floor.against) == (True, None)
 
 
 def test_issue_15_options_default_to_the_full_measurement() -> None:
@@ -72,6 +75,8 @@ def test_latency_rounds_share_the_messages_and_none_is_empty(
         (["chaos", "--minutes", "0"], "must be a finite number > 0"),
         (["chaos", "--minutes", "inf"], "must be a finite number > 0"),
         (["signon", "--count", "1"], "must be at least 2"),
+        (["latency-duel"], "one of the arguments --against --floor is required"),
+        (["latency-duel", "--floor", "--against", "."], "not allowed with argument"),
     ],
 )
 def test_bad_values_are_refused_with_the_reason(
