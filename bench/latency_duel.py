@@ -37,12 +37,11 @@ from bench.stats import ratio, summarize
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     other_root = None if args.floor else checkout(args.against)
     other_label = "the bare bridge" if other_root is None else f"{other_root}'s bot"
+    config = bot_config(args)
     async with loopback() as rig, contextlib.AsyncExitStack() as stack:
         if other_root is None:
-            this_pid = (await rig.start_bot(bot_config(args))).pid  # the rig stops it
-            other, other_pid = await stack.enter_async_context(
-                reference_peer(rig, "dify", bot_config(args))
-            )
+            this_pid = (await rig.start_bot(config)).pid  # the rig stops it
+            other, other_pid = await stack.enter_async_context(reference_peer(rig, "dify", config))
         else:
             this_bot, other_bot = await start_both(rig, stack, other_root, args)
             this_pid, other, other_pid = this_bot.pid, OTHER, other_bot.pid
@@ -79,7 +78,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         f"{args.users} users, each alternating between this checkout's bot and {other_label} "
         f"one message at a time ({args.warmup} warm-up + {args.messages} measured messages per "
         f"user, think time {args.think_ms:g} ms); Dify stand-in at 0 ms",
-        config_note(bot_config(args))
+        config_note(config)
         + (" (both bots)" if other_root is not None else "")
         + "; devserver rate limits off",
         "no target: a diagnostic for changes to the code (below 1: this checkout is faster)",

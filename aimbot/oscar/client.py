@@ -934,8 +934,8 @@ class OscarClient:
         )
 
     def send_ims_now(self, ims: Sequence[OutgoingIM]) -> list[OscarError | None]:
-        """send_ims() without waiting, for a caller that has just seen ready_to_send(): the
-        write happens in this call, a loop turn sooner than a task woken to do it.
+        """send_ims() without waiting: the write happens in this call, a loop turn sooner than
+        a task woken to do it. It checks ready_to_send() itself, so a caller need not.
 
         Results as send_ims(); raises NotConnected when not ready (nothing is written then).
         """
