@@ -554,13 +554,33 @@ class Store:
         """complete() without waiting for the commit: the swap joins this turn's transaction,
         and `commit_ticket()` tells when it is durable (for a caller that must not be cancelled
         between the two, and need not be a task of its own to ensure that)."""
+        items = self.new_replies(screen_name, replies, now)
+        self.stage_items(inbox_ids, items)
+        return items
+
+    def new_replies(
+        self, screen_name: str, replies: Sequence[Reply], now: float
+    ) -> list[OutboxItem]:
+        """Outbox items for `replies`, numbered and given their cookies, not yet written.
+
+        For an answer whose first reply is written to the server before its row (see
+        stage_items): the row then holds the very id and cookie that went out.
+        """
+        return [
+            OutboxItem(next(self._outbox_ids), screen_name, r.text, r.is_html, now, new_cookie())
+            for r in replies
+        ]
+
+    def stage_items(self, inbox_ids: Sequence[int], items: Sequence[OutboxItem]) -> None:
+        """Write `items` (from new_replies) in place of the answered IMs, atomically, in this
+        turn's transaction."""
         # Inserts first: the usual answer (one reply, one delete) then needs no savepoint, as
         # only its first statement can fail on its data (see _write).
-        alone = len(replies) == 1 and len(inbox_ids) <= DELETE_CHUNK
+        alone = len(items) == 1 and len(inbox_ids) <= DELETE_CHUNK
         with self._write(savepoint=not alone):
-            items = [self._insert_outbox(screen_name, reply, now) for reply in replies]
+            for item in items:
+                self._insert_item(item)
             self._delete_ids("inbox", inbox_ids)
-        return items
 
     async def stream_part(
         self, inbox_ids: Sequence[int], screen_name: str, reply: Reply, now: float
@@ -706,12 +726,15 @@ class Store:
     # -- helpers -------------------------------------------------------------------------------
 
     def _insert_outbox(self, screen_name: str, reply: Reply, now: float) -> OutboxItem:
-        cookie = new_cookie()
-        outbox_id = next(self._outbox_ids)
+        (item,) = self.new_replies(screen_name, (reply,), now)
+        self._insert_item(item)
+        return item
+
+    def _insert_item(self, item: OutboxItem) -> None:
         self._db.execute(
-            _INSERT_OUTBOX, (outbox_id, screen_name, reply.text, int(reply.is_html), now, cookie)
+            _INSERT_OUTBOX,
+            (item.id, item.screen_name, item.text, int(item.is_html), item.created_at, item.cookie),
         )
-        return OutboxItem(outbox_id, screen_name, reply.text, reply.is_html, now, cookie)
 
     def _delete_ids(self, table: str, ids: Sequence[int]) -> None:
         """One statement per DELETE_CHUNK ids, each atomic on its own (deleting part of the ids

@@ -187,10 +187,23 @@ class AIMHandler:
         answers at once, and the sender then writes all their replies in one system call. Nor
         near the rate limit (see _send_now).
         """
-        if self._sender_idle and not self.queue.queued and not self._store.paced:
+        if self._may_send_now():
             items = self._send_now(list(items))
         for item in items:
             self.queue.push(item, urgent=urgent)
+
+    def send_at_once(self, item: OutboxItem) -> bool:
+        """Write one reply now, before its row is stored, if it can go out at once as deliver()
+        would write it; True if it was written.
+
+        For an answer whose rows the caller writes right after, in the same step (no await in
+        between): the server has it while the commit runs, instead of after (docs/benchmarks.md,
+        "Session 13"). Otherwise the caller stores first and delivers after the commit.
+        """
+        return self._may_send_now() and not self._send_now([item])
+
+    def _may_send_now(self) -> bool:
+        return self._sender_idle and not self.queue.queued and not self._store.paced
 
     def busy_wait(self, user_key: str) -> float | None:
         """The expected wait, if this user should now be told that their answer is queued.

@@ -66,11 +66,14 @@ async def test_an_im_lost_with_its_turn_is_not_sent_to_dify_and_its_sender_is_to
         assert {p.user_key for p in pending} == {"filler"}
 
 
+@pytest.mark.parametrize("sends_at_once", [False, True], ids=["stored-first", "sent-at-once"])
 async def test_an_answer_that_cannot_be_stored_is_still_sent_in_order(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sends_at_once: bool
 ) -> None:
+    """Sent at once, the first part is already out when its row fails: it is not sent again,
+    and the others follow it without a durable copy."""
     caplog.set_level(logging.INFO)
-    async with bot_rig(tmp_path, reply_format="plain") as r:
+    async with bot_rig(tmp_path, sends_at_once=sends_at_once, reply_format="plain") as r:
         long_answer = " ".join(f"word{n}" for n in range(1200))  # > one page of outbox rows
 
         def answer(ctx: object) -> str:
@@ -85,8 +88,12 @@ async def test_an_answer_that_cannot_be_stored_is_still_sent_in_order(
         assert [item.text.split(" ", 1)[0] for item in items] == [
             f"({n}/{len(items)})" for n in range(1, len(items) + 1)
         ]
-        ids = [item.id for item in items]
-        assert ids == sorted(ids) and all(i < 0 for i in ids)  # no outbox row, order kept
+        at_once = r.sink.at_once
+        assert len(at_once) == (1 if sends_at_once else 0)
+        unstored = [item.id for item in items if item not in at_once]
+        assert unstored == sorted(unstored) and all(i < 0 for i in unstored)  # order kept
+        assert len({item.text for item in items}) == len(items)  # none sent twice
+        assert await r.store.outbox_pending() == []  # no outbox row, the one sent at once's neither
         log = "\n".join(record.getMessage() for record in caplog.records)
         assert "could not store the answer for amy" in log
         pending, _ = await r.store.inbox_pending(now=r.bot._clock(), max_age=1e12)

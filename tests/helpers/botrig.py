@@ -26,9 +26,19 @@ class RecordingSink:
     max_message_bytes: int = 512
     items: list[OutboxItem] = field(default_factory=list)
     typing_states: list[tuple[str, TypingState]] = field(default_factory=list)
+    # Whether a finished answer's first reply "goes out at once" (before its row is stored),
+    # as the AIMHandler's does with its sender idle; those land in `at_once` as well.
+    sends_at_once: bool = False
+    at_once: list[OutboxItem] = field(default_factory=list)
 
     def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None:
         self.items.extend(items)
+
+    def send_at_once(self, item: OutboxItem) -> bool:
+        if self.sends_at_once:
+            self.items.append(item)
+            self.at_once.append(item)
+        return self.sends_at_once
 
     def busy_wait(self, user_key: str) -> float | None:
         return None  # the reply queue is never slow here
@@ -56,7 +66,9 @@ def incoming(sender: str, text: str, *, auto_response: bool = False) -> Incoming
 
 
 @contextlib.asynccontextmanager
-async def bot_rig(tmp_path: Path, **options: Any) -> AsyncIterator[BotRig]:
+async def bot_rig(
+    tmp_path: Path, *, sends_at_once: bool = False, **options: Any
+) -> AsyncIterator[BotRig]:
     options = {"buffer_window": 0.0, "buffer_max_wait": 0.0, "reply_format": "plain", **options}
     async with (
         DifyStandIn(api_key="app-botrig-key-0123456789", ping_interval=0.5) as dify,
@@ -68,7 +80,7 @@ async def bot_rig(tmp_path: Path, **options: Any) -> AsyncIterator[BotRig]:
             DifyOptions(base_url=dify.url, retry_base=0.01, retry_cap=0.02),
         )
         store = await Store.open(tmp_path / "bot.sqlite3")
-        sink = RecordingSink()
+        sink = RecordingSink(sends_at_once=sends_at_once)
         bot = AIMBot(BotOptions(screen_name=BOT, **options), store, client, sink)
         try:
             yield BotRig(bot, store, dify, sink)

@@ -277,3 +277,40 @@ async def test_under_a_flood_of_writes_replies_wait_for_the_sender_to_gather_the
         async with asyncio.timeout(10):
             got = [await _next_im(events) for _ in range(4)]
         assert [im.text for im in got] == ["first", "reply 0", "reply 1", "reply 2"]
+
+
+async def test_a_reply_sent_at_once_is_written_before_its_row_and_confirmed_as_usual(
+    tmp_path: Path,
+) -> None:
+    """send_at_once() writes the reply in the call, before the caller stores it: in flight
+    under the cookie its row gets right after, and confirmed by the server's ack."""
+    async with _bot_with_sender_waiting(tmp_path) as (store, handler, events):
+        (item,) = store.new_replies("alice", [Reply("at once", False)], 2.0)
+        assert handler.send_at_once(item)
+        assert (handler.queue.queued, handler.queue.in_flight) == (0, 1)
+        assert await store.outbox_pending() == []  # written, not stored yet
+        store.stage_items([], [item])
+        store.commit_now()
+        assert await store.outbox_pending() == [item]
+        async with asyncio.timeout(10):
+            got = [await _next_im(events), await _next_im(events)]
+        assert [(im.text, im.cookie) for im in got][1] == ("at once", item.cookie)
+        assert await handler.flush(10)  # acked: its row is forgotten
+        assert await store.outbox_pending() == []
+
+
+async def test_a_reply_that_cannot_go_at_once_is_left_to_the_caller(tmp_path: Path) -> None:
+    """Near the rate limit, with replies queued, or under a flood, send_at_once() writes
+    nothing: the caller stores the reply and delivers it after the commit."""
+    async with _bot_with_sender_waiting(tmp_path, rate_limits=True) as (store, handler, _):
+        (item,) = store.new_replies("alice", [Reply("later", False)], 2.0)
+        assert not handler.send_at_once(item)
+        assert (handler.queue.queued, handler.queue.in_flight) == (0, 0)
+    async with _bot_with_sender_waiting(tmp_path) as (store, handler, _):
+        handler.queue.push(await store.outbox_add("alice", Reply("queued", False), 2.0))
+        (item,) = store.new_replies("alice", [Reply("behind it", False)], 3.0)
+        assert not handler.send_at_once(item)
+        assert (handler.queue.queued, handler.queue.in_flight) == (1, 0)
+        await one_write_per_turn(store, 2 * store_module.PACE_WINDOW)
+        assert store.paced
+        assert not handler.send_at_once(item)
