@@ -28,7 +28,7 @@ async def test_the_reply_sent_at_once_is_stored_under_the_id_and_cookie_it_went_
         assert pending == []  # the swap committed: a restart does not ask again
 
 
-async def test_only_the_first_part_goes_at_once_the_rest_after_the_commit_in_order(
+async def test_only_the_first_part_goes_at_once_and_every_part_keeps_its_row_and_order(
     tmp_path: Path,
 ) -> None:
     async with bot_rig(tmp_path, sends_at_once=True, stream_parts=False) as r:
@@ -44,7 +44,9 @@ async def test_only_the_first_part_goes_at_once_the_rest_after_the_commit_in_ord
         assert _rows(await r.store.outbox_pending()) == _rows(items)
 
 
-async def test_without_sending_at_once_every_part_waits_for_the_commit(tmp_path: Path) -> None:
+async def test_without_sending_at_once_every_reply_is_handed_over_with_its_row(
+    tmp_path: Path,
+) -> None:
     async with bot_rig(tmp_path) as r:
         await r.bot.on_message(incoming("amy", "hello"))
         await r.bot.wait_idle(WAIT)
