@@ -178,16 +178,20 @@ class AIMHandler:
         self.deliver(items)
         return len(items)
 
-    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None:
+    def deliver(
+        self, items: Iterable[OutboxItem], *, urgent: bool = False, at_once: bool = True
+    ) -> None:
         """Queue replies; `urgent` ones (a short notice) go before the round-robin.
 
         With nothing queued and the sender waiting, the first reply is written here and now, as
         the sender would one loop turn later (docs/benchmarks.md, "Session 11").
         Not under a flood, when the store paces its commits: a paced commit hands over many
         answers at once, and the sender then writes all their replies in one system call. Nor
-        near the rate limit (see _send_now).
+        near the rate limit (see _send_now). Nor with `at_once` False: the rest of an answer
+        whose first reply send_at_once() wrote all wait in the queue, as deliver() would have
+        queued them behind that first reply.
         """
-        if self._may_send_now():
+        if at_once and self._may_send_now():
             items = self._send_now(list(items))
         for item in items:
             self.queue.push(item, urgent=urgent)

@@ -87,7 +87,10 @@ class ReplySink(Protocol):
 
     max_message_bytes: int
 
-    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None: ...
+    def deliver(
+        self, items: Iterable[OutboxItem], *, urgent: bool = False, at_once: bool = True
+    ) -> None:
+        """Queue `items`; the first may go out at once unless `at_once` is False."""
 
     def send_at_once(self, item: OutboxItem) -> bool:
         """Write `item` now if it can go out at once, before it is stored; True if written."""
@@ -708,13 +711,15 @@ class AIMBot:
         try:
             self._store.stage_items(inbox_ids, items)
         except StoreError as e:
-            self._send_unstored(user, replies[sent:], e)
+            self._send_unstored(user, replies[sent:], e, at_once=not sent)
             return None
         commit = self._store.commit_ticket()
         assert commit is not None  # the write above joined a transaction
         # Handed to delivery inside the commit: a loop turn sooner than a callback on `commit`.
         self._store.after_commit(
-            functools.partial(self._on_committed, user, items[sent:], replies[sent:])
+            functools.partial(
+                self._on_committed, user, items[sent:], replies[sent:], at_once=not sent
+            )
         )
         self._staged += 1
         # The rest go out from inside this commit (see AIMHandler.deliver): in this loop turn.
@@ -727,12 +732,19 @@ class AIMBot:
         items: list[OutboxItem],
         replies: list[Reply],
         error: StoreError | None,
+        *,
+        at_once: bool,
     ) -> None:
+        """Hand the answer's replies to delivery once its swap is committed.
+
+        `at_once` is False when the first reply went out before the swap: the rest then queue
+        behind it (one reply written at once per answer, see AIMHandler._send_now).
+        """
         try:
             if error is not None:
-                self._send_unstored(user, replies, error)
+                self._send_unstored(user, replies, error, at_once=at_once)
             elif items:
-                self._sink.deliver(items)
+                self._sink.deliver(items, at_once=at_once)
             self._typing(user.screen_name, TypingState.NONE)
         except Exception:
             # Never into the store's commit: say whose answer it was.
@@ -741,14 +753,18 @@ class AIMBot:
             self._staged -= 1
             self._check_idle()
 
-    def _send_unstored(self, user: _User, replies: list[Reply], error: BaseException) -> None:
+    def _send_unstored(
+        self, user: _User, replies: list[Reply], error: BaseException, *, at_once: bool = True
+    ) -> None:
         log.error(
             "could not store the answer for %s (%s): sending it without a durable copy; "
             "their IMs stay in the inbox, so a restart answers them again",
             user.key,
             error,
         )
-        self._sink.deliver([self._unstored(user.screen_name, reply) for reply in replies])
+        self._sink.deliver(
+            [self._unstored(user.screen_name, reply) for reply in replies], at_once=at_once
+        )
 
     def _unstored(self, screen_name: str, reply: Reply) -> OutboxItem:
         """A reply the store could not keep, sent anyway: a negative id no outbox row has."""

@@ -30,9 +30,16 @@ class RecordingSink:
     # as the AIMHandler's does with its sender idle; those land in `at_once` as well.
     sends_at_once: bool = False
     at_once: list[OutboxItem] = field(default_factory=list)
+    # Replies handed over with at_once=False (all to wait in the queue).
+    held: list[OutboxItem] = field(default_factory=list)
 
-    def deliver(self, items: Iterable[OutboxItem], *, urgent: bool = False) -> None:
+    def deliver(
+        self, items: Iterable[OutboxItem], *, urgent: bool = False, at_once: bool = True
+    ) -> None:
+        items = list(items)
         self.items.extend(items)
+        if not at_once:
+            self.held.extend(items)
 
     def send_at_once(self, item: OutboxItem) -> bool:
         if self.sends_at_once:

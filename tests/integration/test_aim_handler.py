@@ -300,6 +300,24 @@ async def test_a_reply_sent_at_once_is_written_before_its_row_and_confirmed_as_u
         assert await store.outbox_pending() == []
 
 
+async def test_after_a_reply_sent_at_once_the_rest_of_its_answer_is_queued(
+    tmp_path: Path,
+) -> None:
+    """The rest of an answer whose first part went out at once waits in the queue, as
+    deliver() queues all but one: one reply per answer skips the round-robin, not two."""
+    async with _bot_with_sender_waiting(tmp_path) as (store, handler, events):
+        items = store.new_replies("alice", [Reply(f"part {n}", False) for n in (1, 2, 3)], 2.0)
+        assert handler.send_at_once(items[0])
+        store.stage_items([], items)
+        store.commit_now()
+        handler.deliver(items[1:], at_once=False)
+        # No await since: part 1 in flight, parts 2 and 3 queued for the sender.
+        assert (handler.queue.queued, handler.queue.in_flight) == (2, 1)
+        async with asyncio.timeout(10):
+            got = [await _next_im(events) for _ in range(4)]
+        assert [im.text for im in got] == ["first", "part 1", "part 2", "part 3"]
+
+
 async def test_a_reply_that_cannot_go_at_once_is_left_to_the_caller(tmp_path: Path) -> None:
     """Near the rate limit, with replies queued, or under a flood, send_at_once() writes
     nothing: the caller stores the reply and delivers it after the commit."""

@@ -28,7 +28,7 @@ async def test_the_reply_sent_at_once_is_stored_under_the_id_and_cookie_it_went_
         assert pending == []  # the swap committed: a restart does not ask again
 
 
-async def test_only_the_first_part_goes_at_once_and_every_part_keeps_its_row_and_order(
+async def test_only_the_first_part_goes_at_once_the_rest_queue_and_every_part_keeps_its_row(
     tmp_path: Path,
 ) -> None:
     async with bot_rig(tmp_path, sends_at_once=True, stream_parts=False) as r:
@@ -38,6 +38,7 @@ async def test_only_the_first_part_goes_at_once_and_every_part_keeps_its_row_and
         items = r.sink.items
         assert len(items) >= 3
         assert r.sink.at_once == items[:1]
+        assert r.sink.held == items[1:]  # the rest wait their turn in the queue
         assert [item.text.split(" ", 1)[0] for item in items] == [
             f"({n}/{len(items)})" for n in range(1, len(items) + 1)
         ]
@@ -50,6 +51,6 @@ async def test_without_sending_at_once_every_reply_is_handed_over_with_its_row(
     async with bot_rig(tmp_path) as r:
         await r.bot.on_message(incoming("amy", "hello"))
         await r.bot.wait_idle(WAIT)
-        assert r.sink.at_once == []
+        assert r.sink.at_once == r.sink.held == []
         assert len(r.sink.items) == 1
         assert _rows(await r.store.outbox_pending()) == _rows(r.sink.items)
