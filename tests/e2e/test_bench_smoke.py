@@ -35,8 +35,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run one bench command with --json; its figures, after checking the table came too."""
     code = cli.main([*argv, "--json"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, f"exit code {code}\nstdout:\n{out}\nstderr:\n{captured.err}"
     *table, last = out.strip().splitlines()
     report: dict[str, Any] = json.loads(last)
     assert report["bench"] == argv[0]
