@@ -187,9 +187,9 @@ class AIMHandler:
         the sender would one loop turn later (docs/benchmarks.md, "Session 11").
         Not under a flood, when the store paces its commits: a paced commit hands over many
         answers at once, and the sender then writes all their replies in one system call. Nor
-        near the rate limit (see _send_now). Nor with `at_once` False: the rest of an answer
-        whose first reply send_at_once() wrote all wait in the queue, as deliver() would have
-        queued them behind that first reply.
+        near the rate limit (see _send_now). Nor with `at_once` False, for the rest of an
+        answer whose first reply send_at_once() wrote: they all wait in the queue, as they
+        would have behind that first reply.
         """
         if at_once and self._may_send_now():
             items = self._send_now(list(items))
