@@ -34,6 +34,13 @@ def run_bench(
     argv: list[str], capsys: pytest.CaptureFixture[str], *, targets: bool = True
 ) -> dict[str, Any]:
     """Run one bench command with --json; its figures, after checking the table came too."""
+    return run_bench_with_table(argv, capsys, targets=targets)[0]
+
+
+def run_bench_with_table(
+    argv: list[str], capsys: pytest.CaptureFixture[str], *, targets: bool = True
+) -> tuple[dict[str, Any], str]:
+    """run_bench, and the printed table (its notes explain a figure that went wrong)."""
     code = cli.main([*argv, "--json"])
     captured = capsys.readouterr()
     out = captured.out
@@ -45,7 +52,7 @@ def run_bench(
     assert any("targets:" in line for line in table) == targets
     for key, verdict in report["targets"].items():
         assert key in report and isinstance(verdict["met"], bool)
-    return report
+    return report, "\n".join(table)
 
 
 def test_signon_reports_sign_on_times_and_intake_rate(capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,11 +104,12 @@ def test_chaos_injects_faults_and_accounts_for_every_message(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["chaos", "--minutes", "0.1", "--users", "3", "--drain-seconds", "10"]
-    report = run_bench([*argv, "--think-ms", "100", "--seed", "7"], capsys)
+    report, table = run_bench_with_table([*argv, "--think-ms", "100", "--seed", "7"], capsys)
     assert report["seed"] == 7
-    assert report["faults_injected"] > 0
     assert report["sent"] > 0
-    assert report["crashes"] == 0
+    # On failure, the table: its notes give each fault's outcome, the exit code, crash lines.
+    assert report["faults_injected"] > 0, table
+    assert report["crashes"] == 0, table
 
 
 def test_ratelimit_reports_waits_fairness_and_the_exempt_speedup(
