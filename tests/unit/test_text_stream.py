@@ -11,12 +11,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from aimbot.bot.text import (
+    PartStream,
     ReplyFormat,
     part_stream,
     split_bodies,
     split_reply,
     strip_reasoning,
 )
+from aimbot.bot.text._stream import _CutScanner
 from tests.unit.test_text import as_sent, im_size, plain_escape
 
 _NUMBER = re.compile(r"^\((\d+)/(\d+|\.\.\.)\) ")
@@ -118,6 +120,36 @@ def test_html_parts_fit_and_are_numbered_in_order(
         found = _NUMBER.match(part)
         assert found is not None and int(found[1]) == number
         assert found[2] == ("..." if number <= len(early) else str(len(early) + len(late)))
+
+
+@_EXAMPLES
+@given(data=st.data())
+def test_cuts_found_as_the_text_grows_are_those_of_the_whole_text(data: st.DataObject) -> None:
+    # The scanner looks at each complete line once; what it carries over must be all it needs.
+    text = data.draw(_answers()).replace("\r\n", "\n")
+    scanner = _CutScanner()
+    received = ""
+    for chunk in _chunks(data.draw, text):
+        received += chunk
+        assert scanner.cuts(received) == _CutScanner().cuts(received)
+
+
+def test_a_growing_list_is_split_about_once_per_item_not_once_per_probe() -> None:
+    # Each item line is a new cut; the cuts before it are known to fit, so only the new one is
+    # tried (a search over all of them would split the text about log2(items) times per line).
+    max_bytes = 2000
+    splits = 0
+
+    def split(markdown: str, reserve: str) -> list[str]:
+        nonlocal splits
+        splits += 1
+        return split_bodies(markdown, "plain", max_bytes, im_size, reserve, plain_escape)
+
+    stream = PartStream(split, lambda part: im_size(plain_escape(part)), max_bytes, 100)
+    items = [f"- item {i} with a few words in it\n" for i in range(400)]
+    parts = [part for item in items for part in stream.feed(item)]
+    assert len(parts) >= 5
+    assert splits <= len(items) + 2 * len(parts)
 
 
 def _paragraph(word: str) -> str:

@@ -18,11 +18,17 @@ whole-answer pipeline would have seen.
 A part is sent when it is worth an IM by the packer's own rule (it ends a part at a paragraph
 break only in the second half of the room): the longest cut that fits one IM is taken once it
 fills half of one; a block too long for one IM is split whole, as the packer would.
+
+What that costs is paid as the text arrives, on the event loop, so it must stay close to linear:
+each complete line is scanned for cuts once, and rendering a prefix to see whether it fits is
+done once per new cut, not for every cut on every line (docs/benchmarks.md, "Session 15": a
+long table took 10 s, a nested list of 8,000 characters 8 s at MAX_REPLY_BYTES=8000).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 from aimbot.bot.text._blocks import _ATX_HEADING, _BULLET, _ORDERED, _SETEXT, _fence_closing
@@ -120,54 +126,70 @@ def _opens_block(line: str) -> bool:
     return item is not None and not item["indent"] and bool(item["text"].strip())
 
 
-def _cuts(text: str) -> list[tuple[int, str]]:
-    """Where `text` may be cut, ascending: (offset, the fence line the rest must reopen)."""
-    cuts: list[tuple[int, str]] = []
-    closing = None
-    reopen = ""
-    prev_blank = in_list = content = False
-    pos = 0
-    lines = text.split("\n")
-    last = len(lines) - 1
-    for number, line in enumerate(lines):
-        complete = number < last
-        if closing is not None:
-            if not complete:
-                break
-            if closing.match(line):
-                closing, reopen = None, ""
-            elif content:
-                cuts.append((pos, reopen))
-            content = content or bool(line.strip())
-            prev_blank = in_list = False
-            pos += len(line) + 1
-            continue
+class _CutScanner:
+    """Where the pending text may be cut (see the module docstring), found as it grows.
+
+    The text only grows between two parts, and a cut depends on nothing after the line it
+    starts, so each complete line is looked at once: a long stretch with no cut in it (a
+    table, lines without a blank one between them) costs no rescans as it arrives. Only the last,
+    incomplete line is looked at again, for the one cut it can allow before it ends.
+    """
+
+    def __init__(self) -> None:
+        self._cuts: list[tuple[int, str]] = []  # (offset, the fence line the rest must reopen)
+        self._pos = 0  # where the first line not yet complete starts
+        self._closing: re.Pattern[str] | None = None  # the open fence's closing line
+        self._reopen = ""
+        self._prev_blank = self._in_list = self._content = False
+
+    def cuts(self, text: str) -> list[tuple[int, str]]:
+        """The cuts of `text`, ascending; `text` extends the text of the previous call."""
+        while (end := text.find("\n", self._pos)) >= 0:
+            self._line(text[self._pos : end])
+            self._pos = end + 1
+        last = text[self._pos :]
+        if (
+            self._closing is None
+            and self._content
+            and self._prev_blank
+            and (not self._in_list or last[:1] not in ("", " "))
+        ):
+            return [*self._cuts, (self._pos, "")]  # the line must show it is no nested item
+        return self._cuts
+
+    def _line(self, line: str) -> None:
+        """Take in one complete line starting at self._pos."""
+        pos = self._pos
+        if self._closing is not None:
+            if self._closing.match(line):
+                self._closing, self._reopen = None, ""
+            elif self._content:
+                self._cuts.append((pos, self._reopen))
+            self._content = self._content or bool(line.strip())
+            self._prev_blank = self._in_list = False
+            return
         blank = not line.strip()
-        if content and (not blank or not complete):
-            if prev_blank:
+        if self._content and not blank:
+            if self._prev_blank:
                 # An open list: the next line must show it is no nested item.
-                if not in_list or line[:1] not in ("", " ") or (complete and not _item(line)):
-                    cuts.append((pos, ""))
-            elif complete and _opens_block(line):
-                cuts.append((pos, ""))
-        if not complete:
-            break
+                if not self._in_list or line[:1] not in ("", " ") or not _item(line):
+                    self._cuts.append((pos, ""))
+            elif _opens_block(line):
+                self._cuts.append((pos, ""))
         if blank:
-            prev_blank = True
+            self._prev_blank = True
+            return
+        fence = _fence_closing(line)
+        if fence is not None:
+            self._closing, self._reopen = fence, line
+            self._in_list = False
         else:
-            fence = _fence_closing(line)
-            if fence is not None:
-                closing, reopen = fence, line
-                in_list = False
-            else:
-                if _item(line):
-                    in_list = True
-                elif prev_blank or _ATX_HEADING.match(line):
-                    in_list = False
-                content = True
-            prev_blank = False
-        pos += len(line) + 1
-    return cuts
+            if _item(line):
+                self._in_list = True
+            elif self._prev_blank or _ATX_HEADING.match(line):
+                self._in_list = False
+            self._content = True
+        self._prev_blank = False
 
 
 class PartStream:
@@ -196,6 +218,15 @@ class PartStream:
         self._breaks = _LineBreaks()
         self._reasoning = _Reasoning()
         self._pending = ""
+        self._restart()
+
+    def _restart(self) -> None:
+        """Forget what was learnt about the pending text: it no longer just grew."""
+        self._scanner = _CutScanner()
+        # Sizes grow with the text, so a cut past one that fits is tried only once: the
+        # longest cut known to be one part (-1: none), and the first known not to be.
+        self._fit: tuple[int, list[str]] = (-1, [])
+        self._over: tuple[int, list[str]] | None = None
 
     def feed(self, chunk: str, *, replaces: bool = False) -> list[str]:
         """The parts that `chunk` completed. `replaces`: the chunk is all the text so far
@@ -211,6 +242,7 @@ class PartStream:
                 self._breaks = _LineBreaks()
                 self._reasoning = _Reasoning()
                 self._pending = ""
+                self._restart()
         if not chunk:
             return []
         self._received.append(chunk)
@@ -226,6 +258,7 @@ class PartStream:
         """At the end of the answer: the Markdown not sent yet."""
         self._pending += self._reasoning.feed(self._breaks.flush()) + self._reasoning.flush()
         rest, self._pending = self._pending, ""
+        self._restart()
         return rest
 
     def number(self, bodies: list[str]) -> list[str]:
@@ -236,28 +269,30 @@ class PartStream:
     def _emit(self) -> list[str]:
         parts: list[str] = []
         while self.emitted < self._max_parts - 1:
-            cuts = [cut for cut in _cuts(self._pending) if cut[0] > 0]
+            cuts = [cut for cut in self._scanner.cuts(self._pending) if cut[0] > 0]
             if not cuts:
                 break
-            low, high = 0, len(cuts) - 1
-            best: tuple[int, list[str]] | None = None
-            while low <= high:  # the longest cut that is one part (sizes grow with the text)
+            low = self._fit[0] + 1
+            high = len(cuts) - 1 if self._over is None else self._over[0] - 1
+            while low <= high:  # the longest cut that is one part, among the new ones
                 middle = (low + high) // 2
                 bodies = self._split(self._pending[: cuts[middle][0]], self.reserve)
                 if len(bodies) <= 1:
-                    best = (middle, bodies)
+                    self._fit = (middle, bodies)
                     low = middle + 1
                 else:
+                    self._over = (middle, bodies)
                     high = middle - 1
-            if best is not None and best[1]:
-                index, bodies = best
-                if 2 * self._size(self.reserve + bodies[0]) >= self._max_bytes:
-                    parts.extend(self._take(cuts[index], bodies))
-                    continue
-            over = 0 if best is None else best[0] + 1
+            index, bodies = self._fit
+            if bodies and 2 * self._size(self.reserve + bodies[0]) >= self._max_bytes:
+                parts.extend(self._take(cuts[index], bodies))
+                continue
+            over = index + 1
             if over >= len(cuts):
                 break
-            bodies = self._split(self._pending[: cuts[over][0]], self.reserve)
+            if self._over is None or self._over[0] != over:
+                self._over = (over, self._split(self._pending[: cuts[over][0]], self.reserve))
+            bodies = self._over[1]
             if self.emitted + len(bodies) > self._max_parts - 1:
                 break
             parts.extend(self._take(cuts[over], bodies))
@@ -267,6 +302,7 @@ class PartStream:
         offset, reopen = cut
         rest = self._pending[offset:]
         self._pending = f"{reopen}\n{rest}" if reopen else rest
+        self._restart()
         parts = [f"({self.emitted + n}/...) {body}" for n, body in enumerate(bodies, 1)]
         self.emitted += len(bodies)
         return parts
