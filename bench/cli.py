@@ -24,6 +24,7 @@ COMMANDS = (
     "memory",
     "chaos",
     "ratelimit",
+    "parts",
 )
 
 
@@ -325,6 +326,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bot-log", type=Path, default=None, help="save the bot's log (INFO) to this file"
     )
+
+    p = commands.add_parser(
+        "parts", help="event-loop time of cutting streamed answers into IMs, by answer shape"
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument(
+        "--chars", type=_int_at_least(100), default=8000, help="answer length (default 8,000)"
+    )
+    p.add_argument(
+        "--long-chars",
+        type=_int_at_least(100),
+        default=100_000,
+        help="the long answer, for parts_linearity (default 100,000)",
+    )
+    p.add_argument(
+        "--chunk", type=_int_at_least(1), default=5, help="characters per feed (default 5)"
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=_int_at_least(64),
+        default=512,
+        help="bytes per IM, as MAX_REPLY_BYTES (default 512, Open OSCAR Server's limit)",
+    )
+    p.add_argument(
+        "--max-parts", type=_int_at_least(1), default=10, help="as MAX_REPLY_PARTS (default 10)"
+    )
+    p.add_argument("--repeat", type=_int_at_least(1), default=3, help="runs per shape (best)")
     return parser
 
 
@@ -369,6 +397,10 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         from bench import ratelimit
 
         return await ratelimit.run(args, argv)
+    if args.command == "parts":
+        from bench import parts
+
+        return await parts.run(args, argv)
     from bench import chaos
 
     return await chaos.run(args, argv)

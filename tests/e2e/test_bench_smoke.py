@@ -112,6 +112,18 @@ def test_chaos_injects_faults_and_accounts_for_every_message(
     assert report["crashes"] == 0, table
 
 
+def test_parts_reports_the_loop_time_of_each_answer_shape(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["parts", "--chars", "600", "--long-chars", "1200", "--repeat", "1"]
+    report = run_bench([*argv, "--max-bytes", "200"], capsys)
+    shapes = [key for key in report if key.startswith("ms_per_1k_chars_")]
+    assert len(shapes) >= 5 and all(report[key] > 0 for key in shapes)
+    assert report["worst_ms_per_1k_chars"] == max(report[key] for key in shapes)
+    assert report["parts_linearity"] > 0 and report["worst_feed_ms"] > 0
+    assert set(report["targets"]) == {"parts_linearity", "worst_feed_ms"}
+
+
 def test_ratelimit_reports_waits_fairness_and_the_exempt_speedup(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

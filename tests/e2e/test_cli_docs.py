@@ -8,6 +8,7 @@ import pytest
 
 from aimbot.config.settings import ENV_NAMES, PLACEHOLDERS, load_settings
 from aimbot.doctor import Section
+from bench.cli import COMMANDS
 from tests.helpers.cli import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -86,7 +87,7 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
 
 def test_docs_benchmarks_documents_every_benchmark_command_with_figures() -> None:
     section = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
-    for command in ("signon", "latency", "throughput", "memory", "chaos"):
+    for command in COMMANDS:
         assert f"python -m bench {command}" in section, command
     assert "Latest figures" in section and "commit" in section
     summary = sections(README)["Benchmarks"].strip()

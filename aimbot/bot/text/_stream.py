@@ -137,22 +137,34 @@ class _CutScanner:
 
     def __init__(self) -> None:
         self._cuts: list[tuple[int, str]] = []  # (offset, the fence line the rest must reopen)
-        self._pos = 0  # where the first line not yet complete starts
+        self._pos = 0  # where the line not yet complete starts
+        self._partial: list[str] = []  # that line so far, in the pieces it came in
+        self._first = ""  # its first character ("" while it has none)
         self._closing: re.Pattern[str] | None = None  # the open fence's closing line
         self._reopen = ""
         self._prev_blank = self._in_list = self._content = False
 
-    def cuts(self, text: str) -> list[tuple[int, str]]:
-        """The cuts of `text`, ascending; `text` extends the text of the previous call."""
-        while (end := text.find("\n", self._pos)) >= 0:
-            self._line(text[self._pos : end])
-            self._pos = end + 1
-        last = text[self._pos :]
+    def feed(self, text: str) -> None:
+        """Take in text that follows what was fed before."""
+        start = 0
+        while (end := text.find("\n", start)) >= 0:
+            line = "".join([*self._partial, text[start:end]])
+            self._partial, self._first = [], ""
+            self._line(line)
+            self._pos += len(line) + 1
+            start = end + 1
+        if start < len(text):
+            if not self._partial:
+                self._first = text[start]
+            self._partial.append(text[start:])
+
+    def cuts(self) -> list[tuple[int, str]]:
+        """The cuts of the text fed so far, ascending."""
         if (
             self._closing is None
             and self._content
             and self._prev_blank
-            and (not self._in_list or last[:1] not in ("", " "))
+            and (not self._in_list or self._first not in ("", " "))
         ):
             return [*self._cuts, (self._pos, "")]  # the line must show it is no nested item
         return self._cuts
@@ -217,12 +229,13 @@ class PartStream:
         self._received: list[str] = []
         self._breaks = _LineBreaks()
         self._reasoning = _Reasoning()
-        self._pending = ""
+        self._pending: list[str] = []  # the Markdown not sent yet, in pieces (joined when read)
         self._restart()
 
     def _restart(self) -> None:
         """Forget what was learnt about the pending text: it no longer just grew."""
         self._scanner = _CutScanner()
+        self._scanner.feed(self._text())
         # Sizes grow with the text, so a cut past one that fits is tried only once: the
         # longest cut known to be one part (-1: none), and the first known not to be.
         self._fit: tuple[int, list[str]] = (-1, [])
@@ -241,7 +254,7 @@ class PartStream:
                 self._received = []
                 self._breaks = _LineBreaks()
                 self._reasoning = _Reasoning()
-                self._pending = ""
+                self._pending = []
                 self._restart()
         if not chunk:
             return []
@@ -249,15 +262,17 @@ class PartStream:
         text = self._reasoning.feed(self._breaks.feed(chunk))
         if not text:
             return []
-        self._pending += text
+        self._pending.append(text)
+        self._scanner.feed(text)
         if "\n" not in text:
             return []  # every cut is at the start of a line
         return self._emit()
 
     def rest(self) -> str:
         """At the end of the answer: the Markdown not sent yet."""
-        self._pending += self._reasoning.feed(self._breaks.flush()) + self._reasoning.flush()
-        rest, self._pending = self._pending, ""
+        self._pending.append(self._reasoning.feed(self._breaks.flush()) + self._reasoning.flush())
+        rest = self._text()
+        self._pending = []
         self._restart()
         return rest
 
@@ -269,14 +284,14 @@ class PartStream:
     def _emit(self) -> list[str]:
         parts: list[str] = []
         while self.emitted < self._max_parts - 1:
-            cuts = [cut for cut in self._scanner.cuts(self._pending) if cut[0] > 0]
+            cuts = [cut for cut in self._scanner.cuts() if cut[0] > 0]
             if not cuts:
                 break
             low = self._fit[0] + 1
             high = len(cuts) - 1 if self._over is None else self._over[0] - 1
             while low <= high:  # the longest cut that is one part, among the new ones
                 middle = (low + high) // 2
-                bodies = self._split(self._pending[: cuts[middle][0]], self.reserve)
+                bodies = self._split(self._text()[: cuts[middle][0]], self.reserve)
                 if len(bodies) <= 1:
                     self._fit = (middle, bodies)
                     low = middle + 1
@@ -291,17 +306,23 @@ class PartStream:
             if over >= len(cuts):
                 break
             if self._over is None or self._over[0] != over:
-                self._over = (over, self._split(self._pending[: cuts[over][0]], self.reserve))
+                self._over = (over, self._split(self._text()[: cuts[over][0]], self.reserve))
             bodies = self._over[1]
             if self.emitted + len(bodies) > self._max_parts - 1:
                 break
             parts.extend(self._take(cuts[over], bodies))
         return parts
 
+    def _text(self) -> str:
+        """The pending text as one string (kept joined until more arrives)."""
+        if len(self._pending) > 1:
+            self._pending = ["".join(self._pending)]
+        return self._pending[0] if self._pending else ""
+
     def _take(self, cut: tuple[int, str], bodies: list[str]) -> list[str]:
         offset, reopen = cut
-        rest = self._pending[offset:]
-        self._pending = f"{reopen}\n{rest}" if reopen else rest
+        rest = self._text()[offset:]
+        self._pending = [f"{reopen}\n{rest}" if reopen else rest]
         self._restart()
         parts = [f"({self.emitted + n}/...) {body}" for n, body in enumerate(bodies, 1)]
         self.emitted += len(bodies)
