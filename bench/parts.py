@@ -5,7 +5,8 @@ far every time a line of it ends, on the event loop, while every other user wait
 feeds the bot's own `PartStream` answers of several shapes the way the Dify client does, in
 small chunks (`--chunk` characters, about an LLM token), and times each feed. Some shapes allow a
 cut at every line (lists, code), some at none for a long stretch (a table, lines without a blank
-one between them); an answer can be long (MAX_ANSWER_CHARS) and its IMs large (MAX_REPLY_BYTES).
+one between them, a reasoning model's thinking, which is held back until it closes); an answer can
+be long (MAX_ANSWER_CHARS) and its IMs large (MAX_REPLY_BYTES).
 
 No server or bot process is involved: the figures are CPU time of one thread, each shape's
 best of `--repeat` runs. `parts_linearity` is the worst shape's cost per 1,000 characters at
@@ -49,6 +50,8 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "list": lambda n: _numbered(lambda i: f"- item number {i} with a few words\n", n),
     "nested_list": lambda n: _numbered(lambda i: f"- item {i}\n  - detail {i} in words\n", n),
     "table": lambda n: "| a | b |\n|---|---|\n" + _numbered(lambda i: f"| cell {i} | {i} |\n", n),
+    # A reasoning model's answer: all of it thinking (dropped), then a line of answer.
+    "thinking": lambda n: f"<think>{_repeat_to('Let me weigh it step by step. ', n)}</think>\n4\n",
 }
 
 

@@ -18,7 +18,7 @@ from aimbot.bot.text import (
     split_reply,
     strip_reasoning,
 )
-from aimbot.bot.text._stream import _CutScanner
+from aimbot.bot.text._stream import _CutScanner, _Reasoning
 from tests.unit.test_text import as_sent, im_size, plain_escape
 
 _NUMBER = re.compile(r"^\((\d+)/(\d+|\.\.\.)\) ")
@@ -135,6 +135,37 @@ def test_cuts_found_as_the_text_grows_are_those_of_the_whole_text(data: st.DataO
         whole = _CutScanner()
         whole.feed(received)
         assert scanner.cuts() == whole.cuts()
+
+
+_REASONING_TOKENS = st.sampled_from(
+    [
+        *("<think>", "</think>", "</THINK>", "<thi", "nk>", "<", ">", "word ", "\n", "é"),
+        *("<details open>", "<summary>Thinking</summary>", "</details>"),
+    ]
+)
+
+
+@_EXAMPLES
+@given(data=st.data())
+def test_thinking_is_dropped_the_same_however_the_stream_is_cut(data: st.DataObject) -> None:
+    # An open block is searched for its closing tag in new text only: a tag cut in two by the
+    # chunks must still close it.
+    text = "".join(data.draw(st.lists(_REASONING_TOKENS, max_size=40)))
+    whole = _Reasoning()
+    expected = (whole.feed(text), whole.flush())
+    pieces = _Reasoning()
+    shown = "".join(pieces.feed(chunk) for chunk in _chunks(data.draw, text))
+    assert (shown, pieces.flush()) == expected  # released as soon as, not only at the end
+
+
+def test_a_closing_tag_cut_anywhere_by_the_chunks_still_closes_its_block() -> None:
+    text = "a <think>long\nthought</THINK> b <details><summary>Thinking</summary>x</details> c"
+    for size in range(1, len(text) + 1):
+        for start in range(size):  # every way the chunks can fall across the tags
+            pieces = [text[:start]] + [text[i : i + size] for i in range(start, len(text), size)]
+            stream = _Reasoning()
+            shown = "".join(stream.feed(piece) for piece in pieces)
+            assert (shown, stream.flush()) == ("a  b  c", ""), (size, start)
 
 
 def test_a_growing_list_is_split_about_once_per_item_not_once_per_probe() -> None:

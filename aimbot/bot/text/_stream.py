@@ -62,16 +62,29 @@ class _LineBreaks:
 
 
 class _Reasoning:
-    """Drops thinking blocks from a stream: text that may start one waits until it closes."""
+    """Drops thinking blocks from a stream: text that may start one waits until it closes.
+
+    A model may think for thousands of characters: while a block is open, only the new text
+    (and the end of the held one, for a closing tag cut in two) is searched for its closing tag,
+    and the held text is joined once, when it closes.
+    """
 
     def __init__(self) -> None:
-        self._held = ""
+        self._held: list[str] = []
+        self._closing = ""  # the closing tag an open block waits for
+        self._tail = ""  # the held text's last characters, lowercased, while it waits
 
     def feed(self, text: str) -> str:
-        if not self._held and "<" not in text:
+        if self._closing:
+            window = self._tail + text.lower()
+            if self._closing not in window:
+                self._held.append(text)
+                self._tail = window[1 - len(self._closing) :]
+                return ""
+        elif not self._held and "<" not in text:
             return text  # the usual chunk: nothing to do
-        text = self._held + text
-        self._held = ""
+        text = "".join([*self._held, text])
+        self._held, self._closing, self._tail = [], "", ""
         out: list[str] = []
         lower = text.lower()
         pos = 0
@@ -85,11 +98,11 @@ class _Reasoning:
             if lt + len(tail) == len(text) and any(
                 len(tail) < len(opening) and opening.startswith(tail) for opening in _OPENINGS
             ):
-                self._held = text[lt:]  # "<thi" at the end: wait for the rest
+                self._held = [text[lt:]]  # "<thi" at the end: wait for the rest
                 break
             if tail.startswith("<think>"):
                 if lower.find("</think>", lt) < 0:
-                    self._held = text[lt:]
+                    self._hold(text[lt:], "</think>")
                     break
                 found = _REASONING.match(text, lt)
                 assert found is not None  # "<think>" always starts a match
@@ -101,14 +114,20 @@ class _Reasoning:
                     pos = found.end()
                     continue
                 if lower.find("</details>", lt) < 0:
-                    self._held = text[lt:]
+                    self._hold(text[lt:], "</details>")
                     break
             out.append("<")
             pos = lt + 1
         return "".join(out)
 
+    def _hold(self, block: str, closing: str) -> None:
+        """Keep an open block until `closing` arrives."""
+        self._held, self._closing = [block], closing
+        self._tail = block[1 - len(closing) :].lower()
+
     def flush(self) -> str:
-        held, self._held = self._held, ""
+        held = "".join(self._held)
+        self._held, self._closing, self._tail = [], "", ""
         return _REASONING.sub("", held)
 
 
