@@ -324,7 +324,7 @@ class PartStream:
             over = index + 1
             if over >= len(cuts):
                 break
-            if self._over is None or self._over[0] != over:
+            if self._over is None:  # else the search left it right after the fit, at `over`
                 self._over = (over, self._split(self._text()[: cuts[over][0]], self.reserve))
             bodies = self._over[1]
             if self.emitted + len(bodies) > self._max_parts - 1:
