@@ -4,12 +4,16 @@
 - "dify" is the floor of any Dify bridge: it sends every IM to the Dify stand-in (one streaming
   request, plain aiohttp, no retries, no state, no formatting) and sends the answer back. What the
   bot's path costs above this peer's is the bot's own overhead; what this peer costs above the
-  echo is the Dify round trip, which no bridge can skip.
+  echo is the Dify round trip, which no bridge can skip. It keeps to the bot's cap on concurrent
+  Dify requests (DIFY_MAX_CONCURRENCY), so that both answer the same load the same way: with
+  fewer requests in flight each costs more (at the throughput bench's load this peer's CPU per
+  reply was 3.5 % higher capped at 64 than at aiohttp's own 100; docs/benchmarks.md, "Session
+  16"), and a floor allowed more of them than the bot compared load shapes, not programs.
 
 Each runs in its own process, like the bot, so all paths cross the same process boundaries.
 Configured through the environment so that no secret shows up in a process listing:
-BENCH_OSCAR_PORT, BENCH_ECHO_NAME, BENCH_ECHO_PASSWORD, and for "dify" BENCH_DIFY_URL and
-BENCH_DIFY_KEY; BENCH_PEER_MODE picks the peer (default echo).
+BENCH_OSCAR_PORT, BENCH_ECHO_NAME, BENCH_ECHO_PASSWORD, and for "dify" BENCH_DIFY_URL,
+BENCH_DIFY_KEY and BENCH_DIFY_CONCURRENCY; BENCH_PEER_MODE picks the peer (default echo).
 """
 
 from __future__ import annotations
@@ -89,12 +93,16 @@ def main() -> int:
         password = os.environ["BENCH_ECHO_PASSWORD"]
         # The bot's own EVENT_LOOP: the two paths are compared on the same runtime.
         loop = eventloop.parse_choice(os.environ.get("EVENT_LOOP", "auto"))
+        dify = os.environ.get("BENCH_PEER_MODE", "echo") == "dify"
+        concurrency = int(os.environ["BENCH_DIFY_CONCURRENCY"]) if dify else 1
+        if concurrency < 1:
+            raise ValueError(f"BENCH_DIFY_CONCURRENCY must be at least 1, got {concurrency}")
     except (KeyError, ValueError) as e:
         sys.stderr.write(f"echo peer: missing or bad environment variable: {e}\n")
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        if os.environ.get("BENCH_PEER_MODE", "echo") == "dify":
-            return eventloop.run(_with_dify(name, password, port), loop)
+        if dify:
+            return eventloop.run(_with_dify(name, password, port, concurrency), loop)
         return eventloop.run(echo(name, password, port, _same_text), loop)
     return 0
 
@@ -103,15 +111,16 @@ async def _same_text(sender: str, text: str) -> str:
     return text
 
 
-async def _with_dify(name: str, password: str, port: int) -> int:
+async def _with_dify(name: str, password: str, port: int, concurrency: int) -> int:
     url = os.environ["BENCH_DIFY_URL"].rstrip("/") + "/chat-messages"
     headers = {"Authorization": "Bearer " + os.environ["BENCH_DIFY_KEY"]}
+    slots = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(headers=headers) as session:
 
         async def ask_dify(sender: str, text: str) -> str:
             body = {"query": text, "user": sender, "inputs": {}, "response_mode": "streaming"}
             parts = []
-            async with session.post(url, json=body) as response:
+            async with slots, session.post(url, json=body) as response:
                 async for line in response.content:
                     if line.startswith(b"data:"):
                         event = json.loads(line[5:])

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aimbot.bot.bot import BotOptions
 from aimbot.devserver.dify_standin import AnswerFn, DifyStandIn
 from aimbot.devserver.oscar_server import OscarServer
 from aimbot.oscar.client import OscarClient
@@ -213,8 +214,9 @@ async def reference_peer(
     """A reference peer (bench/echo_peer.py) signed on in its own process: (screen name, pid).
 
     "echo" sends every IM straight back; "dify" is the floor of any Dify bridge (one plain
-    request to the stand-in per IM). Both run on the bot's EVENT_LOOP, so that the comparison
-    is between what the programs do, not between runtimes.
+    request to the stand-in per IM, at most the bot's DIFY_MAX_CONCURRENCY at once). Both run on
+    the bot's EVENT_LOOP, so that the comparison is between what the programs do, not between
+    runtimes or load shapes.
     """
     name = PEERS[mode]
     password = secrets.token_urlsafe(9)
@@ -228,6 +230,10 @@ async def reference_peer(
         "BENCH_DIFY_URL": rig.dify.url,
         "BENCH_DIFY_KEY": rig.dify_key,
         "EVENT_LOOP": bot_env.get("EVENT_LOOP", "auto"),
+        # The bot's cap on concurrent Dify requests: the floor keeps to it too (echo_peer.py).
+        "BENCH_DIFY_CONCURRENCY": bot_env.get(
+            "DIFY_MAX_CONCURRENCY", str(BotOptions.dify_max_concurrency)
+        ),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.echo_peer", cwd=str(ROOT), env=env
@@ -293,6 +299,7 @@ class SimUser:
         self.arrivals: asyncio.Queue[Arrival] = asyncio.Queue()
         self.errors: list[IMError] = []
         self.acks = 0
+        self._acked = asyncio.Event()  # set at each HostAck (wait_acks)
         self.ended: SessionEnded | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -309,6 +316,7 @@ class SimUser:
                 self.arrivals.put_nowait(Arrival(time.perf_counter(), event))
             elif isinstance(event, HostAck):
                 self.acks += 1
+                self._acked.set()
             elif isinstance(event, IMError):
                 self.errors.append(event)
             elif isinstance(event, SessionEnded):
@@ -324,6 +332,14 @@ class SimUser:
         if self.client is None:
             raise BenchError(f"{self.name} is not signed on")
         await self.client.send_typing(to, state)
+
+    async def wait_acks(self, count: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Until the server has acknowledged `count` of this user's IMs (sent with request_ack):
+        it has then handed them to their recipient's connection."""
+        async with asyncio.timeout(timeout):
+            while self.acks < count:
+                self._acked.clear()
+                await self._acked.wait()
 
     async def next_arrival(self, timeout: float) -> Arrival:  # noqa: ASYNC109
         try:
