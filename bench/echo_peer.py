@@ -7,7 +7,7 @@
   echo is the Dify round trip, which no bridge can skip. It keeps to the bot's cap on concurrent
   Dify requests (DIFY_MAX_CONCURRENCY), so that both answer the same load the same way: with
   fewer requests in flight each costs more (at the throughput bench's load this peer's CPU per
-  reply was 3.5 % higher capped at 64 than at aiohttp's own 100; docs/benchmarks.md, "Session
+  reply was 3.8 % higher capped at 64 than at aiohttp's own 100; docs/benchmarks.md, "Session
   16"), and a floor allowed more of them than the bot compared load shapes, not programs.
 
 Each runs in its own process, like the bot, so all paths cross the same process boundaries.
