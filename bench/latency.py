@@ -35,6 +35,7 @@ from bench.rig import (
     SimUser,
     bot_config,
     config_note,
+    dify_concurrency,
     loopback,
     reference_peer,
     sign_off_all,
@@ -368,7 +369,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         "and users share the bench process; bot and reference peers each run in their own "
         "process",
         "bare bridge = the floor of any Dify bridge: one plain aiohttp streaming request per IM, "
-        "nothing stored, nothing formatted (bench/echo_peer.py)",
+        f"at most {dify_concurrency(bot_config(args))} at once as for the bot, nothing stored, "
+        "nothing formatted (bench/echo_peer.py)",
     ]
     if long is not None:
         notes.append(longanswer.note(args))

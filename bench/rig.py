@@ -207,6 +207,12 @@ class Loopback:
 PEERS = {"echo": "EchoPeer", "dify": "DifyPeer"}
 
 
+def dify_concurrency(bot_env: Mapping[str, str]) -> int:
+    """The bot's cap on concurrent Dify requests (DIFY_MAX_CONCURRENCY), which the bare bridge
+    keeps to as well: with fewer requests in flight each costs more (bench/echo_peer.py)."""
+    return int(bot_env.get("DIFY_MAX_CONCURRENCY", BotOptions.dify_max_concurrency))
+
+
 @contextlib.asynccontextmanager
 async def reference_peer(
     rig: Loopback, mode: str, bot_env: Mapping[str, str]
@@ -230,10 +236,7 @@ async def reference_peer(
         "BENCH_DIFY_URL": rig.dify.url,
         "BENCH_DIFY_KEY": rig.dify_key,
         "EVENT_LOOP": bot_env.get("EVENT_LOOP", "auto"),
-        # The bot's cap on concurrent Dify requests: the floor keeps to it too (echo_peer.py).
-        "BENCH_DIFY_CONCURRENCY": bot_env.get(
-            "DIFY_MAX_CONCURRENCY", str(BotOptions.dify_max_concurrency)
-        ),
+        "BENCH_DIFY_CONCURRENCY": str(dify_concurrency(bot_env)),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.echo_peer", cwd=str(ROOT), env=env

@@ -34,6 +34,7 @@ from bench.rig import (
     SimUser,
     bot_config,
     config_note,
+    dify_concurrency,
     loopback,
     reference_peer,
     sign_off_all,
@@ -278,11 +279,12 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         )
     if floor is not None:
         notes.append(
-            "floor: a bare Dify bridge (bench/echo_peer.py, its own process) took turns with the "
-            f"bot under the same users: each warmed up {args.warmup_seconds:g} s, then "
-            f"{args.rounds} rounds of floor and bot, {args.seconds / args.rounds:g} s measured "
-            f"each after {SETTLE_SECONDS:g} s; the ratios compare the sums. cpu_ratio per round: "
-            + ", ".join(f"{r:.2f}" for r in ratios)
+            "floor: a bare Dify bridge (bench/echo_peer.py, its own process; at most "
+            f"{dify_concurrency(bot_config(args))} Dify requests at once, as for the bot) took "
+            f"turns with the bot under the same users: each warmed up {args.warmup_seconds:g} s, "
+            f"then {args.rounds} rounds of floor and bot, {args.seconds / args.rounds:g} s "
+            f"measured each after {SETTLE_SECONDS:g} s; the ratios compare the sums. cpu_ratio "
+            "per round: " + ", ".join(f"{r:.2f}" for r in ratios)
         )
     targets = (TARGETS + (FLOOR_TARGETS if floor is not None else ())) if args.peer == "bot" else ()
     return make_report("throughput", argv, figures, targets=targets, notes=notes)
