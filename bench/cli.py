@@ -75,6 +75,14 @@ def _env_setting(text: str) -> tuple[str, str]:
         )
     if name in RIG_OWNED:
         raise argparse.ArgumentTypeError(f"{name} is set by the bench rig and cannot be overridden")
+    if name == "DIFY_MAX_CONCURRENCY" and not (
+        value.isascii() and value.isdigit() and int(value) >= 1
+    ):
+        # The bare bridge keeps to it as well (bench/rig.py dify_concurrency), before the bot
+        # has read it: refused here, with the reason, rather than as a traceback there.
+        raise argparse.ArgumentTypeError(
+            f"DIFY_MAX_CONCURRENCY must be a whole number of at least 1, got {value!r}"
+        )
     return name, value
 
 

@@ -2,7 +2,9 @@
 
 import pytest
 
+from aimbot.bot.bot import BotOptions
 from bench.cli import COMMANDS, parse_args
+from bench.rig import dify_concurrency
 from bench.throughput import measured_seconds
 
 
@@ -109,6 +111,9 @@ def test_bot_env_overrides_collect_in_order() -> None:
         ("AIM_PASSWORD=x", "set by the bench rig"),
         ("lower=1", "upper-case NAME"),
         ("NO_EQUALS_SIGN", "NAME=VALUE"),
+        ("DIFY_MAX_CONCURRENCY=many", "whole number of at least 1, got 'many'"),
+        ("DIFY_MAX_CONCURRENCY=0", "whole number of at least 1, got '0'"),
+        ("DIFY_MAX_CONCURRENCY=\u00b2", "whole number of at least 1"),
     ],
 )
 def test_bot_env_cannot_point_the_bot_away_from_the_rig(
@@ -117,3 +122,9 @@ def test_bot_env_cannot_point_the_bot_away_from_the_rig(
     with pytest.raises(SystemExit):
         parse_args(["latency", "--bot-env", setting])
     assert complaint in capsys.readouterr().err
+
+
+def test_the_floor_takes_the_bots_cap_on_dify_requests_or_the_bots_default() -> None:
+    args = parse_args(["throughput", "--bot-env", "DIFY_MAX_CONCURRENCY=12"])
+    assert dify_concurrency(dict(args.bot_env)) == 12
+    assert dify_concurrency({}) == BotOptions.dify_max_concurrency
