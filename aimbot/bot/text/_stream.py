@@ -178,7 +178,8 @@ class _CutScanner:
             self._partial.append(text[start:])
 
     def cuts(self) -> list[tuple[int, str]]:
-        """The cuts of the text fed so far, ascending."""
+        """The cuts of the text fed so far, ascending; never at 0, since a cut needs text
+        before it (every cut waits for `_content`)."""
         if (
             self._closing is None
             and self._content
@@ -303,7 +304,7 @@ class PartStream:
     def _emit(self) -> list[str]:
         parts: list[str] = []
         while self.emitted < self._max_parts - 1:
-            cuts = [cut for cut in self._scanner.cuts() if cut[0] > 0]
+            cuts = self._scanner.cuts()
             if not cuts:
                 break
             low = self._fit[0] + 1
