@@ -287,6 +287,10 @@ def _typing_figures(result: TypingResult, dify_ms: float) -> list[Figure]:
     ]
 
 
+def _cpu_per_reply(phase: PhaseResult) -> float:
+    return phase.peer_cpu_seconds / len(phase.latencies_ms) if phase.latencies_ms else 0.0
+
+
 def _cpu(before: ProcSample, after: ProcSample) -> float:
     return after.cpu_seconds - before.cpu_seconds
 
@@ -326,6 +330,16 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         Figure("floor_p99_ms", f.p99, "bare Dify bridge path, p99", "ms"),
         Figure("floor_ratio_p99", ratio(f.p99, e.p99), "bare bridge p99 / echo p99"),
         Figure("bot_over_floor_p99", ratio(b.p99, f.p99), "bot p99 / bare bridge p99"),
+        # Diagnostics without a target: whether a p99 miss came with the middle of the
+        # distribution (the code) or alone (a slow spell in one path's turn), and what each
+        # reply costs at this light load, which is what a message arriving meanwhile queues
+        # behind (docs/benchmarks.md, "Session 17").
+        Figure("bot_over_floor_p50", ratio(b.p50, f.p50), "bot p50 / bare bridge p50"),
+        Figure(
+            "cpu_per_reply_over_floor",
+            ratio(_cpu_per_reply(bot), _cpu_per_reply(floor)),
+            "bot CPU per reply / bare bridge CPU per reply, at this load",
+        ),
         Figure("bot_msgs_per_s", bot.rate, "bot path, replies/s achieved", "/s"),
         Figure("echo_msgs_per_s", echo.rate, "echo path, replies/s achieved", "/s"),
         Figure("bot_cpu_util", bot.peer_cpu_seconds / bot.wall_seconds, "bot process CPU", "cores"),

@@ -69,6 +69,12 @@ def test_latency_reports_all_paths_and_the_typing_users(capsys: pytest.CaptureFi
     report = run_bench([*argv, "--typing-users", "1", *long], capsys)
     assert report["samples_per_path"] == 2
     assert report["bot_p99_ms"] > 0 and report["floor_p99_ms"] > 0 and report["echo_p99_ms"] > 0
+    assert report["bot_over_floor_p50"] == pytest.approx(
+        report["bot_p50_ms"] / report["floor_p50_ms"], rel=1e-3
+    )
+    # CPU is read in 10 ms ticks: at this size either side may read 0 (a ratio of 0, or of
+    # inf, which the JSON writes as null), so only its presence is checked here.
+    assert "cpu_per_reply_over_floor" in report
     assert report["typing_samples"] == 1
     assert 0 <= report["typing_bursts_coalesced_pct"] <= 100  # coalescing: tests/e2e/test_typing
     assert report["typing_lone_to_query_ms_p50"] <= report["typing_lone_to_reply_ms_p50"]
