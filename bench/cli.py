@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between the long answer's paragraphs (default 3: 3 parts over 6 s)",
     )
     p.add_argument(
+        "--samples",
+        type=Path,
+        metavar="FILE",
+        help="write every measured latency (ms) there as JSON, per path and round",
+    )
+    p.add_argument(
         "--typing-users",
         type=_int_at_least(0),
         default=20,

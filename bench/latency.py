@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
 
 from aimbot.oscar.events import TypingState
 from bench import longanswer
@@ -41,7 +44,7 @@ from bench.rig import (
     sign_off_all,
     sign_on_all,
 )
-from bench.stats import ratio, summarize
+from bench.stats import ratio, ratio_interval, summarize
 
 REPLY_TIMEOUT = 60.0
 TARGETS = (Target("overhead_ratio_p99", "<=", 1.5), Target("bot_over_floor_p99", "<=", 1.2))
@@ -149,13 +152,31 @@ def round_sizes(messages: int, rounds: int) -> list[int]:
 
 async def _turns(
     users: Sequence[SimUser], peers: Sequence[tuple[str, int]], args: argparse.Namespace
-) -> list[PhaseResult]:
-    """Every peer (name, pid) in turn, round after round; per peer, its rounds pooled."""
+) -> list[list[PhaseResult]]:
+    """Every peer (name, pid) in turn, round after round; per peer, its rounds in order."""
     measured: list[list[PhaseResult]] = [[] for _ in peers]
     for messages in round_sizes(args.messages, args.rounds):
         for (name, pid), phases in zip(peers, measured, strict=True):
             phases.append(await _measure(users, name, pid, args, messages))
-    return [_pooled(phases) for phases in measured]
+    return measured
+
+
+def open_samples(path: Path) -> TextIO:
+    """--samples' file, opened before the run: a path that cannot be written fails at once,
+    not after minutes of measuring."""
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as e:
+        raise BenchError(f"--samples: cannot write {path}: {e.strerror or e}") from e
+
+
+def write_samples(out: TextIO, rounds: dict[str, list[PhaseResult]]) -> None:
+    """Every measured latency (ms), per path and per round, for pooling runs or any other
+    statistic: {"echo": [[...], ...], "floor": [...], "bot": [...]}."""
+    json.dump(
+        {path: [phase.latencies_ms for phase in phases] for path, phases in rounds.items()}, out
+    )
+    out.write("\n")
 
 
 @dataclass
@@ -296,6 +317,12 @@ def _cpu(before: ProcSample, after: ProcSample) -> float:
 
 
 async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    with contextlib.ExitStack() as files:
+        samples = files.enter_context(open_samples(args.samples)) if args.samples else None
+        return await _run(args, argv, samples)
+
+
+async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | None) -> Report:
     async with loopback() as rig, contextlib.AsyncExitStack() as peers:
         rig.dify.set_latency(args.dify_ms / 1000)
         users = await sign_on_all(rig.oscar, [f"lat{i:04d}" for i in range(args.users)])
@@ -307,9 +334,10 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
                 reference_peer(rig, "dify", bot_config(args))
             )
             bot_proc = await rig.start_bot(bot_config(args))
-            echo, floor, bot = await _turns(
-                users, [echo_peer, floor_peer, (BOT, bot_proc.pid)], args
-            )
+            rounds = await _turns(users, [echo_peer, floor_peer, (BOT, bot_proc.pid)], args)
+            echo, floor, bot = (_pooled(phases) for phases in rounds)
+            if samples is not None:
+                write_samples(samples, dict(zip(("echo", "floor", "bot"), rounds, strict=True)))
             long = await longanswer.long_answers(rig, users, args) if args.long_answers else None
             typing = None
             if args.typing_users:
@@ -319,6 +347,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         finally:
             await sign_off_all(users)
     b, e, f = (summarize(p.latencies_ms) for p in (bot, echo, floor))
+    p99_low, p99_high = ratio_interval(bot.latencies_ms, floor.latencies_ms, 99)
     figures = [
         Figure("bot_p50_ms", b.p50, "bot path, p50", "ms"),
         Figure("bot_p99_ms", b.p99, "bot path, p99", "ms"),
@@ -330,6 +359,8 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         Figure("floor_p99_ms", f.p99, "bare Dify bridge path, p99", "ms"),
         Figure("floor_ratio_p99", ratio(f.p99, e.p99), "bare bridge p99 / echo p99"),
         Figure("bot_over_floor_p99", ratio(b.p99, f.p99), "bot p99 / bare bridge p99"),
+        Figure("bot_over_floor_p99_low", p99_low, "the same, 90 % bootstrap interval: low"),
+        Figure("bot_over_floor_p99_high", p99_high, "the same, 90 % bootstrap interval: high"),
         # Diagnostics without a target: whether a p99 miss came with the middle of the
         # distribution (the code) or alone (a slow spell in one path's turn), and what each
         # reply costs at this light load, which is what a message arriving meanwhile queues
@@ -385,6 +416,9 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         "bare bridge = the floor of any Dify bridge: one plain aiohttp streaming request per IM, "
         f"at most {dify_concurrency(bot_config(args))} at once as for the bot, nothing stored, "
         "nothing formatted (bench/echo_peer.py)",
+        f"bot_over_floor_p99 interval: 90 % of 1,000 bootstrap resamples of the {b.count:,} "
+        "samples per path; sampling noise only, the machine's drift between turns comes on top "
+        "(--samples FILE keeps every latency, to pool runs)",
     ]
     if long is not None:
         notes.append(longanswer.note(args))

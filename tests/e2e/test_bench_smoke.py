@@ -17,6 +17,7 @@ import pytest
 
 from bench import cli
 from bench.rig import ROOT
+from bench.stats import percentile
 from tests.helpers.ops import root_logging_restored
 
 
@@ -63,11 +64,21 @@ def test_signon_reports_sign_on_times_and_intake_rate(capsys: pytest.CaptureFixt
     assert set(report["targets"]) == {"signon_ms_p50", "recv_im_per_s"}
 
 
-def test_latency_reports_all_paths_and_the_typing_users(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["latency", "--users", "2", "--messages", "1", "--warmup", "0", "--think-ms", "0"]
+def test_latency_reports_all_paths_and_the_typing_users(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["latency", "--users", "2", "--messages", "2", "--warmup", "0", "--think-ms", "0"]
     long = ["--long-answers", "1", "--long-pause", "0"]
-    report = run_bench([*argv, "--typing-users", "1", *long], capsys)
-    assert report["samples_per_path"] == 2
+    samples = tmp_path / "samples.json"
+    report = run_bench([*argv, "--typing-users", "1", *long, "--samples", str(samples)], capsys)
+    assert report["samples_per_path"] == 4
+    kept = json.loads(samples.read_text(encoding="utf-8"))
+    assert [len(kept[path]) for path in ("echo", "floor", "bot")] == [2, 2, 2]  # rounds
+    bot = [ms for phase in kept["bot"] for ms in phase]
+    assert len(bot) == 4
+    assert report["bot_p50_ms"] == pytest.approx(percentile(bot, 50), rel=1e-3)
+    # Where the ratio falls in its interval: tests/unit/test_bench_stats.py (4 samples say little).
+    assert 0 < report["bot_over_floor_p99_low"] <= report["bot_over_floor_p99_high"]
     assert report["bot_p99_ms"] > 0 and report["floor_p99_ms"] > 0 and report["echo_p99_ms"] > 0
     assert report["bot_over_floor_p50"] == pytest.approx(
         report["bot_p50_ms"] / report["floor_p50_ms"], rel=1e-3
@@ -75,7 +86,7 @@ def test_latency_reports_all_paths_and_the_typing_users(capsys: pytest.CaptureFi
     # CPU is read in 10 ms ticks: at this size either side may read 0 (a ratio of 0, or of
     # inf, which the JSON writes as null), so only its presence is checked here.
     assert "cpu_per_reply_over_floor" in report
-    assert report["typing_samples"] == 1
+    assert report["typing_samples"] == 2  # --messages lone IMs from the one typing user
     assert 0 <= report["typing_bursts_coalesced_pct"] <= 100  # coalescing: tests/e2e/test_typing
     assert report["typing_lone_to_query_ms_p50"] <= report["typing_lone_to_reply_ms_p50"]
     assert {"bot_over_floor_p99", "typing_lone_added_ms_p99"} <= set(report["targets"])

@@ -1,9 +1,12 @@
 """Argument parsing of `python -m bench`: defaults from the issue, bad values refused clearly."""
 
+from pathlib import Path
+
 import pytest
 
 from aimbot.bot.bot import BotOptions
-from bench.cli import COMMANDS, parse_args
+from bench.cli import COMMANDS, BenchError, parse_args
+from bench.latency import open_samples
 from bench.rig import dify_concurrency
 from bench.throughput import measured_seconds
 
@@ -128,3 +131,8 @@ def test_the_floor_takes_the_bots_cap_on_dify_requests_or_the_bots_default() -> 
     args = parse_args(["throughput", "--bot-env", "DIFY_MAX_CONCURRENCY=12"])
     assert dify_concurrency(dict(args.bot_env)) == 12
     assert dify_concurrency({}) == BotOptions.dify_max_concurrency
+
+
+def test_a_samples_file_that_cannot_be_written_fails_before_the_run(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match=r"--samples: cannot write .*nowhere.*samples\.json"):
+        open_samples(tmp_path / "nowhere" / "samples.json")

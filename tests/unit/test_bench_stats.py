@@ -1,12 +1,13 @@
 """Percentile math the benchmark figures rest on."""
 
 import math
+import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.stats import percentile, ratio, summarize
+from bench.stats import percentile, ratio, ratio_interval, summarize
 
 
 def test_median_of_odd_count_is_the_middle_value() -> None:
@@ -68,3 +69,49 @@ def test_ratio_never_divides_by_zero() -> None:
     assert ratio(3.0, 2.0) == 1.5
     assert ratio(1.0, 0.0) == math.inf
     assert ratio(0.0, 0.0) == 1.0
+
+
+def _exponential(count: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.expovariate(1.0) for _ in range(count)]
+
+
+def test_ratio_interval_of_constant_samples_is_the_ratio_itself() -> None:
+    assert ratio_interval([3.0] * 50, [2.0] * 80, 99, resamples=50) == (1.5, 1.5)
+
+
+def test_ratio_interval_holds_the_ratio_of_the_samples_themselves() -> None:
+    bot, floor = _exponential(2_000, 1), _exponential(2_000, 2)
+    low, high = ratio_interval(bot, floor, 99, resamples=300)
+    assert low < percentile(bot, 99) / percentile(floor, 99) < high
+
+
+def test_ratio_interval_narrows_as_samples_grow() -> None:
+    """The point of it: a p99 of few samples is known only roughly."""
+    few = ratio_interval(_exponential(200, 3), _exponential(200, 4), 99, resamples=200)
+    many = ratio_interval(_exponential(5_000, 3), _exponential(5_000, 4), 99, resamples=200)
+    assert many[1] - many[0] < (few[1] - few[0]) / 3
+
+
+def test_ratio_interval_is_the_same_for_the_same_samples() -> None:
+    bot, floor = _exponential(500, 5), _exponential(500, 6)
+    assert ratio_interval(bot, floor, 99, resamples=100) == ratio_interval(
+        bot, floor, 99, resamples=100
+    )
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "options"),
+    [
+        ([], [1.0], {}),
+        ([1.0], [], {}),
+        ([1.0], [1.0], {"resamples": 0}),
+        ([1.0], [1.0], {"coverage": 1.0}),
+        ([1.0], [1.0], {"coverage": 0.0}),
+    ],
+)
+def test_ratio_interval_refuses_what_it_cannot_compute(
+    numerator: list[float], denominator: list[float], options: dict[str, float]
+) -> None:
+    with pytest.raises(ValueError):
+        ratio_interval(numerator, denominator, 99, **options)  # type: ignore[arg-type]
