@@ -44,13 +44,11 @@ from bench.rig import (
     sign_off_all,
     sign_on_all,
 )
-from bench.stats import ratio, ratio_interval, summarize
+from bench.stats import RESAMPLES, ratio, ratio_interval, summarize
 
 REPLY_TIMEOUT = 60.0
 TARGETS = (Target("overhead_ratio_p99", "<=", 1.5), Target("bot_over_floor_p99", "<=", 1.2))
 TYPING_TARGETS = (Target("typing_lone_added_ms_p99", "<=", 300),)
-# Bootstrap resamples behind bot_over_floor_p99's interval: a few seconds of the bench's time.
-INTERVAL_RESAMPLES = 1000
 # The bot's own defaults: the scenario shows that a lone IM does not pay this window.
 TYPING_BUFFER = {"BUFFER_MODE": "typing", "BUFFER_WINDOW": "1.5", "BUFFER_MAX_WAIT": "6"}
 SECOND_LINE_S = 0.5  # time to type a burst's second line: past the grace, inside the window
@@ -71,6 +69,10 @@ class PhaseResult:
     @property
     def rate(self) -> float:
         return len(self.latencies_ms) / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def cpu_per_reply(self) -> float:
+        return self.peer_cpu_seconds / len(self.latencies_ms) if self.latencies_ms else 0.0
 
 
 async def closed_loop(
@@ -310,10 +312,6 @@ def _typing_figures(result: TypingResult, dify_ms: float) -> list[Figure]:
     ]
 
 
-def _cpu_per_reply(phase: PhaseResult) -> float:
-    return phase.peer_cpu_seconds / len(phase.latencies_ms) if phase.latencies_ms else 0.0
-
-
 def _cpu(before: ProcSample, after: ProcSample) -> float:
     return after.cpu_seconds - before.cpu_seconds
 
@@ -349,9 +347,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
         finally:
             await sign_off_all(users)
     b, e, f = (summarize(p.latencies_ms) for p in (bot, echo, floor))
-    p99_low, p99_high = ratio_interval(
-        bot.latencies_ms, floor.latencies_ms, 99, resamples=INTERVAL_RESAMPLES
-    )
+    p99_low, p99_high = ratio_interval(bot.latencies_ms, floor.latencies_ms, 99)
     figures = [
         Figure("bot_p50_ms", b.p50, "bot path, p50", "ms"),
         Figure("bot_p99_ms", b.p99, "bot path, p99", "ms"),
@@ -372,7 +368,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
         Figure("bot_over_floor_p50", ratio(b.p50, f.p50), "bot p50 / bare bridge p50"),
         Figure(
             "cpu_per_reply_over_floor",
-            ratio(_cpu_per_reply(bot), _cpu_per_reply(floor)),
+            ratio(bot.cpu_per_reply, floor.cpu_per_reply),
             "bot CPU per reply / bare bridge CPU per reply, at this load",
         ),
         Figure("bot_msgs_per_s", bot.rate, "bot path, replies/s achieved", "/s"),
@@ -420,7 +416,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
         "bare bridge = the floor of any Dify bridge: one plain aiohttp streaming request per IM, "
         f"at most {dify_concurrency(bot_config(args))} at once as for the bot, nothing stored, "
         "nothing formatted (bench/echo_peer.py)",
-        f"bot_over_floor_p99 interval: 90 % of {INTERVAL_RESAMPLES:,} bootstrap resamples of "
+        f"bot_over_floor_p99 interval: 90 % of {RESAMPLES:,} bootstrap resamples of "
         f"the {b.count:,} samples per path; sampling noise only, the machine's drift between "
         "turns comes on top (--samples FILE keeps every latency, to pool runs)",
     ]
