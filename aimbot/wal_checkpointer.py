@@ -5,8 +5,15 @@ on the event loop's thread, and ends with an fdatasync of the log and of the dat
 the bench machine that stalled the loop for about 3 ms once a second at 80 IMs/s, and the
 message whose commit triggered it waited the whole time: those stalls were the bot's p99
 (docs/benchmarks.md, "Session 7"). Here a second connection checkpoints while the loop's
-connection goes on writing; the loop's connection keeps only the cheap end of it (restarting a
-fully copied log, one small header sync).
+connection goes on writing.
+
+The log's next round begins here too. The first write after a log was copied whole starts it
+again from the top, and SQLite syncs its new header then (an fdatasync: 0.5 ms on the bench
+machine's disk, several on a slow volume). Left to the loop, that write was the next IM's, so
+at a few IMs a minute nearly every IM waited for it. This thread makes that write itself, right
+after a complete copy: it rewrites the database header's user_version with its own value (one
+page). If the loop's connection is writing just then, it does not wait, and the loop's next
+write begins the round as before (docs/benchmarks.md, "Session 18").
 
 Both connections open the file through SQLite's "unix-excl" VFS (see `database_uri`): the file
 stays locked against every other process, as one process owns a data directory, and the log's
@@ -95,6 +102,10 @@ class WalCheckpointer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.checkpoints = 0  # completed PASSIVE checkpoints, for tests and the curious
+        self.rounds_begun = 0  # log restarts this thread made (see _begin_next_round)
+        # The store's commit count when the log was last copied whole (and its round begun).
+        self.copied_up_to = -1
+        self._touch = ""  # the statement that begins the log's next round (set by start)
         self.ran = threading.Event()  # set after every checkpoint attempt (tests wait on it)
         # Read by the store after each commit; written only by the thread.
         self.failed: BaseException | None = None
@@ -102,7 +113,18 @@ class WalCheckpointer:
 
     def start(self) -> None:
         """Open the second connection here, so that a failure is the caller's to report."""
-        self._db = connect(self._path)
+        db = connect(self._path)
+        try:
+            # Never wait for the loop's connection: a write it holds means it begins the
+            # round itself (see _begin_next_round).
+            db.execute("PRAGMA busy_timeout=0")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error:
+            db.close()
+            raise
+        self._db = db
+        # The value the store set at open, written back unchanged: only the page is new.
+        self._touch = f"PRAGMA user_version={version}"
         self._thread = threading.Thread(
             target=self._run, name=f"wal-checkpoint {self._path.name}", daemon=True
         )
@@ -140,6 +162,19 @@ class WalCheckpointer:
         self.behind = result.log_frames > self._behind_frames
         return result
 
+    def _begin_next_round(self) -> None:
+        """Write one page now that the whole log is copied: the write starts the log again from
+        the top and syncs its new header here, not in the loop's next commit."""
+        assert self._db is not None
+        try:
+            self._db.execute(self._touch)
+        except sqlite3.OperationalError as e:
+            # Busy: the loop's connection is writing, and its commit begins the round.
+            # Anything else (a full disk) fails the loop's own writes too, and is said there.
+            log.debug("the checkpoint thread did not begin the log's next round: %s", e)
+            return
+        self.rounds_begun += 1
+
     def _next_pause(self, frames_per_second: float, complete: bool) -> float:
         """Look again once the log has grown by about half the bound: a flood of writes is
         looked at often, so that the store's share (what came since a copy) stays short."""
@@ -149,17 +184,18 @@ class WalCheckpointer:
         return min(self._interval, max(RETRY_INTERVAL, until_half))
 
     def _run(self) -> None:
-        done_up_to = -1  # the store's commit count when the log was last copied whole
         pause = self._interval
         last_frames, last_at, rate = 0, time.monotonic(), 0.0
         try:
             while not self._stop.wait(pause):
                 commits = self._commits()
-                if commits == done_up_to or self.behind:
+                if commits == self.copied_up_to or self.behind:
                     continue  # nothing written since, or the store copies it (never both)
                 result = self.step()
                 if result.complete:
-                    done_up_to = commits
+                    if result.log_frames:
+                        self._begin_next_round()
+                    self.copied_up_to = commits
                 now = time.monotonic()
                 # Frames written since the last look; when the log restarted in between, only
                 # those since the restart are known, so a low reading only halves the estimate.

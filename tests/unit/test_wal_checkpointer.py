@@ -85,6 +85,51 @@ async def test_the_log_reaches_the_database_file_from_the_checkpoint_thread(
     assert inbox_in_database_file(path, tmp_path) == ["first", "second", "third"]
 
 
+def log_header(path: Path) -> bytes:
+    """The log file's header. A new one (checkpoint sequence number, salts) marks a restarted
+    log, which SQLite syncs: the write that restarts it pays an fdatasync."""
+    return path.with_name(path.name + "-wal").read_bytes()[:32]
+
+
+async def test_the_thread_restarts_a_copied_log_so_the_next_im_does_not(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        checkpointer = the_checkpointer(store)
+        await store_im(store, "first")
+        # Until the thread has copied everything committed so far, and so begun a new round.
+        await wait_until(checkpointer, lambda: checkpointer.copied_up_to == store.commits)
+        checkpointer.stop()  # nothing more from the thread: the next write is the loop's alone
+        assert checkpointer.rounds_begun >= 1
+        restarted = log_header(path)
+        await store_im(store, "second")
+        # The IM's commit went on in the thread's round: no new header, so no sync on the loop.
+        # Without the thread's write, this commit would have restarted the copied log itself.
+        assert log_header(path) == restarted
+    assert inbox_in_database_file(path, tmp_path) == ["first", "second"]
+
+
+async def test_a_busy_loop_connection_keeps_the_restart_to_itself(tmp_path: Path) -> None:
+    """The thread never waits for the loop's connection: while that one writes, the thread's
+    write fails at once, nothing is counted, and the loop's commit restarts the log as before."""
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        await store_im(store, "first")
+        # A second checkpointer whose thread sleeps for the whole test: its connection is ours.
+        quiet = WalCheckpointer(path, lambda: store.commits, interval=3600.0)
+        quiet.start()
+        try:
+            assert quiet._db is not None
+            assert quiet._db.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+            store._db.execute("BEGIN IMMEDIATE")  # the loop's connection holds the write lock
+            quiet._begin_next_round()
+            assert quiet.rounds_begun == 0
+            store._db.execute("ROLLBACK")
+            quiet._begin_next_round()  # the lock is free: the write goes through
+            assert quiet.rounds_begun == 1
+        finally:
+            quiet.stop()
+
+
 async def test_closing_the_store_ends_the_checkpoint_thread(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "s.db")
     thread = the_checkpointer(store)._thread
