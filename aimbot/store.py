@@ -387,10 +387,7 @@ class Store:
     def _start_checkpointer(self) -> None:
         """Checkpoints move to a thread of their own (see aimbot/wal_checkpointer.py)."""
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # ours now, off the event loop
-        # A log that grew under a flood is cut back to this size when it next restarts.
-        page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        limit = wal_checkpointer.BEHIND_FRAMES * page_size
-        self._db.execute(f"PRAGMA journal_size_limit={limit}")
+        wal_checkpointer.limit_log_file(self._db, wal_checkpointer.BEHIND_FRAMES)
         # Last, so that nothing above can fail with the thread already running.
         checkpointer = WalCheckpointer(self.path, lambda: self.commits)
         checkpointer.start()

@@ -62,6 +62,14 @@ def database_uri(path: Path) -> str:
     return "file:" + urllib.parse.quote(str(path)) + "?vfs=unix-excl"
 
 
+def limit_log_file(db: sqlite3.Connection, frames: int) -> None:
+    """Have the write that next restarts the log cut a file that grew longer (under a flood)
+    back to `frames` pages. Set on each connection that may make that write: the loop's, and
+    this thread's (_begin_next_round)."""
+    page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+    db.execute(f"PRAGMA journal_size_limit={frames * page_size}")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode that any one thread at a time may use."""
     return sqlite3.connect(
@@ -118,6 +126,7 @@ class WalCheckpointer:
             # Never wait for the loop's connection: a write it holds means it begins the
             # round itself (see _begin_next_round).
             db.execute("PRAGMA busy_timeout=0")
+            limit_log_file(db, self._behind_frames)
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.Error:
             db.close()

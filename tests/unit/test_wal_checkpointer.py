@@ -108,6 +108,28 @@ async def test_the_thread_restarts_a_copied_log_so_the_next_im_does_not(tmp_path
     assert inbox_in_database_file(path, tmp_path) == ["first", "second"]
 
 
+async def test_a_log_grown_long_is_cut_back_when_the_thread_restarts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wal_checkpointer, "BEHIND_FRAMES", 64)
+    path = tmp_path / "s.db"
+    wal = path.with_name(path.name + "-wal")
+    async with await Store.open(path) as store:
+        checkpointer = the_checkpointer(store)
+        for i in range(100):  # one turn, one transaction: about 200 pages
+            await store.inbox_add(f"u{i}", "U", "long question " * 300, 1.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None
+        await ticket
+        page_size = int(store._db.execute("PRAGMA page_size").fetchone()[0])
+        assert wal.stat().st_size > 64 * page_size
+        await wait_until(checkpointer, lambda: checkpointer.copied_up_to == store.commits)
+        checkpointer.stop()
+        assert checkpointer.rounds_begun >= 1
+        # The thread's write restarted the log, and cut its file back to the bound.
+        assert wal.stat().st_size <= 64 * page_size
+
+
 async def test_a_busy_loop_connection_keeps_the_restart_to_itself(tmp_path: Path) -> None:
     """The thread never waits for the loop's connection: while that one writes, the thread's
     write fails at once, nothing is counted, and the loop's commit restarts the log as before."""
