@@ -76,6 +76,12 @@ DONE_FLUSH_SECONDS = 0.5
 PACE_WRITES = 1_000
 PACE_WINDOW = 0.1
 COMMIT_PACE = 0.002
+# How long a write of the loop's connection waits for the log's write lock. Only the checkpoint
+# thread ever holds it besides (the file is ours alone), for the one-page write that restarts
+# the log, through a sync of the log's header (aimbot/wal_checkpointer.py). On a stalled disk
+# that sync can take seconds; the loop waits it out, as it waited out the same sync when it
+# made that write itself, instead of failing an IM's store over it.
+BUSY_TIMEOUT_MS = 30_000
 # SQLite's default wal_autocheckpoint (pages), restored if the checkpoint thread fails.
 SQLITE_AUTOCHECKPOINT = 1000
 _SCHEMA = """
@@ -346,7 +352,7 @@ class Store:
             # WAL index in our heap, where the checkpoint thread's connection shares it.
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=2000")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise StoreError(

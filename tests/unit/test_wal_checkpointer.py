@@ -9,6 +9,8 @@ import logging
 import shutil
 import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +22,7 @@ from aimbot.store import SQLITE_AUTOCHECKPOINT, Reply, Store
 from aimbot.wal_checkpointer import CheckpointResult, WalCheckpointer, database_uri
 
 WAIT = 30.0  # generous for a loaded machine; the checkpoint thread looks every 0.01 s here
+STALL = 2.5  # a disk stall longer than the 2 s the loop's connection used to wait for a lock
 
 
 @pytest.fixture(autouse=True)
@@ -150,6 +153,35 @@ async def test_a_busy_loop_connection_keeps_the_restart_to_itself(tmp_path: Path
             assert quiet.rounds_begun == 1
         finally:
             quiet.stop()
+
+
+async def test_an_im_waits_out_a_slow_restart_by_the_thread_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    """The thread's restart holds the log's write lock through a header sync; on a stalled
+    disk that takes seconds, longer than SQLite's usual waits. Here another connection holds
+    the lock for 2.5 s (the stall), and the IM's store waits for it and succeeds."""
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        holder = wal_checkpointer.connect(path)
+        held = threading.Event()
+
+        def stall() -> None:
+            holder.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(STALL)  # the slow sync, not a synchronisation: the IM waits on the lock
+            holder.execute("ROLLBACK")
+
+        stalling = asyncio.create_task(asyncio.to_thread(stall))
+        try:
+            await asyncio.to_thread(held.wait, WAIT)
+            await store_im(store, "kept despite the stall")
+        finally:
+            await stalling
+            holder.close()
+        assert [item.text for item in (await store.inbox_pending(2.0, 3600.0))[0]] == [
+            "kept despite the stall"
+        ]
 
 
 async def test_closing_the_store_ends_the_checkpoint_thread(tmp_path: Path) -> None:
