@@ -121,11 +121,14 @@ async def test_a_log_grown_long_is_cut_back_when_the_thread_restarts_it(
         checkpointer = the_checkpointer(store)
         for i in range(100):  # one turn, one transaction: about 200 pages
             await store.inbox_add(f"u{i}", "U", "long question " * 300, 1.0)
+        grown: list[int] = []
+        # Read inside the commit, before the thread can have copied and restarted the log.
+        store.after_commit(lambda error: grown.append(wal.stat().st_size))
         ticket = store.commit_ticket()
         assert ticket is not None
         await ticket
         page_size = int(store._db.execute("PRAGMA page_size").fetchone()[0])
-        assert wal.stat().st_size > 64 * page_size
+        assert grown[0] > 64 * page_size
         await wait_until(checkpointer, lambda: checkpointer.copied_up_to == store.commits)
         checkpointer.stop()
         assert checkpointer.rounds_begun >= 1
@@ -138,6 +141,7 @@ async def test_a_busy_loop_connection_keeps_the_restart_to_itself(tmp_path: Path
     write fails at once, nothing is counted, and the loop's commit restarts the log as before."""
     path = tmp_path / "s.db"
     async with await Store.open(path) as store:
+        the_checkpointer(store).stop()  # its own restarts would take the lock at any moment
         await store_im(store, "first")
         # A second checkpointer whose thread sleeps for the whole test: its connection is ours.
         quiet = WalCheckpointer(path, lambda: store.commits, interval=3600.0)
