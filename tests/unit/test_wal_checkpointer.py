@@ -88,20 +88,30 @@ async def test_the_log_reaches_the_database_file_from_the_checkpoint_thread(
     assert inbox_in_database_file(path, tmp_path) == ["first", "second", "third"]
 
 
+def wal_file(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
 def log_header(path: Path) -> bytes:
     """The log file's header. A new one (checkpoint sequence number, salts) marks a restarted
     log, which SQLite syncs: the write that restarts it pays an fdatasync."""
-    return path.with_name(path.name + "-wal").read_bytes()[:32]
+    return wal_file(path).read_bytes()[:32]
+
+
+async def copied_then_stopped(store: Store) -> WalCheckpointer:
+    """The store's checkpointer, once it has copied everything committed so far (and so begun
+    the log's next round), then stopped: what follows is the loop's alone."""
+    checkpointer = the_checkpointer(store)
+    await wait_until(checkpointer, lambda: checkpointer.copied_up_to == store.commits)
+    checkpointer.stop()
+    return checkpointer
 
 
 async def test_the_thread_restarts_a_copied_log_so_the_next_im_does_not(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with await Store.open(path) as store:
-        checkpointer = the_checkpointer(store)
         await store_im(store, "first")
-        # Until the thread has copied everything committed so far, and so begun a new round.
-        await wait_until(checkpointer, lambda: checkpointer.copied_up_to == store.commits)
-        checkpointer.stop()  # nothing more from the thread: the next write is the loop's alone
+        checkpointer = await copied_then_stopped(store)
         assert checkpointer.rounds_begun >= 1
         restarted = log_header(path)
         await store_im(store, "second")
@@ -116,9 +126,8 @@ async def test_a_log_grown_long_is_cut_back_when_the_thread_restarts_it(
 ) -> None:
     monkeypatch.setattr(wal_checkpointer, "BEHIND_FRAMES", 64)
     path = tmp_path / "s.db"
-    wal = path.with_name(path.name + "-wal")
+    wal = wal_file(path)
     async with await Store.open(path) as store:
-        checkpointer = the_checkpointer(store)
         for i in range(100):  # one turn, one transaction: about 200 pages
             await store.inbox_add(f"u{i}", "U", "long question " * 300, 1.0)
         grown: list[int] = []
@@ -129,8 +138,7 @@ async def test_a_log_grown_long_is_cut_back_when_the_thread_restarts_it(
         await ticket
         page_size = int(store._db.execute("PRAGMA page_size").fetchone()[0])
         assert grown[0] > 64 * page_size
-        await wait_until(checkpointer, lambda: checkpointer.copied_up_to == store.commits)
-        checkpointer.stop()
+        checkpointer = await copied_then_stopped(store)
         assert checkpointer.rounds_begun >= 1
         # The thread's write restarted the log, and cut its file back to the bound.
         assert wal.stat().st_size <= 64 * page_size
@@ -275,7 +283,7 @@ async def test_a_flood_of_writes_keeps_the_log_bounded(
     store's own copies (between two of its writes) must restart it."""
     monkeypatch.setattr(wal_checkpointer, "BEHIND_FRAMES", 64)
     path = tmp_path / "s.db"
-    wal = path.with_name(path.name + "-wal")
+    wal = wal_file(path)
     largest = 0
     async with await Store.open(path) as store:
         async with asyncio.timeout(WAIT):
