@@ -15,12 +15,17 @@ Group commit: every write made during one turn of the event loop joins one trans
 committed by a callback queued at the first of them, so it runs before anything those writes
 cause (the task that answers a stored IM is created after the write, and queued behind the
 commit). Under load one commit covers dozens of messages instead of three commits for each.
+One exception: an IM that comes alone (no transaction open, none paced, no other write for
+LONE_WRITE_GAP) is stored by one statement that is a transaction of its own, its sender's `seen`
+row written inside it by a trigger: durable when inbox_add returns, with no BEGIN, COMMIT or
+scheduled commit, which were a third of a lone IM's cost here (docs/benchmarks.md, "Session 19").
 Writes whose effect leaves the process (a reply about to be sent) wait for that commit, or,
 when commits are not being paced, commit at once (commit_now) so that the reply leaves in the
 same turn; the rest (an IM stored, a delivered reply deleted) need not, since nothing outside
 depends on them yet.
-Deleting a delivered reply does not even open a transaction: it rides on the next one, or on
-one of its own within DONE_FLUSH_SECONDS.
+Deleting a delivered reply does not open a transaction: it rides on the turn's, or is one
+statement at the end of the turn (under a flood: on the next transaction, or within
+DONE_FLUSH_SECONDS).
 Each operation is atomic on its own (a savepoint, or a single statement, which SQLite makes
 atomic), so one failing statement never takes the others' writes with it. One process owns a
 data directory; an exclusive lock file makes a second one fail loudly.
@@ -58,13 +63,14 @@ LOCK_FILENAME = "aimbot.lock"
 CONVERSATION_CACHE = 10_000
 # A user's row in `seen` is rewritten at most once in this many seconds: it serves the restart
 # notice (RESTART_NOTICE_WINDOW, minutes) and the operator's `users` list, for which a second is
-# exact enough, and skipping the rewrite saves a statement on most IMs of a busy user.
+# exact enough, and skipping the rewrite saves work on most IMs of a busy user (see _SEEN_TRIGGER).
 SEEN_RESOLUTION = 1.0
 # Ids per DELETE ... IN (...) statement, well under SQLite's limit on bound parameters.
 DELETE_CHUNK = 500
-# Delivered replies' rows are deleted with the next transaction, or after this many seconds when
-# none comes: a commit of their own for each would be a third commit per message when the bot is
-# not busy. A crash in between only sends them again, under their cookies (shown once).
+# Under a flood (commits paced), delivered replies' rows are deleted with the next transaction, or
+# after this many seconds when none comes. Otherwise they go at once, in the turn's transaction
+# or in one statement of their own (see Store.outbox_done). A crash in between only sends them
+# again, under their cookies (shown once).
 DONE_FLUSH_SECONDS = 0.5
 # Group commit under load. A busy bot commits once per turn of the event loop, and when turns
 # come back to back a turn holds one or two messages' writes: each commit then costs more than
@@ -76,6 +82,10 @@ DONE_FLUSH_SECONDS = 0.5
 PACE_WRITES = 1_000
 PACE_WINDOW = 0.1
 COMMIT_PACE = 0.002
+# A one-statement write this long after the last write made with no transaction open is taken
+# to come alone, and is committed on its own (Store._write_one); one sooner (a burst: several
+# IMs in one read) joins the group transaction, so that a burst still shares one commit.
+LONE_WRITE_GAP = 0.001
 # How long a write of the loop's connection waits for the log's write lock. Only the checkpoint
 # thread ever holds it besides (the file is ours alone), for the one-page write that restarts
 # the log, through a sync of the log's header (aimbot/wal_checkpointer.py). On a stalled disk
@@ -123,11 +133,22 @@ _INSERT_OUTBOX = (
     "INSERT INTO outbox(id, screen_name, text, is_html, created_at, cookie) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_UPSERT_SEEN = (
-    "INSERT INTO seen(user_key, screen_name, last_seen) VALUES (?, ?, ?) "
-    "ON CONFLICT(user_key) DO UPDATE SET screen_name = excluded.screen_name, "
-    "last_seen = excluded.last_seen"
+# Every stored IM notes its sender in `seen` (unless their row is younger than SEEN_RESOLUTION
+# and names them alike), inside the IM's own INSERT: an IM's intake is then one statement, which
+# can be a transaction of its own (see Store._write_one; docs/benchmarks.md, "Session 19").
+_SEEN_TRIGGER = f"""
+CREATE TRIGGER IF NOT EXISTS inbox_seen AFTER INSERT ON inbox
+WHEN NOT EXISTS (
+    SELECT 1 FROM seen WHERE user_key = NEW.user_key AND screen_name = NEW.screen_name
+    AND NEW.received_at >= last_seen AND NEW.received_at < last_seen + {SEEN_RESOLUTION!r}
 )
+BEGIN
+    INSERT INTO seen(user_key, screen_name, last_seen)
+    VALUES (NEW.user_key, NEW.screen_name, NEW.received_at)
+    ON CONFLICT(user_key) DO UPDATE SET
+        screen_name = excluded.screen_name, last_seen = excluded.last_seen;
+END;
+"""
 
 
 def _remember(cache: dict[str, _V], key: str, value: _V) -> None:
@@ -308,15 +329,14 @@ class Store:
         self._last_commit = -math.inf  # loop time of the last commit
         self._window_start = 0.0  # loop time the write rate is measured from
         self._window_writes = 0  # writes since then
+        self._last_write = -math.inf  # loop time of the last write made with none open
         self._paced = False  # commits wait for COMMIT_PACE (see PACE_WRITES)
-        self.commits = 0  # group transactions committed (each covers a turn's writes)
+        # Transactions committed: group ones (each covers a turn's writes) and lone IMs'.
+        self.commits = 0
         self.loop_checkpoints = 0  # checkpoints the loop's thread had to do (see wal_checkpointer)
         # user key -> conversation id (None: none) as this connection sees the table; see
         # get_conversation. Emptied whenever a write may have been rolled back.
         self._conversations: dict[str, str | None] = {}
-        # user key -> (screen name, last_seen) as last written to `seen`, so that a busy user's
-        # row is rewritten only every SEEN_RESOLUTION s. Emptied like _conversations.
-        self._seen: dict[str, tuple[str, float]] = {}
         # Delivered replies whose rows are still to be deleted (see outbox_done).
         self._done: list[int] = []
         # Row ids, numbered here: above every row the file had when opened, and never handed
@@ -326,7 +346,7 @@ class Store:
         # IMs under a worker answering them, whose swap would then delete the newcomer.
         self._inbox_ids = itertools.count(_max_id(db, "inbox") + 1)
         self._outbox_ids = itertools.count(_max_id(db, "outbox") + 1)
-        self._done_timer: asyncio.TimerHandle | None = None
+        self._done_timer: asyncio.Handle | None = None
         self.done_flush_seconds = DONE_FLUSH_SECONDS
         self._owner = owner  # this process runs the bot (see open)
         self._checkpointer: WalCheckpointer | None = None
@@ -362,7 +382,7 @@ class Store:
             if version and version < SCHEMA_VERSION:
                 _upgrade(db, version)
                 log.info("state database %s upgraded to schema %d", path, SCHEMA_VERSION)
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + _SEEN_TRIGGER)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             row = db.execute("SELECT value FROM meta WHERE key = 'running'").fetchone()
             unclean = row is not None and row[0] == "1"
@@ -492,21 +512,9 @@ class Store:
     async def inbox_add(
         self, user_key: str, screen_name: str, text: str, received_at: float
     ) -> int:
-        seen = self._seen.get(user_key)
-        fresh = (
-            seen is not None
-            and seen[0] == screen_name
-            and 0 <= received_at - seen[1] < SEEN_RESOLUTION
-        )
-        # The IM's insert first, the one statement that can fail on its data: no savepoint
-        # needed (see _write).
         inbox_id = next(self._inbox_ids)
-        with self._write(savepoint=False):
-            self._db.execute(_INSERT_INBOX, (inbox_id, user_key, screen_name, text, received_at))
-            if not fresh:
-                self._db.execute(_UPSERT_SEEN, (user_key, screen_name, received_at))
-        if not fresh:
-            _remember(self._seen, user_key, (screen_name, received_at))
+        # One statement (`seen` is written by _SEEN_TRIGGER, inside it).
+        self._write_one(_INSERT_INBOX, (inbox_id, user_key, screen_name, text, received_at))
         return inbox_id
 
     async def recently_seen(self, window: float) -> list[tuple[str, str]]:
@@ -517,7 +525,6 @@ class Store:
             if row is None or row[0] is None:
                 return []
             since = float(row[0]) - window
-            self._seen.clear()
             self._db.execute("DELETE FROM seen WHERE last_seen < ?", (since,))
             rows = self._db.execute(
                 "SELECT user_key, screen_name FROM seen ORDER BY last_seen DESC"
@@ -633,14 +640,21 @@ class Store:
     def outbox_done(self, outbox_ids: Iterable[int]) -> None:
         """Forget delivered (or abandoned) replies.
 
-        Their rows go with the next transaction, or within `done_flush_seconds` (nothing is
-        waited for): a row a crash leaves behind is sent again under its cookie, which the
-        client shows once.
+        Their rows go with this turn's transaction if one is open, else at the end of the turn,
+        in one statement (which is its own transaction), taking along the other replies
+        confirmed in the same turn. The IM a user sends next is stored by a statement of its
+        own (see _write_one), so it no longer carries them, and they must not wait for it: a
+        crash would send them again. Under a flood, they go with the next paced transaction, or
+        within `done_flush_seconds` (nothing is waited for): a row a crash leaves behind is
+        sent again under its cookie, which the client shows once.
         """
         self._done.extend(outbox_ids)
         if self._done and self._batch is None and self._done_timer is None:
             loop = asyncio.get_running_loop()
-            self._done_timer = loop.call_later(self.done_flush_seconds, self._flush_done_later)
+            if self._paced:
+                self._done_timer = loop.call_later(self.done_flush_seconds, self._flush_done_later)
+            else:
+                self._done_timer = loop.call_soon(self._flush_done_later)
 
     def _flush_done_later(self) -> None:
         self._done_timer = None
@@ -827,7 +841,6 @@ class Store:
     def _forget_caches(self) -> None:
         """A write may have been rolled back: what memory says of the tables may be wrong."""
         self._conversations.clear()
-        self._seen.clear()
 
     def _cancel_commit(self) -> None:
         handle, self._commit_handle = self._commit_handle, None
@@ -854,6 +867,42 @@ class Store:
             batch.exception()  # retrieved here: nobody may be waiting, and it is logged
         self._run_hooks(lost)
 
+    def _write_one(self, sql: str, params: Sequence[object]) -> None:
+        """A write of one statement, the whole of its operation (statement-level atomicity).
+
+        When it comes alone (no group transaction open, commits not paced, no other write for
+        LONE_WRITE_GAP), the statement is a transaction of its own (SQLite's autocommit),
+        durable when this returns: it saves the BEGIN and COMMIT statements and a scheduled
+        commit, a third of a lone IM's cost in the store (docs/benchmarks.md, "Session 19").
+        Otherwise it joins the group transaction, as every other write does.
+        """
+        if self._batch is None:
+            now = asyncio.get_running_loop().time()
+            alone = now - self._last_write >= LONE_WRITE_GAP
+            self._last_write = now
+            if alone and not self._pace(now):
+                self._window_writes += 1
+                try:
+                    self._db.execute(sql, params)
+                except sqlite3.Error as e:
+                    # SQLite rolled the statement back, and with it its transaction; the caller
+                    # reports what was not kept.
+                    raise self._write_error(e) from e
+                self._last_commit = now
+                self._committed_alone()
+                return
+        with self._write(savepoint=False):
+            self._db.execute(sql, params)
+
+    def _pace(self, now: float) -> bool:
+        """Whether commits are paced: decided afresh every PACE_WINDOW from the writes since."""
+        elapsed = now - self._window_start
+        if elapsed >= PACE_WINDOW:
+            self._paced = self._window_writes >= PACE_WRITES * elapsed
+            self._window_start = now
+            self._window_writes = 0
+        return self._paced
+
     def _join_batch(self) -> None:
         """Open the group transaction if none is, and queue its commit behind this turn (or,
         under load, COMMIT_PACE after the last commit)."""
@@ -863,12 +912,8 @@ class Store:
         loop = asyncio.get_running_loop()
         self._db.execute("BEGIN IMMEDIATE")
         self._batch = loop.create_future()
-        now = loop.time()
-        elapsed = now - self._window_start
-        if elapsed >= PACE_WINDOW:
-            self._paced = self._window_writes >= PACE_WRITES * elapsed
-            self._window_start = now
-            self._window_writes = 0
+        now = self._last_write = loop.time()
+        self._pace(now)
         due = self._last_commit + COMMIT_PACE
         if self._paced and due > now:
             self._commit_handle = loop.call_at(due, self._commit_batch)
@@ -912,6 +957,14 @@ class Store:
         if not batch.done():
             batch.set_result(None)
         self._run_hooks(None)
+        self._check_checkpointer()
+
+    def _committed_alone(self) -> None:
+        """A statement committed as a transaction of its own (_write_one)."""
+        self.commits += 1
+        self._check_checkpointer()
+
+    def _check_checkpointer(self) -> None:
         checkpointer = self._checkpointer
         if checkpointer is not None and (checkpointer.behind or checkpointer.failed is not None):
             self._help_checkpointer(checkpointer)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from aimbot.bot import messages
+from aimbot.store import Reply, StoreWriteError
 from tests.helpers.botrig import WAIT, bot_rig, incoming
 from tests.helpers.e2e import rig
 from tests.unit.test_store import fill_to_the_page_limit, make_room_for_one_tiny_im, space_returns
@@ -50,17 +51,28 @@ async def test_an_im_that_cannot_be_stored_gets_an_apology_no_dify_call_and_reco
 async def test_an_im_lost_with_its_turn_is_not_sent_to_dify_and_its_sender_is_told(
     tmp_path: Path,
 ) -> None:
-    # Amy's IM fits and is stored; Bob's, in the same turn, does not: SQLite rolls back the
-    # whole group transaction, Amy's insert with it. Her IM must not be answered as if kept.
+    # Amy's IM fits and is stored, in a transaction another write of the same turn opened (an
+    # IM coming alone would be committed at once). A later write of that turn needs a page the
+    # disk does not have: SQLite rolls back the whole transaction, Amy's insert with it. Her IM
+    # must not be answered as if kept.
     async with bot_rig(tmp_path) as r:
         fill_to_the_page_limit(r.store)
         make_room_for_one_tiny_im(r.store)
+
+        async def a_write_before() -> None:
+            await r.store.set_conversation("carol", "conv-1", r.bot._clock())
+
+        async def a_write_after_that_does_not_fit() -> None:
+            with pytest.raises(StoreWriteError, match="database or disk is full"):
+                await r.store.outbox_add("Carol", Reply("c" * 5000, False), r.bot._clock())
+
         await asyncio.gather(
-            r.bot.on_message(incoming("amy", "a")), r.bot.on_message(incoming("bob", "b" * 1500))
+            a_write_before(),
+            r.bot.on_message(incoming("amy", "a")),
+            a_write_after_that_does_not_fit(),
         )
         await r.bot.wait_idle(WAIT)
         assert r.sink.texts_to("amy") == [messages.NOT_STORED]
-        assert r.sink.texts_to("bob") == [messages.NOT_STORED]
         assert r.dify.request_count == 0
         pending, _ = await r.store.inbox_pending(now=r.bot._clock(), max_age=1e12)
         assert {p.user_key for p in pending} == {"filler"}

@@ -189,16 +189,22 @@ async def test_a_schema_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
     assert _query(path, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
-async def test_writes_made_in_one_turn_share_one_commit(tmp_path: Path) -> None:
+async def test_writes_made_in_one_turn_share_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import asyncio
 
+    # However slow this machine's first write is, the others count as following it closely.
+    monkeypatch.setattr(store_module, "LONE_WRITE_GAP", 60.0)
     async with await Store.open(tmp_path / "s.db") as store:
         ids = await asyncio.gather(*(store.inbox_add(f"u{n}", "U", "hi", 1.0) for n in range(50)))
-        assert store.commits == 1  # fifty IMs stored by tasks in one turn: one commit
+        # Fifty IMs stored by tasks in one turn: the first came alone and was committed at once,
+        # the other 49 followed within LONE_WRITE_GAP and share one commit.
+        assert store.commits == 2
         items = await asyncio.gather(
             *(store.complete([i], "U", [Reply("re", False)], 2.0) for i in ids)
         )
-        assert store.commits == 2  # and the fifty swaps, each awaited, one more
+        assert store.commits == 3  # and the fifty swaps, each awaited, one more
         assert len(items) == 50
         assert await store.counts() == {"conversations": 0, "inbox": 0, "outbox": 50}
 
@@ -255,8 +261,9 @@ async def test_what_a_crash_keeps(tmp_path: Path, step: str) -> None:
     if step == "complete":
         assert (pending, [o.text for o in outbox]) == ([], ["answer"])
     else:
-        # Killed before the loop turned: the IM was never committed, and no work on it began.
-        assert (pending, outbox) == ([], [])
+        # Killed before the loop turned: a lone IM is committed by inbox_add itself, so it is
+        # kept, and the next start answers it.
+        assert ([p.text for p in pending], outbox) == (["question"], [])
 
 
 async def test_a_clean_close_is_told_apart_from_a_crash(tmp_path: Path) -> None:
@@ -302,15 +309,24 @@ async def test_a_busy_users_seen_row_is_rewritten_at_most_once_a_second(tmp_path
 
 
 async def test_a_rolled_back_seen_row_is_written_again(tmp_path: Path) -> None:
-    """The memory of what `seen` holds goes with a failed write, so nothing is skipped on it."""
+    """Whether `seen` needs writing is read from the file, so a row lost with its transaction
+    is not taken as written."""
     path = tmp_path / "s.db"
     async with await Store.open(path) as store:
-        await store.inbox_add("bob", "Bob", "one", 100.0)
-        kept = await store.inbox_add("bob", "Bob", "two", 100.2)
-        with pytest.raises(StoreWriteError):
-            await store.complete([kept], "Bob", [Reply(None, False)], 2.0)  # type: ignore[arg-type]
-        await store.inbox_add("bob", "Bob", "three", 100.4)
-    assert _last_seen(path, "bob") == 100.4
+        await store.inbox_add("bob", "Bob", "one", 100.0)  # alone: committed, seen at 100.0
+        fill_to_the_page_limit(store)
+        make_room_for_one_tiny_im(store)
+        await store.set_conversation("amy", "conv-1", 1.0)  # opens this turn's transaction
+        await store.inbox_add("bob", "Bob", "b", 101.5)  # joins it: seen at 101.5, for now
+        with pytest.raises(StoreWriteError, match="database or disk is full"):
+            # One INSERT that needs pages the disk does not have: SQLite rolls back the whole
+            # transaction, the IM and its `seen` row with it.
+            await store.outbox_add("Amy", Reply("x" * 5000, False), 1.0)
+        assert _last_seen(path, "bob") == 100.0
+        space_returns(store)
+        await asyncio.sleep(store_module.LONE_WRITE_GAP)
+        await store.inbox_add("bob", "Bob", "three", 102.0)  # a second after 100.0: written
+    assert _last_seen(path, "bob") == 102.0
 
 
 async def test_delivered_replies_are_deleted_however_many_at_once(tmp_path: Path) -> None:
@@ -332,15 +348,12 @@ from aimbot.store import Reply, Store
 
 async def main(path: Path) -> None:
     store = await Store.open(path)
-    store.done_flush_seconds = 0.01
     first = await store.outbox_add("Bob", Reply("first", False), 1.0)
     second = await store.outbox_add("Bob", Reply("second", False), 1.0)
+    await asyncio.sleep(0)  # their commit
     store.outbox_done([first.id])
     commits = store.commits
-    flushed = asyncio.get_running_loop().create_future()
-    # Timers due at the same time run in the order they were made: the store's goes first.
-    asyncio.get_running_loop().call_later(0.01, flushed.set_result, None)
-    await flushed
+    await asyncio.sleep(0)  # the end of the turn: its row goes
     assert store.commits == commits  # deleting took no group commit of its own
     store.outbox_done([second.id])
     os._exit(9)  # before the second one's flush: it stays, and is sent again
@@ -352,8 +365,8 @@ asyncio.run(main(Path(sys.argv[1])))
 async def test_delivered_replies_are_deleted_without_a_commit_of_their_own(
     tmp_path: Path,
 ) -> None:
-    """With the next transaction, or on their own within done_flush_seconds; a crash before
-    that leaves the row, and the reply goes out again (same cookie)."""
+    """With the turn's transaction, or in a statement of their own at the end of the turn; a
+    crash before that leaves the row, and the reply goes out again (same cookie)."""
     import asyncio
     import sys
 
@@ -374,6 +387,42 @@ async def test_delivered_replies_are_deleted_without_a_commit_of_their_own(
     async with asyncio.timeout(60):
         assert await crashing.wait() == 9
     assert _outbox_texts(tmp_path / "c.db") == ["second"]
+
+
+async def test_delivered_replies_go_at_the_end_of_their_turn_in_one_statement(
+    tmp_path: Path,
+) -> None:
+    """Not with the IM the user sends next (stored alone, in a statement of its own): a crash
+    after that IM must not send the reply again."""
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        first = await store.outbox_add("Bob", Reply("first", False), 1.0)
+        second = await store.outbox_add("Bob", Reply("second", False), 1.0)
+        await asyncio.sleep(0)  # their commit
+        commits = store.commits
+        store.outbox_done([first.id])
+        store.outbox_done([second.id])  # confirmed in the same turn: the same statement
+        assert _outbox_texts(path) == ["first", "second"]  # still in this turn
+        await asyncio.sleep(0)
+        assert _outbox_texts(path) == []
+        assert store.commits == commits  # no group transaction for it
+
+
+async def test_under_a_flood_delivered_replies_wait_for_a_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        store.done_flush_seconds = 0.01
+        delivered = await store.outbox_add("Bob", Reply("delivered", False), 1.0)
+        await asyncio.sleep(0)  # its commit
+        store._paced = True  # as a flood leaves it: commits gather several turns' writes
+        store.outbox_done([delivered.id])
+        await asyncio.sleep(0)
+        assert _outbox_texts(path) == ["delivered"]  # not at the end of the turn
+        flushed = asyncio.get_running_loop().create_future()
+        # Timers due at the same time run in the order they were made: the store's goes first.
+        asyncio.get_running_loop().call_later(0.01, flushed.set_result, None)
+        await flushed
+        assert _outbox_texts(path) == []
 
 
 async def test_a_staged_swap_is_durable_once_its_ticket_resolves(tmp_path: Path) -> None:
@@ -434,6 +483,11 @@ def space_returns(store: Store) -> None:
 async def test_a_full_disk_fails_the_write_and_its_turn_then_recovers(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         fill_to_the_page_limit(store)
+        # An IM that comes alone and does not fit: its write fails, and says so.
+        with pytest.raises(StoreWriteError, match="database or disk is full") as info:
+            await store.inbox_add("bob", "Bob", "x" * 5000, 1.0)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        assert store.commit_ticket() is None
         # Two writes in one turn: the first fits (its table has room), the second needs a page.
         # SQLite rolls back the whole transaction on SQLITE_FULL, so the first is lost too, and
         # its ticket says so.
@@ -441,19 +495,19 @@ async def test_a_full_disk_fails_the_write_and_its_turn_then_recovers(tmp_path: 
         ticket = store.commit_ticket()
         assert ticket is not None
         with pytest.raises(StoreWriteError, match="database or disk is full") as info:
-            await store.inbox_add("bob", "Bob", "x" * 5000, 1.0)
+            await store.outbox_add("Bob", Reply("x" * 5000, False), 1.0)
         assert isinstance(info.value.__cause__, sqlite3.OperationalError)
         with pytest.raises(StoreWriteError):
             await ticket
         assert await store.get_conversation("amy") is None
         pending, _ = await store.inbox_pending(now=1.0, max_age=10.0)
         assert {p.user_key for p in pending} == {"filler"}
+        assert await store.outbox_pending() == []
         # Space returns: the very next write works, no restart needed.
         space_returns(store)
+        await asyncio.sleep(store_module.LONE_WRITE_GAP)
         kept = await store.inbox_add("bob", "Bob", "x" * 5000, 2.0)
-        ticket = store.commit_ticket()
-        assert ticket is not None
-        await ticket
+        assert store.commit_ticket() is None  # alone, and committed already
     async with await Store.open(tmp_path / "s.db") as store:
         pending, _ = await store.inbox_pending(now=2.0, max_age=10.0)
         assert kept in [p.id for p in pending]
@@ -590,7 +644,7 @@ async def test_after_commit_hooks_run_inside_the_commit_before_the_tickets_callb
         with pytest.raises(RuntimeError, match="needs a write pending"):
             store.after_commit(lambda error: None)
         heard: list[str] = []
-        await store.inbox_add("bob", "Bob", "hi", 1.0)
+        await store.set_conversation("bob", "conv-1", 1.0)
         ticket = store.commit_ticket()
         assert ticket is not None
         ticket.add_done_callback(lambda _: heard.append("ticket"))
@@ -607,7 +661,7 @@ async def test_after_commit_hooks_run_inside_the_commit_before_the_tickets_callb
         assert heard == ["first None", "second None", "ticket"]
         assert "a hook run after a commit failed" in caplog.text
         # Hooks belong to their transaction: the next one starts with none.
-        await store.inbox_add("bob", "Bob", "again", 2.0)
+        await store.set_conversation("bob", "conv-2", 2.0)
         ticket = store.commit_ticket()
         assert ticket is not None
         await ticket
@@ -621,7 +675,7 @@ async def test_after_commit_hooks_hear_why_the_transaction_was_lost(tmp_path: Pa
         errors: list[StoreError | None] = []
         store.after_commit(errors.append)
         with pytest.raises(StoreWriteError, match="database or disk is full"):
-            await store.inbox_add("bob", "Bob", "x" * 5000, 1.0)
+            await store.outbox_add("Bob", Reply("x" * 5000, False), 1.0)
         assert len(errors) == 1 and isinstance(errors[0], StoreWriteError)
         assert "database or disk is full" in str(errors[0])
 
@@ -634,14 +688,12 @@ async def test_an_answer_whose_second_statement_fails_never_leaves_both_rows(
     # its answer are never both kept (a restart would send the answer and ask again).
     async with await Store.open(tmp_path / "s.db") as store:
         poison = await store.inbox_add("bob", "Bob", "poison", 1.0)
-        ticket = store.commit_ticket()
-        assert ticket is not None
-        await ticket
+        assert store.commit_ticket() is None  # alone: committed already
         store._db.execute(
             "CREATE TRIGGER refuse BEFORE DELETE ON inbox WHEN old.text = 'poison' "
             "BEGIN SELECT RAISE(ABORT, 'refused'); END"
         )
-        await store.inbox_add("carol", "Carol", "same turn", 2.0)
+        await store.set_conversation("carol", "conv-1", 2.0)
         same_turn = store.commit_ticket()
         assert same_turn is not None
         with pytest.raises(StoreWriteError, match="refused"):
@@ -652,15 +704,41 @@ async def test_an_answer_whose_second_statement_fails_never_leaves_both_rows(
         pending, _ = await store.inbox_pending(now=3.0, max_age=10.0)
         assert [p.id for p in pending] == [poison]
         assert await store.outbox_pending() == []
+        assert await store.get_conversation("carol") is None
 
 
 async def test_a_lone_write_is_committed_in_the_next_turn(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
-        await store.inbox_add("amy", "Amy", "hi", 1.0)
+        await store.set_conversation("amy", "conv-1", 1.0)
         ticket = store.commit_ticket()
         assert ticket is not None and not ticket.done()
         await asyncio.sleep(0)  # one turn of the loop
         assert ticket.done() and store.commits == 1
+
+
+async def test_a_lone_im_is_committed_before_inbox_add_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IM's intake is one statement: alone, it is its own transaction, with nothing to wait
+    for; one that follows another write within LONE_WRITE_GAP joins that write's commit."""
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        first = await store.inbox_add("amy", "Amy", "hi", 1.0)
+        assert store.commit_ticket() is None and store.commits == 1
+        assert _query(path, "SELECT id FROM inbox") == [(first,)]  # in the file already
+        assert _last_seen(path, "amy") == 1.0  # and its sender noted, in the same statement
+        # (the gap made long: this machine's clock has moved on by the checks above)
+        monkeypatch.setattr(store_module, "LONE_WRITE_GAP", 60.0)
+        second = await store.inbox_add("bob", "Bob", "right after", 1.0)
+        ticket = store.commit_ticket()
+        assert ticket is not None and not ticket.done()  # a burst: it waits for its turn's end
+        await ticket
+        assert store.commits == 2
+        monkeypatch.setattr(store_module, "LONE_WRITE_GAP", 0.0)
+        await store.inbox_add("carol", "Carol", "later", 2.0)
+        assert store.commit_ticket() is None and store.commits == 3
+        assert _query(path, "SELECT COUNT(*) FROM inbox WHERE id >= ?", (first,)) == [(3,)]
+        assert second > first
 
 
 async def test_under_a_flood_of_writes_commits_are_paced_and_each_gathers_several_turns(
