@@ -202,12 +202,29 @@ class Reader:
         return decode_tlvs(self.rest(), self._context)
 
     def tlv_counted(self, what: str = "TLV block") -> TlvBlock:
-        """u16 TLV count, then that many TLVs (RAS TLVBlock: user info)."""
+        """u16 TLV count, then that many TLVs (RAS TLVBlock: user info).
+
+        Every IM received carries one (its sender's user info), so the TLVs are read in one
+        loop over the buffer, and an error's wording is built only when there is an error.
+        """
         count = self.u16(f"{what} count")
+        data = self._data
+        pos = self._pos
+        end = len(data)
         tlvs = []
         for _ in range(count):
-            tag = self.u16(f"{what} tag")
-            tlvs.append(Tlv(tag, self.str16(f"{what} value 0x{tag:04x}")))
+            if end - pos < 4:
+                self._pos = pos
+                tag = self.u16(f"{what} tag")  # raises, saying which half is missing
+                self.u16(f"{what} value 0x{tag:04x} length")
+            tag, length = _TLV_HEADER.unpack_from(data, pos)
+            pos += 4
+            if length > end - pos:
+                self._pos = pos
+                self.take(length, f"{what} value 0x{tag:04x}")  # raises
+            tlvs.append(Tlv(tag, data[pos : pos + length]))
+            pos += length
+        self._pos = pos
         return TlvBlock(tuple(tlvs))
 
     def tlv_length_prefixed(self, what: str = "TLV block") -> TlvBlock:

@@ -274,6 +274,23 @@ def test_counted_block_with_fewer_tlvs_than_announced_is_a_protocol_error() -> N
         Reader(b"\x00\x02" + Tlv(1, b"x").encode()).tlv_counted()
 
 
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        (1, "user info tag needs 2 bytes, 1 left"),
+        (3, "user info value 0x0007 length needs 2 bytes, 1 left"),
+        (5, "user info value 0x0007 needs 3 bytes, 1 left"),
+    ],
+)
+def test_a_counted_block_cut_short_says_which_part_of_which_tlv_is_missing(
+    cut: int, message: str
+) -> None:
+    second = Tlv(7, b"abc").encode()
+    body = b"\x00\x02" + Tlv(1, b"x").encode() + second[:cut]
+    with pytest.raises(ProtocolError, match=f"^truncated sender: {message}$"):
+        Reader(body, "sender").tlv_counted("user info")
+
+
 def test_reader_errors_say_what_was_being_read() -> None:
     reader = Reader(b"\x00", "incoming IM")
     with pytest.raises(ProtocolError, match="truncated incoming IM: channel needs 2 bytes, 1 left"):
