@@ -241,7 +241,13 @@ class Tlv:
     value: bytes
 
     def encode(self) -> bytes:
-        return pack_u16(self.tag, "TLV tag") + pack_str16(self.value, f"TLV 0x{self.tag:04x}")
+        tag, value = self.tag, self.value
+        if not 0 <= tag <= 0xFFFF or len(value) > 0xFFFF:
+            # Raised with the wording of the checks that apply; built only when one fails, as
+            # every IM sent and relayed encodes several TLVs.
+            pack_u16(tag, "TLV tag")
+            pack_str16(value, f"TLV 0x{tag:04x}")
+        return _TLV_HEADER.pack(tag, len(value)) + value
 
 
 def _int_from_width(value: bytes, what: str) -> int:

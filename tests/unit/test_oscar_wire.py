@@ -275,6 +275,19 @@ def test_counted_block_with_fewer_tlvs_than_announced_is_a_protocol_error() -> N
 
 
 @pytest.mark.parametrize(
+    ("tlv", "message"),
+    [
+        (Tlv(0x10000, b""), "TLV tag out of range for two bytes: 65536"),
+        (Tlv(5, bytes(0x10000)), "TLV 0x0005 is 65536 bytes; a u16-prefixed string holds 65535"),
+        (Tlv(-1, bytes(0x10000)), "TLV tag out of range for two bytes: -1"),
+    ],
+)
+def test_a_tlv_that_does_not_fit_its_header_is_refused_saying_why(tlv: Tlv, message: str) -> None:
+    with pytest.raises(ProtocolError, match=f"^{message}$"):
+        tlv.encode()
+
+
+@pytest.mark.parametrize(
     ("cut", "message"),
     [
         (1, "user info tag needs 2 bytes, 1 left"),
