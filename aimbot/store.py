@@ -18,7 +18,7 @@ commit). Under load one commit covers dozens of messages instead of three commit
 One exception: an IM that comes alone (no transaction open, none paced, no other write for
 LONE_WRITE_GAP) is stored by one statement that is a transaction of its own, its sender's `seen`
 row written inside it by a trigger: durable when inbox_add returns, with no BEGIN, COMMIT or
-scheduled commit, which were a third of a lone IM's cost here (docs/benchmarks.md, "Session 19").
+scheduled commit for its worker to wait for (docs/benchmarks.md, "Session 19").
 Writes whose effect leaves the process (a reply about to be sent) wait for that commit, or,
 when commits are not being paced, commit at once (commit_now) so that the reply leaves in the
 same turn; the rest (an IM stored, a delivered reply deleted) need not, since nothing outside
@@ -872,8 +872,8 @@ class Store:
 
         When it comes alone (no group transaction open, commits not paced, no other write for
         LONE_WRITE_GAP), the statement is a transaction of its own (SQLite's autocommit),
-        durable when this returns: it saves the BEGIN and COMMIT statements and a scheduled
-        commit, a third of a lone IM's cost in the store (docs/benchmarks.md, "Session 19").
+        durable when this returns: it saves the BEGIN and COMMIT statements, and a scheduled
+        commit that the IM's worker would wait for (docs/benchmarks.md, "Session 19").
         Otherwise it joins the group transaction, as every other write does.
         """
         if self._batch is None:
