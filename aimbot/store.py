@@ -888,8 +888,7 @@ class Store:
                     # SQLite rolled the statement back, and with it its transaction; the caller
                     # reports what was not kept.
                     raise self._write_error(e) from e
-                self._last_commit = now
-                self._committed_alone()
+                self._committed_alone(now)
                 return
         with self._write(savepoint=False):
             self._db.execute(sql, params)
@@ -959,8 +958,9 @@ class Store:
         self._run_hooks(None)
         self._check_checkpointer()
 
-    def _committed_alone(self) -> None:
-        """A statement committed as a transaction of its own (_write_one)."""
+    def _committed_alone(self, now: float) -> None:
+        """A statement committed as a transaction of its own (_write_one) at loop time `now`."""
+        self._last_commit = now
         self.commits += 1
         self._check_checkpointer()
 

@@ -207,10 +207,13 @@ class Reader:
         Every IM received carries one (its sender's user info), so the TLVs are read in one
         loop over the buffer, and an error's wording is built only when there is an error.
         """
-        count = self.u16(f"{what} count")
         data = self._data
         pos = self._pos
         end = len(data)
+        if end - pos < 2:
+            self.u16(f"{what} count")  # raises
+        (count,) = _U16.unpack_from(data, pos)
+        pos += 2
         tlvs = []
         for _ in range(count):
             if end - pos < 4:
