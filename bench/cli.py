@@ -86,6 +86,10 @@ def _env_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
+# bench latency's turns (bench/slices.py): about one message per user per slice at the default
+# think time (1 s), and a rotation of its three paths within 3 s, shorter than the slow spells
+# of a shared machine (docs/benchmarks.md, "Session 22").
+SLICE_MS = 1000.0
 AGAINST_HELP = "another checkout of aimbot (e.g. a git worktree of an older revision)"
 
 
@@ -143,12 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="unmeasured messages per user at the start of each round",
     )
-    p.add_argument(
+    turns = p.add_mutually_exclusive_group()
+    turns.add_argument(
+        "--slice-ms",
+        type=_seconds(positive=True),
+        default=SLICE_MS,
+        help="the echo peer, the bare bridge and the bot take turns in slices this long, the "
+        f"users' closed loop running on throughout (default {SLICE_MS:g})",
+    )
+    turns.add_argument(
         "--rounds",
         type=_int_at_least(1),
-        default=4,
-        help="the echo peer, the bare bridge and the bot take turns this many times, "
-        "sharing --messages (default 4)",
+        default=None,
+        help="instead of slices: phases, the three taking turns this many times, sharing "
+        "--messages, each phase with its own warm-up (the design before session 22)",
     )
     p.add_argument(
         "--think-ms",
@@ -174,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples",
         type=Path,
         metavar="FILE",
-        help="write every measured latency (ms) there as JSON, per path and round",
+        help="write every measured latency (ms) there as JSON, per path and turn (slice or round)",
     )
     p.add_argument(
         "--typing-users",

@@ -3,9 +3,11 @@
 Each simulated user sends a message and waits for its reply (closed loop, optional think time).
 The same users, messages and devserver also go through the "direct" path (user → devserver → an
 echo OscarClient in its own process → user) and through a bare Dify bridge (the floor). The
-ratio of the p99s is what the bot adds. The three take turns (--rounds of echo, floor, bot, each
-sharing --messages), and each path's samples are pooled: a p99 is the 20th-worst of 2,000
-samples, and on a shared machine one slow spell landing in one long phase moved it by half.
+ratio of the p99s is what the bot adds. The three take turns in one-second slices while the
+users' closed loop runs on (bench/slices.py), and each path's samples are pooled: a p99 is the
+20th-worst of 2,000 samples, and on a shared machine a slow spell that lands on one path's turn
+moves it. Phases of several seconds each (--rounds, the design before session 22) let the
+machine's drift between phases move the ratio by up to half.
 
 The typing-user scenario then restarts the bot with its default buffering (BUFFER_MODE=typing,
 the default 1.5 s window) and lets users type as real clients report it: "typing" on the first
@@ -44,6 +46,7 @@ from bench.rig import (
     sign_off_all,
     sign_on_all,
 )
+from bench.slices import TurnResult, sliced_turns
 from bench.stats import RESAMPLES, ratio, ratio_interval, summarize
 
 REPLY_TIMEOUT = 60.0
@@ -57,22 +60,6 @@ SECOND_LINE_S = 0.5  # time to type a burst's second line: past the grace, insid
 def typing_config(args: argparse.Namespace) -> dict[str, str]:
     """FAST with the default buffering, then the run's --bot-env overrides (they win)."""
     return {**FAST, **TYPING_BUFFER, **dict(getattr(args, "bot_env", []))}
-
-
-@dataclass(frozen=True)
-class PhaseResult:
-    latencies_ms: list[float]
-    wall_seconds: float
-    peer_cpu_seconds: float
-    bench_cpu_seconds: float
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies_ms) / self.wall_seconds if self.wall_seconds else 0.0
-
-    @property
-    def cpu_per_reply(self) -> float:
-        return self.peer_cpu_seconds / len(self.latencies_ms) if self.latencies_ms else 0.0
 
 
 async def closed_loop(
@@ -123,7 +110,7 @@ async def closed_loop_by_peer(
 
 async def _measure(
     users: Sequence[SimUser], peer: str, peer_pid: int, args: argparse.Namespace, messages: int
-) -> PhaseResult:
+) -> TurnResult:
     peer_before, bench_before = sample(peer_pid), sample()
     started = time.perf_counter()
     latencies = await closed_loop(
@@ -131,7 +118,7 @@ async def _measure(
     )
     wall = time.perf_counter() - started
     peer_after, bench_after = sample(peer_pid), sample()
-    return PhaseResult(
+    return TurnResult(
         latencies,
         wall,
         _cpu(peer_before, peer_after),
@@ -139,8 +126,8 @@ async def _measure(
     )
 
 
-def _pooled(phases: Sequence[PhaseResult]) -> PhaseResult:
-    return PhaseResult(
+def _pooled(phases: Sequence[TurnResult]) -> TurnResult:
+    return TurnResult(
         [ms for phase in phases for ms in phase.latencies_ms],
         sum(phase.wall_seconds for phase in phases),
         sum(phase.peer_cpu_seconds for phase in phases),
@@ -156,9 +143,9 @@ def round_sizes(messages: int, rounds: int) -> list[int]:
 
 async def _turns(
     users: Sequence[SimUser], peers: Sequence[tuple[str, int]], args: argparse.Namespace
-) -> list[list[PhaseResult]]:
+) -> list[list[TurnResult]]:
     """Every peer (name, pid) in turn, round after round; per peer, its rounds in order."""
-    measured: list[list[PhaseResult]] = [[] for _ in peers]
+    measured: list[list[TurnResult]] = [[] for _ in peers]
     for messages in round_sizes(args.messages, args.rounds):
         for (name, pid), phases in zip(peers, measured, strict=True):
             phases.append(await _measure(users, name, pid, args, messages))
@@ -174,8 +161,8 @@ def open_samples(path: Path) -> TextIO:
         raise BenchError(f"--samples: cannot write {path}: {e.strerror or e}") from e
 
 
-def write_samples(out: TextIO, rounds: dict[str, list[PhaseResult]]) -> None:
-    """Every measured latency (ms), per path and per round, for pooling runs or any other
+def write_samples(out: TextIO, rounds: dict[str, list[TurnResult]]) -> None:
+    """Every measured latency (ms), per path and per turn, for pooling runs or any other
     statistic: {"echo": [[...], ...], "floor": [...], "bot": [...]}."""
     json.dump(
         {path: [phase.latencies_ms for phase in phases] for path, phases in rounds.items()}, out
@@ -312,6 +299,23 @@ def _typing_figures(result: TypingResult, dify_ms: float) -> list[Figure]:
     ]
 
 
+def _turns_note(args: argparse.Namespace, turns: Sequence[int]) -> str:
+    """How the paths took turns (bench/slices.py, or phases with --rounds)."""
+    if args.rounds is None:
+        return (
+            f"the echo peer, the bare bridge and the bot took turns in {args.slice_ms:g} ms "
+            f"slices ({'/'.join(map(str, turns))} slices), the users' closed loop running on "
+            f"throughout; each user's first {args.warmup} messages to each path not measured; "
+            "every path's slices pooled"
+        )
+    sizes = round_sizes(args.messages, args.rounds)
+    return (
+        f"the echo peer, the bare bridge and the bot took turns: {len(sizes)} rounds of "
+        f"{args.warmup} warm-up + {'/'.join(map(str, sizes))} measured messages per user each, "
+        "every path's rounds pooled"
+    )
+
+
 def _cpu(before: ProcSample, after: ProcSample) -> float:
     return after.cpu_seconds - before.cpu_seconds
 
@@ -334,7 +338,19 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
                 reference_peer(rig, "dify", bot_config(args))
             )
             bot_proc = await rig.start_bot(bot_config(args))
-            rounds = await _turns(users, [echo_peer, floor_peer, (BOT, bot_proc.pid)], args)
+            paths = [echo_peer, floor_peer, (BOT, bot_proc.pid)]
+            if args.rounds is None:
+                rounds = await sliced_turns(
+                    users,
+                    paths,
+                    messages=args.messages,
+                    warmup=args.warmup,
+                    think=args.think_ms / 1000,
+                    slice_seconds=args.slice_ms / 1000,
+                    reply_timeout=REPLY_TIMEOUT,
+                )
+            else:
+                rounds = await _turns(users, paths, args)
             echo, floor, bot = (_pooled(phases) for phases in rounds)
             if samples is not None:
                 write_samples(samples, dict(zip(("echo", "floor", "bot"), rounds, strict=True)))
@@ -402,13 +418,10 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
     if typing is not None:
         figures += _typing_figures(typing, args.dify_ms)
         targets += TYPING_TARGETS
-    sizes = round_sizes(args.messages, args.rounds)
     notes = [
         f"{args.users} users, closed loop ({args.messages} measured messages each per path, "
         f"think time {args.think_ms:g} ms); Dify stand-in latency {args.dify_ms:g} ms",
-        f"the echo peer, the bare bridge and the bot took turns: {len(sizes)} rounds of "
-        f"{args.warmup} warm-up + {'/'.join(map(str, sizes))} measured messages per user each, "
-        "every path's rounds pooled",
+        _turns_note(args, [len(phases) for phases in rounds]),
         config_note(bot_config(args)) + "; devserver rate limits off",
         "latency = user's send to the user's reader seeing the reply; devserver, Dify stand-in "
         "and users share the bench process; bot and reference peers each run in their own "

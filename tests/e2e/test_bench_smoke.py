@@ -70,7 +70,8 @@ def test_latency_reports_all_paths_and_the_typing_users(
     argv = ["latency", "--users", "2", "--messages", "2", "--warmup", "0", "--think-ms", "0"]
     long = ["--long-answers", "1", "--long-pause", "0"]
     samples = tmp_path / "samples.json"
-    report = run_bench([*argv, "--typing-users", "1", *long, "--samples", str(samples)], capsys)
+    typing = ["--typing-users", "1", *long, "--samples", str(samples)]
+    report = run_bench([*argv, "--rounds", "2", *typing], capsys)
     assert report["samples_per_path"] == 4
     kept = json.loads(samples.read_text(encoding="utf-8"))
     assert [len(kept[path]) for path in ("echo", "floor", "bot")] == [2, 2, 2]  # rounds
@@ -94,6 +95,23 @@ def test_latency_reports_all_paths_and_the_typing_users(
     assert report["long_answer_runs"] == 1
     assert 0 < report["time_to_first_part_ms"] <= report["part_after_text_ms_max"]
     assert "time_to_first_part_ms" in report["targets"]
+
+
+def test_latency_in_slices_measures_every_path_while_the_users_loop_runs_on(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["latency", "--users", "2", "--messages", "3", "--warmup", "1", "--think-ms", "5"]
+    samples = tmp_path / "samples.json"
+    skip = ["--long-answers", "0", "--typing-users", "0"]
+    report = run_bench([*argv, "--slice-ms", "50", *skip, "--samples", str(samples)], capsys)
+    kept = json.loads(samples.read_text(encoding="utf-8"))
+    for path in ("echo", "floor", "bot"):
+        # Every path reached its quota (users x --messages), in slices of its own.
+        assert sum(len(turn) for turn in kept[path]) >= 2 * 3
+        assert len(kept[path]) >= 1
+    assert report["samples_per_path"] == sum(len(turn) for turn in kept["bot"])
+    assert any("50 ms slices" in note for note in report["meta"]["notes"])
+    assert report["bot_p99_ms"] > 0 and report["floor_p99_ms"] > 0 and report["echo_p99_ms"] > 0
 
 
 def test_throughput_reports_the_bot_and_its_ratios_to_the_floor(

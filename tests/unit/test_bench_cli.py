@@ -45,7 +45,9 @@ def test_issue_15_options_default_to_the_full_measurement() -> None:
 
 
 def test_the_paths_compared_take_turns_by_default() -> None:
-    assert parse_args(["latency"]).rounds == 4
+    assert parse_args(["latency"]).rounds is None  # slices, not phases
+    assert parse_args(["latency"]).slice_ms == 1000.0
+    assert parse_args(["latency", "--rounds", "4"]).rounds == 4
     assert parse_args(["throughput"]).rounds == 10
     assert parse_args(["throughput", "--rounds", "1"]).rounds == 1
 
@@ -74,6 +76,8 @@ def test_latency_rounds_share_the_messages_and_none_is_empty(
     [
         (["latency", "--users", "0"], "must be at least 1"),
         (["latency", "--rounds", "0"], "must be at least 1"),
+        (["latency", "--slice-ms", "0"], "must be a finite number > 0"),
+        (["latency", "--slice-ms", "10", "--rounds", "2"], "not allowed with argument"),
         (["throughput", "--rounds", "0"], "must be at least 1"),
         (["latency", "--users", "many"], "not a whole number"),
         (["latency", "--dify-ms", "-1"], "must be a finite number >= 0"),
