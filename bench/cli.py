@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup",
         type=_int_at_least(0),
         default=2,
-        help="unmeasured messages per user at the start of each round",
+        help="unmeasured messages per user to each path before it is timed (with --rounds: at "
+        "the start of each round)",
     )
     turns = p.add_mutually_exclusive_group()
     turns.add_argument(

@@ -28,7 +28,7 @@ from typing import Protocol
 from bench.procstat import sample
 
 
-class Reply(Protocol):
+class TimedReply(Protocol):
     @property
     def at(self) -> float:
         """time.perf_counter() when the user saw the reply."""
@@ -40,7 +40,7 @@ class User(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def ask(self, to: str, token: str, timeout: float) -> Reply: ...  # noqa: ASYNC109
+    async def ask(self, to: str, token: str, timeout: float) -> TimedReply: ...  # noqa: ASYNC109
 
 
 @dataclass(frozen=True)
