@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from bench.rig import (
     FAST,
     Loopback,
     SimUser,
+    Thinking,
     bot_config,
     config_note,
     dify_concurrency,
@@ -84,20 +84,16 @@ async def closed_loop_by_peer(
     every peer gets every user, in turns a message long (the machine's drift is shared)."""
 
     async def one(k: int, user: SimUser) -> list[tuple[str, float]]:
-        # Spread users over the think period and vary each pause, so that 100 users do not
-        # fire in lock-step bursts (which would measure queueing behind the burst instead).
-        rng = random.Random(user.name)
+        thinking = Thinking(user.name, think)
         samples = []
-        if think:
-            await asyncio.sleep(rng.uniform(0, think))
+        await thinking.start()
         for i in range(warmup + messages):
             peer = peers[(k + i) % len(peers)]
             started = time.perf_counter()
             arrival = await user.ask(peer, f"{user.name}-m{i}", REPLY_TIMEOUT)
             if i >= warmup:
                 samples.append((peer, (arrival.at - started) * 1000))
-            if think:
-                await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
+            await thinking.pause()
         return samples
 
     results = await asyncio.gather(*(one(k, u) for k, u in enumerate(users)))
@@ -144,7 +140,18 @@ def round_sizes(messages: int, rounds: int) -> list[int]:
 async def _turns(
     users: Sequence[SimUser], peers: Sequence[tuple[str, int]], args: argparse.Namespace
 ) -> list[list[TurnResult]]:
-    """Every peer (name, pid) in turn, round after round; per peer, its rounds in order."""
+    """Every peer (name, pid) in turn: in slices (bench/slices.py), or with --rounds round after
+    round; per peer, its turns in order."""
+    if args.rounds is None:
+        return await sliced_turns(
+            users,
+            peers,
+            messages=args.messages,
+            warmup=args.warmup,
+            think=args.think_ms / 1000,
+            slice_seconds=args.slice_ms / 1000,
+            reply_timeout=REPLY_TIMEOUT,
+        )
     measured: list[list[TurnResult]] = [[] for _ in peers]
     for messages in round_sizes(args.messages, args.rounds):
         for (name, pid), phases in zip(peers, measured, strict=True):
@@ -211,9 +218,8 @@ async def typing_users(
 
     async def one(user: SimUser) -> None:
         nonlocal coalesced
-        rng = random.Random(user.name)
-        if think:
-            await asyncio.sleep(rng.uniform(0, think))
+        thinking = Thinking(user.name, think)
+        await thinking.start()
         for i in range(args.warmup + args.messages + bursts):
             await user.send_typing(BOT, TypingState.TYPING)
             if i < args.warmup + args.messages:
@@ -230,8 +236,7 @@ async def typing_users(
                 at, text = await reply_to(user, token)
                 burst_reply[token] = (at - started) * 1000
                 coalesced += first in text
-            if think:
-                await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
+            await thinking.pause()
 
     try:
         await asyncio.gather(*(one(u) for u in users))
@@ -338,19 +343,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
                 reference_peer(rig, "dify", bot_config(args))
             )
             bot_proc = await rig.start_bot(bot_config(args))
-            paths = [echo_peer, floor_peer, (BOT, bot_proc.pid)]
-            if args.rounds is None:
-                rounds = await sliced_turns(
-                    users,
-                    paths,
-                    messages=args.messages,
-                    warmup=args.warmup,
-                    think=args.think_ms / 1000,
-                    slice_seconds=args.slice_ms / 1000,
-                    reply_timeout=REPLY_TIMEOUT,
-                )
-            else:
-                rounds = await _turns(users, paths, args)
+            rounds = await _turns(users, [echo_peer, floor_peer, (BOT, bot_proc.pid)], args)
             echo, floor, bot = (_pooled(phases) for phases in rounds)
             if samples is not None:
                 write_samples(samples, dict(zip(("echo", "floor", "bot"), rounds, strict=True)))

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import secrets
 import signal
 import sys
@@ -289,6 +290,26 @@ async def loopback(
 class Arrival:
     at: float  # time.perf_counter() when the reader saw it
     im: IncomingIM
+
+
+class Thinking:
+    """A simulated user's pauses: a first one spread over the think period, then each pause
+    between a reply and the next message varied from half to one and a half times the mean, so
+    that many users never fire in lock-step bursts (which would measure queueing behind the
+    burst instead). Seeded by the user's name: every run, and every way of taking turns, sees
+    the same pauses. A mean of 0 never pauses (a saturating load)."""
+
+    def __init__(self, seed: str, mean: float) -> None:
+        self._rng = random.Random(seed)
+        self._mean = mean
+
+    async def start(self) -> None:
+        if self._mean:
+            await asyncio.sleep(self._rng.uniform(0, self._mean))
+
+    async def pause(self) -> None:
+        if self._mean:
+            await asyncio.sleep(self._rng.uniform(0.5 * self._mean, 1.5 * self._mean))
 
 
 class SimUser:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from bench.procstat import sample
+from bench.rig import Thinking
 
 
 class TimedReply(Protocol):
@@ -109,14 +109,10 @@ async def sliced_turns(
     counts = dict.fromkeys(names, 0)
     results: dict[str, list[TurnResult]] = {name: [] for name in names}
     current: _Slice | None = None
-    started = asyncio.Event()
 
     async def user_loop(user: User) -> None:
-        # Users spread over the think period, pauses varied: no lock-step bursts (see latency).
-        rng = random.Random(user.name)
-        await started.wait()
-        if think:
-            await asyncio.sleep(rng.uniform(0, think))
+        thinking = Thinking(user.name, think)
+        await thinking.start()
         sent = dict.fromkeys(names, 0)
         for i in itertools.count():
             turn = current
@@ -132,8 +128,7 @@ async def sliced_turns(
                 turn.latencies_ms.append((arrival.at - began) * 1000)
                 counts[turn.peer] += 1
             sent[turn.peer] += 1
-            if think:
-                await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
+            await thinking.pause()
 
     async def close(turn: _Slice, ended: float, cpu: tuple[float, float, float]) -> None:
         """Account for a finished slice: `cpu` holds its path's and the bench's CPU seconds at
@@ -162,6 +157,7 @@ async def sliced_turns(
         at = names.index(after) + 1
         return next(name for name in names[at:] + names[:at] if name in waiting)
 
+    # The users' tasks first run at this coroutine's first await, the first slice already set.
     loops = [asyncio.create_task(user_loop(user), name=f"user-{user.name}") for user in users]
     closing: list[asyncio.Task[None]] = []
     try:
@@ -172,7 +168,6 @@ async def sliced_turns(
             # No await from the switch below to here: every message goes to one path or the
             # other, none to a path between slices.
             current = turn = _Slice(peer, time.perf_counter())
-            started.set()
             before = (peer_cpu, bench_cpu)
             await asyncio.sleep(slice_seconds)
             ended = time.perf_counter()
