@@ -64,11 +64,14 @@ class TurnResult:
 
 class _Slice:
     """One path's turn; its messages in flight are counted, so that its CPU is read when the
-    last of them is answered."""
+    last of them is answered. `peer_before` and `bench_before`: the path's and the bench's CPU
+    seconds at its start."""
 
-    def __init__(self, peer: str, started: float) -> None:
+    def __init__(self, peer: str, started: float, peer_before: float, bench_before: float) -> None:
         self.peer = peer
         self.started = started
+        self.peer_before = peer_before
+        self.bench_before = bench_before
         self.latencies_ms: list[float] = []
         self.peer_after: float | None = None  # the path's CPU at the end, if read at the switch
         self._in_flight = 0
@@ -130,11 +133,10 @@ async def sliced_turns(
             sent[turn.peer] += 1
             await thinking.pause()
 
-    async def close(turn: _Slice, ended: float, cpu: tuple[float, float, float]) -> None:
-        """Account for a finished slice: `cpu` holds its path's and the bench's CPU seconds at
-        its start, and the bench's at its end; its path's at the end is read once its last reply
-        is in (or was read at the switch, when the same path goes on)."""
-        peer_before, bench_before, bench_after = cpu
+    async def close(turn: _Slice, ended: float, bench_after: float) -> None:
+        """Account for a finished slice, given the bench's CPU seconds at its end; its path's
+        is read once its last reply is in (or was read at the switch, when the same path goes
+        on)."""
         await turn.drained()
         peer_after = turn.peer_after
         if peer_after is None:
@@ -143,8 +145,8 @@ async def sliced_turns(
             TurnResult(
                 turn.latencies_ms,
                 ended - turn.started,
-                peer_after - peer_before,
-                bench_after - bench_before,
+                peer_after - turn.peer_before,
+                bench_after - turn.bench_before,
             )
         )
 
@@ -167,8 +169,7 @@ async def sliced_turns(
         while peer is not None:
             # No await from the switch below to here: every message goes to one path or the
             # other, none to a path between slices.
-            current = turn = _Slice(peer, time.perf_counter())
-            before = (peer_cpu, bench_cpu)
+            current = turn = _Slice(peer, time.perf_counter(), peer_cpu, bench_cpu)
             await asyncio.sleep(slice_seconds)
             ended = time.perf_counter()
             for loop in loops:
@@ -183,9 +184,7 @@ async def sliced_turns(
                 peer_cpu = sample(pids[peer]).cpu_seconds
                 if peer == turn.peer:
                     turn.peer_after = peer_cpu
-            closing.append(
-                asyncio.create_task(close(turn, ended, (*before, bench_cpu)), name="slice")
-            )
+            closing.append(asyncio.create_task(close(turn, ended, bench_cpu), name="slice"))
         await asyncio.gather(*loops)
         await asyncio.gather(*closing)
     finally:
