@@ -86,10 +86,10 @@ def _env_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-# bench latency's turns (bench/slices.py): about one message per user per slice at the default
-# think time (1 s), and a rotation of its three paths within 3 s, shorter than the slow spells
-# of a shared machine (docs/benchmarks.md, "Session 22").
-SLICE_MS = 1000.0
+# bench latency's turns (bench/slices.py): a rotation of its three paths within 0.75 s, shorter
+# than the slow spells of a shared machine, which last about a second or more: in one-second
+# slices a spell still fell on one path's turn (docs/benchmarks.md, "Session 24").
+SLICE_MS = 250.0
 AGAINST_HELP = "another checkout of aimbot (e.g. a git worktree of an older revision)"
 
 

@@ -46,7 +46,7 @@ def test_issue_15_options_default_to_the_full_measurement() -> None:
 
 def test_the_paths_compared_take_turns_by_default() -> None:
     assert parse_args(["latency"]).rounds is None  # slices, not phases
-    assert parse_args(["latency"]).slice_ms == 1000.0
+    assert parse_args(["latency"]).slice_ms == 250.0
     assert parse_args(["latency", "--rounds", "4"]).rounds == 4
     assert parse_args(["throughput"]).rounds == 10
     assert parse_args(["throughput", "--rounds", "1"]).rounds == 1
