@@ -11,8 +11,9 @@ a message goes to the path whose slice it is when it is sent. Each path still ge
 load alone (all users, their think time unchanged), but the paths take turns faster than the
 machine's slow spells come and go (bench latency: every 250 ms), so a spell lands on all of
 them alike. A message sent at the end of a slice is answered at the start of the next one; it
-is counted for the path it went to, and that path's CPU is read once its last reply is in. A path leaves the rotation once it has its quota
-of measured messages, so the others keep the same load to the end.
+is counted for the path it went to, and that path's CPU is read once its last reply is in. A
+path leaves the rotation once it has its quota of measured messages, so the others keep the
+same load to the end.
 """
 
 from __future__ import annotations
