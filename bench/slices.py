@@ -9,11 +9,11 @@ between 0.9 and 1.7 (docs/benchmarks.md, "Session 22").
 Here the users' closed loop runs throughout, and whose turn it is changes every `slice_seconds`:
 a message goes to the path whose slice it is when it is sent. Each path still gets the whole
 load alone (all users, their think time unchanged), but the paths take turns faster than the
-machine's slow spells come and go (bench latency: every 250 ms), so a spell lands on all of
-them alike. A message sent at the end of a slice is answered at the start of the next one; it
-is counted for the path it went to, and that path's CPU is read once its last reply is in. A
-path leaves the rotation once it has its quota of measured messages, so the others keep the
-same load to the end.
+machine's slow spells come and go (bench latency's default: `SLICE_MS` in bench/cli.py), so a
+spell lands on all of them alike. A message sent at the end of a slice is answered at the start
+of the next one; it is counted for the path it went to, and that path's CPU is read once its
+last reply is in. A path leaves the rotation once it has its quota of measured messages, so the
+others keep the same load to the end.
 """
 
 from __future__ import annotations
