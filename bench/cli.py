@@ -86,7 +86,7 @@ def _env_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-# bench latency's turns (bench/slices.py): a rotation of its three paths within 0.75 s, shorter
+# bench latency's turns (bench/slices.py): its three paths rotate within three slices, shorter
 # than the slow spells of a shared machine, which last about a second or more: in one-second
 # slices a spell still fell on one path's turn (docs/benchmarks.md, "Session 24").
 SLICE_MS = 250.0

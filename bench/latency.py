@@ -3,12 +3,12 @@
 Each simulated user sends a message and waits for its reply (closed loop, optional think time).
 The same users, messages and devserver also go through the "direct" path (user → devserver → an
 echo OscarClient in its own process → user) and through a bare Dify bridge (the floor). The
-ratio of the p99s is what the bot adds. The three take turns in quarter-second slices while the
-users' closed loop runs on (bench/slices.py), and each path's samples are pooled: a p99 is the
-20th-worst of 2,000 samples, and on a shared machine a slow spell that lands on one path's turn
-moves it. Phases of several seconds each (--rounds, the design before session 22) let the
-machine's drift between phases move the ratio by up to half; one-second slices (sessions 22-23)
-still let a spell of a second or two fall on one path.
+ratio of the p99s is what the bot adds. The three take turns in short slices (`SLICE_MS` in
+bench/cli.py) while the users' closed loop runs on (bench/slices.py), and each path's samples are
+pooled: a p99 is the 20th-worst of 2,000 samples, and on a shared machine a slow spell that lands
+on one path's turn moves it. Phases of several seconds each (--rounds, the design before session
+22) let the machine's drift between phases move the ratio by up to half; one-second slices
+(sessions 22-23) still let a spell of a second or two fall on one path.
 
 The typing-user scenario then restarts the bot with its default buffering (BUFFER_MODE=typing,
 the default 1.5 s window) and lets users type as real clients report it: "typing" on the first
