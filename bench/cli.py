@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aimbot.utils import eventloop
 from bench.report import Report, emit
+from bench.stats import RESAMPLES
 
 COMMANDS = (
     "signon",
@@ -25,6 +26,7 @@ COMMANDS = (
     "chaos",
     "ratelimit",
     "parts",
+    "pool",
 )
 
 
@@ -380,6 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-parts", type=_int_at_least(1), default=10, help="as MAX_REPLY_PARTS (default 10)"
     )
     p.add_argument("--repeat", type=_int_at_least(1), default=3, help="runs per shape (best)")
+
+    p = commands.add_parser(
+        "pool",
+        help="bench latency's bot / bare bridge ratio over several runs, from their --samples "
+        "files (measures nothing itself)",
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="files written by latency --samples"
+    )
+    p.add_argument(
+        "--resamples",
+        type=_int_at_least(100),
+        default=RESAMPLES,
+        help=f"bootstrap resamples behind the pooled ratio's interval (default {RESAMPLES:,})",
+    )
     return parser
 
 
@@ -428,6 +446,10 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         from bench import parts
 
         return await parts.run(args, argv)
+    if args.command == "pool":
+        from bench import pool
+
+        return await pool.run(args, argv)
     from bench import chaos
 
     return await chaos.run(args, argv)

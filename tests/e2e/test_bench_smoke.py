@@ -114,6 +114,26 @@ def test_latency_in_slices_measures_every_path_while_the_users_loop_runs_on(
     assert report["bot_p99_ms"] > 0 and report["floor_p99_ms"] > 0 and report["echo_p99_ms"] > 0
 
 
+def test_pool_gives_a_run_s_own_ratio_and_pools_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["latency", "--users", "2", "--messages", "3", "--warmup", "0", "--think-ms", "0"]
+    skip = ["--long-answers", "0", "--typing-users", "0", "--slice-ms", "50"]
+    runs = [tmp_path / "one.json", tmp_path / "two.json"]
+    ratios = [
+        run_bench([*argv, *skip, "--samples", str(path)], capsys)["bot_over_floor_p99"]
+        for path in runs
+    ]
+    alone = run_bench(["pool", str(runs[0]), "--resamples", "100"], capsys)
+    assert alone["pooled_bot_over_floor_p99"] == pytest.approx(ratios[0], abs=2e-4)
+    both = run_bench(["pool", *map(str, runs), "--resamples", "100"], capsys)
+    assert both["runs"] == 2 and both["bot_samples"] >= 2 * 2 * 3
+    assert both["runs_p99_ratio_min"] == pytest.approx(min(ratios), abs=2e-4)
+    assert both["runs_p99_ratio_max"] == pytest.approx(max(ratios), abs=2e-4)
+    assert both["runs_met"] == sum(1 for r in ratios if r <= 1.2)
+    assert set(both["targets"]) == {"pooled_bot_over_floor_p99"}
+
+
 def test_throughput_reports_the_bot_and_its_ratios_to_the_floor(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
