@@ -48,7 +48,7 @@ from bench.rig import (
     sign_on_all,
 )
 from bench.slices import TurnResult, sliced_turns
-from bench.stats import RESAMPLES, ratio, ratio_interval, summarize
+from bench.stats import RESAMPLES, alternate_turns_ratio, ratio, ratio_interval, summarize
 
 REPLY_TIMEOUT = 60.0
 # Issue 15: the bot's p99 at most this many times the bare bridge's, in the same run.
@@ -310,6 +310,16 @@ def _typing_figures(result: TypingResult, dify_ms: float) -> list[Figure]:
     ]
 
 
+def _floor_aa(turns: Sequence[TurnResult]) -> list[Figure]:
+    """The bare bridge against itself, its even turns over its odd ones: how far this run's
+    p99 ratio could move with no difference in code (docs/benchmarks.md, "Session 26")."""
+    try:
+        value = alternate_turns_ratio([turn.latencies_ms for turn in turns], 99)
+    except ValueError:  # one turn only (--rounds 1): no second half to compare with
+        return []
+    return [Figure("floor_aa_p99", value, "bare bridge p99, even turns / odd turns (A/A)")]
+
+
 def _turns_note(args: argparse.Namespace, turns: Sequence[int]) -> str:
     """How the paths took turns (bench/slices.py, or phases with --rounds)."""
     if args.rounds is None:
@@ -411,6 +421,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
             "cores",
         ),
         Figure("samples_per_path", b.count, "measured messages per path"),
+        *_floor_aa(rounds[1]),
         *(longanswer.figures(long) if long is not None else []),
     ]
     targets: tuple[Target, ...] = TARGETS

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.cli import BenchError
 from bench.latency import BOT_OVER_FLOOR_P99_MAX
 from bench.report import Figure, Report, Target, make_report
-from bench.stats import percentile, ratio, ratio_interval
+from bench.stats import alternate_turns_ratio, percentile, ratio, ratio_interval
 
 # A run of the default size writes about 150 KB; this bounds what one file may make us hold.
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -31,11 +31,13 @@ TARGETS = (Target("pooled_bot_over_floor_p99", "<=", BOT_OVER_FLOOR_P99_MAX),)
 
 @dataclass(frozen=True)
 class Run:
-    """One run's latencies (ms) through the bot and through the bare bridge."""
+    """One run's latencies (ms) through the bot and through the bare bridge, and the bridge's
+    ratio to itself in alternate turns (None with a single turn)."""
 
     path: Path
     bot: list[float]
     floor: list[float]
+    floor_aa: float | None
 
     @property
     def p99_ratio(self) -> float:
@@ -63,17 +65,27 @@ def read_run(path: Path) -> Run:
             f"{path} is not a --samples file of bench latency: expected a JSON object with "
             '"bot" and "floor", got a JSON ' + type(kept).__name__
         )
-    return Run(path, _latencies(path, kept, "bot"), _latencies(path, kept, "floor"))
+    bot, floor = (_turns(path, kept, name) for name in ("bot", "floor"))
+    try:
+        floor_aa: float | None = alternate_turns_ratio(floor, 99)
+    except ValueError:
+        floor_aa = None
+    return Run(path, _flat(bot), _flat(floor), floor_aa)
 
 
-def _latencies(path: Path, kept: dict[str, object], name: str) -> list[float]:
+def _flat(turns: list[list[float]]) -> list[float]:
+    return [value for turn in turns for value in turn]
+
+
+def _turns(path: Path, kept: dict[str, object], name: str) -> list[list[float]]:
     turns = kept.get(name)
     if not isinstance(turns, list) or not all(isinstance(turn, list) for turn in turns):
         raise BenchError(
             f"{path}: {name!r} must be a list of turns, each a list of latencies in ms"
         )
-    values: list[float] = []
+    checked: list[list[float]] = []
     for turn in turns:
+        values: list[float] = []
         for value in turn:
             if (
                 isinstance(value, bool)
@@ -85,9 +97,10 @@ def _latencies(path: Path, kept: dict[str, object], name: str) -> list[float]:
                     f"{path}: {name!r} holds {value!r}, not a latency (a finite number of ms >= 0)"
                 )
             values.append(float(value))
-    if not values:
+        checked.append(values)
+    if not any(checked):
         raise BenchError(f"{path}: no {name!r} latencies (the run measured nothing)")
-    return values
+    return checked
 
 
 def read_runs(paths: Sequence[Path]) -> list[Run]:
@@ -137,8 +150,12 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             Figure("runs_p99_ratio_sd", statistics.stdev(per_run), "their standard deviation")
         )
     notes = [
-        "per run (bot_over_floor_p99): "
-        + ", ".join(f"{one.path} {value:.3f}" for one, value in zip(runs, per_run, strict=True)),
+        "per run, bot_over_floor_p99 (and floor_aa_p99, the bridge against itself: how far "
+        "that run's ratio could move with no difference in code): "
+        + ", ".join(
+            f"{one.path} {value:.3f} ({_aa_text(one.floor_aa)})"
+            for one, value in zip(runs, per_run, strict=True)
+        ),
         f"interval: 90 % of {args.resamples:,} bootstrap resamples of the pooled samples; it "
         "treats them as independent, which a slow spell's several samples are not, so it is "
         "narrower than the spread between runs",
@@ -148,3 +165,7 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
         "is the same ratio over every sample given",
     ]
     return make_report("pool", argv, figures, targets=TARGETS, notes=notes)
+
+
+def _aa_text(value: float | None) -> str:
+    return "one turn" if value is None else f"{value:.3f}"

@@ -94,3 +94,18 @@ def ratio_interval(
     )
     tail = (1 - coverage) / 2 * 100
     return percentile(ratios, tail), percentile(ratios, 100 - tail)
+
+
+def alternate_turns_ratio(turns: Sequence[Sequence[float]], q: float) -> float:
+    """percentile(q) of one path's even-numbered turns over that of its odd-numbered turns.
+
+    The same program on both sides, at moments interleaved as closely as the turns are: what a
+    ratio of two paths' percentiles can move by in that run with no difference in code at all
+    (an A/A comparison, on half the samples a side). Turns without samples are skipped.
+    """
+    filled = [turn for turn in turns if turn]
+    even = [value for turn in filled[0::2] for value in turn]
+    odd = [value for turn in filled[1::2] for value in turn]
+    if not even or not odd:
+        raise ValueError("an alternate-turns ratio needs at least two turns with samples")
+    return ratio(percentile(even, q), percentile(odd, q))

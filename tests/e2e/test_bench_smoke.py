@@ -17,7 +17,7 @@ import pytest
 
 from bench import cli
 from bench.rig import ROOT
-from bench.stats import percentile
+from bench.stats import alternate_turns_ratio, percentile
 from tests.helpers.ops import root_logging_restored
 
 
@@ -75,6 +75,9 @@ def test_latency_reports_all_paths_and_the_typing_users(
     assert report["samples_per_path"] == 4
     kept = json.loads(samples.read_text(encoding="utf-8"))
     assert [len(kept[path]) for path in ("echo", "floor", "bot")] == [2, 2, 2]  # rounds
+    assert report["floor_aa_p99"] == pytest.approx(
+        alternate_turns_ratio(kept["floor"], 99), abs=2e-4
+    )
     bot = [ms for phase in kept["bot"] for ms in phase]
     assert len(bot) == 4
     assert report["bot_p50_ms"] == pytest.approx(percentile(bot, 50), rel=1e-3)
@@ -110,6 +113,11 @@ def test_latency_in_slices_measures_every_path_while_the_users_loop_runs_on(
         assert sum(len(turn) for turn in kept[path]) >= 2 * 3
         assert len(kept[path]) >= 1
     assert report["samples_per_path"] == sum(len(turn) for turn in kept["bot"])
+    if sum(1 for turn in kept["floor"] if turn) >= 2:  # the bridge against itself, turn by turn
+        aa = alternate_turns_ratio(kept["floor"], 99)
+        assert report["floor_aa_p99"] == pytest.approx(aa, abs=2e-4)
+    else:
+        assert "floor_aa_p99" not in report
     assert any("50 ms slices" in note for note in report["meta"]["notes"])
     assert report["bot_p99_ms"] > 0 and report["floor_p99_ms"] > 0 and report["echo_p99_ms"] > 0
 

@@ -56,6 +56,15 @@ def test_pooled_ratio_is_taken_over_every_sample_of_every_run(tmp_path: Path) ->
     assert any(f"{tmp_path / 'a'} 2.000" in note for note in report.notes)
 
 
+def test_each_run_shows_the_bridge_against_itself_in_alternate_turns(tmp_path: Path) -> None:
+    floor = [[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]]
+    run = pool.read_run(write(tmp_path / "turns", [[3.0, 4.0]], floor))
+    assert run.floor_aa == pytest.approx(0.5)  # even turns twice as fast as odd ones
+    assert pool.read_run(write(tmp_path / "one", [[3.0]], [[3.0, 4.0]])).floor_aa is None
+    report = pooled(tmp_path / "turns", tmp_path / "one")
+    assert any("(0.500)" in note and "(one turn)" in note for note in report.notes)
+
+
 def test_one_run_pooled_is_that_run_and_has_no_spread(tmp_path: Path) -> None:
     bot, floor = [[2.0, 3.0, 9.0]], [[2.0, 3.0, 6.0]]
     report = pooled(write(tmp_path / "only", bot, floor))

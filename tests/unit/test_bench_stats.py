@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.stats import percentile, ratio, ratio_interval, summarize
+from bench.stats import alternate_turns_ratio, percentile, ratio, ratio_interval, summarize
 
 
 def test_median_of_odd_count_is_the_middle_value() -> None:
@@ -115,3 +115,18 @@ def test_ratio_interval_refuses_what_it_cannot_compute(
 ) -> None:
     with pytest.raises(ValueError):
         ratio_interval(numerator, denominator, 99, **options)  # type: ignore[arg-type]
+
+
+def test_alternate_turns_ratio_sets_even_turns_against_odd_ones() -> None:
+    # Turns 0 and 2 are twice as fast as turns 1 and 3, at every percentile; empty turns are
+    # skipped, so the alternation is between turns that answered something.
+    turns = [[1.0, 2.0, 3.0], [], [2.0, 4.0, 6.0], [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]]
+    assert alternate_turns_ratio(turns, 99) == pytest.approx(0.5)
+    assert alternate_turns_ratio(turns, 50) == pytest.approx(0.5)
+    assert alternate_turns_ratio([[5.0], [5.0]], 99) == 1.0
+
+
+@pytest.mark.parametrize("turns", [[], [[1.0, 2.0]], [[1.0], [], []]])
+def test_alternate_turns_ratio_needs_two_turns_with_samples(turns: list[list[float]]) -> None:
+    with pytest.raises(ValueError, match="at least two turns"):
+        alternate_turns_ratio(turns, 99)
