@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -320,6 +321,22 @@ def _floor_aa(turns: Sequence[TurnResult]) -> list[Figure]:
     return [Figure("floor_aa_p99", value, "bare bridge p99, even turns / odd turns (A/A)")]
 
 
+def aa_note(floor_aa: float) -> str:
+    """What the bridge against itself says of this run's bot_over_floor_p99."""
+    spread = max(floor_aa, 1 / floor_aa) if floor_aa > 0 else math.inf
+    if spread <= BOT_OVER_FLOOR_P99_MAX:
+        return (
+            f"floor_aa_p99 {floor_aa:.3f}: the bare bridge against itself, in its alternate "
+            f"turns, stayed within {BOT_OVER_FLOOR_P99_MAX:g}x"
+        )
+    return (
+        f"floor_aa_p99 {floor_aa:.3f}: the bare bridge against itself, in its alternate turns, "
+        f"moved by more than the {BOT_OVER_FLOOR_P99_MAX:g}x bot_over_floor_p99 is held to: in "
+        "this run that ratio says more about the machine than about the bot (pool several runs: "
+        "python -m bench pool)"
+    )
+
+
 def _turns_note(args: argparse.Namespace, turns: Sequence[int]) -> str:
     """How the paths took turns (bench/slices.py, or phases with --rounds)."""
     if args.rounds is None:
@@ -443,6 +460,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
         f"the {b.count:,} samples per path; sampling noise only, the machine's drift between "
         "turns comes on top (--samples FILE keeps every latency, to pool runs)",
     ]
+    notes += [aa_note(figure.value) for figure in figures if figure.key == "floor_aa_p99"]
     if long is not None:
         notes.append(longanswer.note(args))
         targets += longanswer.TARGETS

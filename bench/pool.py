@@ -2,7 +2,8 @@
 
 One run's `bot_over_floor_p99` rests on the 20 slowest of its 2,000 samples a path, and on a
 shared machine those come from a few slow spells, each falling on one path's turn: runs of the
-same code spread by about ±0.1 (docs/benchmarks.md, "Session 25"). The ratio the code has is
+same code spread by about ±0.1 on a calm day and by far more on a noisy one (docs/benchmarks.md,
+"Session 25" and "Session 26"). The ratio the code has is
 better estimated from the samples of several runs pooled, and how often a single run shows the
 target from the share of runs that met it on their own; this command gives both, from the files
 that ``bench latency --samples FILE`` wrote, so that a pooled figure comes with a command line

@@ -26,8 +26,8 @@ def test_defaults_match_the_issue() -> None:
     assert (memory.users, memory.messages) == (10_000, 100_000)
     assert parse_args(["chaos", "--minutes", "2"]).minutes == 2.0
     # These need more: the other side (--against or --floor), or the files to pool.
-    against = {"duel", "latency-duel", "pool"}
-    assert all(parse_args([c]).json is False for c in COMMANDS if c not in against)
+    need_more = {"duel", "latency-duel", "pool"}
+    assert all(parse_args([c]).json is False for c in COMMANDS if c not in need_more)
     duel = parse_args(["duel", "--against", "."])
     assert (duel.users, duel.seconds, duel.windows, duel.json) == (200, 40.0, 8, False)
     lat = parse_args(["latency-duel", "--against", "."])
