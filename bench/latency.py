@@ -32,7 +32,7 @@ from typing import TextIO
 from aimbot.oscar.events import TypingState
 from bench import longanswer
 from bench.cli import BenchError
-from bench.procstat import ProcSample, sample
+from bench.procstat import CpuTotals, ProcError, ProcSample, cpu_totals, sample, steal_share
 from bench.report import Figure, Report, Target, make_report
 from bench.rig import (
     BOT,
@@ -321,6 +321,22 @@ def _floor_aa(turns: Sequence[TurnResult]) -> list[Figure]:
     return [Figure("floor_aa_p99", value, "bare bridge p99, even turns / odd turns (A/A)")]
 
 
+def _cpu_totals() -> CpuTotals | None:
+    try:
+        return cpu_totals()
+    except ProcError:  # no /proc/stat (not Linux): the figure is left out
+        return None
+
+
+def _steal_figures(before: CpuTotals | None, after: CpuTotals | None) -> list[Figure]:
+    """How much CPU the hypervisor took while the paths took turns: the machine's slow spells,
+    which set a run's slowest 1 % (docs/benchmarks.md, "Session 26")."""
+    if before is None or after is None:
+        return []
+    share = steal_share(before, after) * 100
+    return [Figure("steal_pct", share, "CPU time taken by the hypervisor (steal)", "%")]
+
+
 def aa_note(floor_aa: float) -> str:
     """What the bridge against itself says of this run's bot_over_floor_p99."""
     spread = max(floor_aa, 1 / floor_aa) if floor_aa > 0 else math.inf
@@ -376,7 +392,9 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
                 reference_peer(rig, "dify", bot_config(args))
             )
             bot_proc = await rig.start_bot(bot_config(args))
+            cpu_before = _cpu_totals()
             rounds = await _turns(users, [echo_peer, floor_peer, (BOT, bot_proc.pid)], args)
+            steal = _steal_figures(cpu_before, _cpu_totals())
             echo, floor, bot = (_pooled(phases) for phases in rounds)
             if samples is not None:
                 write_samples(samples, dict(zip(("echo", "floor", "bot"), rounds, strict=True)))
@@ -439,6 +457,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
         ),
         Figure("samples_per_path", b.count, "measured messages per path"),
         *_floor_aa(rounds[1]),
+        *steal,
         *(longanswer.figures(long) if long is not None else []),
     ]
     targets: tuple[Target, ...] = TARGETS

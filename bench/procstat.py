@@ -1,4 +1,5 @@
-"""RSS and CPU time of a process from /proc (psutil is deliberately not a dependency)."""
+"""RSS and CPU time of a process, and the machine's stolen CPU time, from /proc (psutil is
+deliberately not a dependency)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,35 @@ def sample(pid: int | str = "self", proc: Path = Path("/proc")) -> ProcSample:
     except OSError as e:
         raise ProcError(f"cannot read {base}: {e.strerror or e}") from e
     return ProcSample(parse_vmrss(status), parse_cpu_ticks(stat) / CLOCK_TICKS)
+
+
+@dataclass(frozen=True)
+class CpuTotals:
+    """All CPUs' time since boot, in clock ticks, from the first line of /proc/stat."""
+
+    total: int  # user, nice, system, idle, iowait, irq, softirq and steal
+    steal: int  # time the hypervisor ran something else while these CPUs had work
+
+
+def parse_cpu_totals(stat_text: str) -> CpuTotals:
+    """The "cpu" line of /proc/stat. Its guest fields (9 and 10) are already inside user and
+    nice, so only the first eight count."""
+    fields = stat_text.split("\n", 1)[0].split()
+    if len(fields) < 9 or fields[0] != "cpu" or not all(f.isdigit() for f in fields[1:9]):
+        raise ProcError(f"unreadable first line of /proc/stat: {fields[:9]!r}")
+    values = [int(f) for f in fields[1:9]]
+    return CpuTotals(sum(values), values[7])
+
+
+def cpu_totals(proc: Path = Path("/proc")) -> CpuTotals:
+    try:
+        text = (proc / "stat").read_text()
+    except OSError as e:
+        raise ProcError(f"cannot read {proc / 'stat'}: {e.strerror or e}") from e
+    return parse_cpu_totals(text)
+
+
+def steal_share(before: CpuTotals, after: CpuTotals) -> float:
+    """The share (0..1) of all CPU time between two readings that the hypervisor took."""
+    elapsed = after.total - before.total
+    return (after.steal - before.steal) / elapsed if elapsed > 0 else 0.0

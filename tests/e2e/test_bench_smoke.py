@@ -79,6 +79,7 @@ def test_latency_reports_all_paths_and_the_typing_users(
         alternate_turns_ratio(kept["floor"], 99), abs=2e-4
     )
     assert any(note.startswith("floor_aa_p99 ") for note in report["meta"]["notes"])
+    assert 0 <= report["steal_pct"] <= 100
     bot = [ms for phase in kept["bot"] for ms in phase]
     assert len(bot) == 4
     assert report["bot_p50_ms"] == pytest.approx(percentile(bot, 50), rel=1e-3)
