@@ -311,14 +311,14 @@ def _typing_figures(result: TypingResult, dify_ms: float) -> list[Figure]:
     ]
 
 
-def _floor_aa(turns: Sequence[TurnResult]) -> list[Figure]:
+def floor_aa(turns: Sequence[Sequence[float]]) -> float | None:
     """The bare bridge against itself, its even turns over its odd ones: how far this run's
-    p99 ratio could move with no difference in code (docs/benchmarks.md, "Session 26")."""
+    p99 ratio could move with no difference in code (docs/benchmarks.md, "Session 26"). None
+    with a single turn (--rounds 1): there is no second half to compare with."""
     try:
-        value = alternate_turns_ratio([turn.latencies_ms for turn in turns], 99)
-    except ValueError:  # one turn only (--rounds 1): no second half to compare with
-        return []
-    return [Figure("floor_aa_p99", value, "bare bridge p99, even turns / odd turns (A/A)")]
+        return alternate_turns_ratio(turns, 99)
+    except ValueError:
+        return None
 
 
 def _cpu_totals() -> CpuTotals | None:
@@ -396,6 +396,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
             rounds = await _turns(users, [echo_peer, floor_peer, (BOT, bot_proc.pid)], args)
             steal = _steal_figures(cpu_before, _cpu_totals())
             echo, floor, bot = (_pooled(phases) for phases in rounds)
+            floor_self = floor_aa([turn.latencies_ms for turn in rounds[1]])  # the bridge's
             if samples is not None:
                 write_samples(samples, dict(zip(("echo", "floor", "bot"), rounds, strict=True)))
             long = await longanswer.long_answers(rig, users, args) if args.long_answers else None
@@ -456,7 +457,11 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
             "cores",
         ),
         Figure("samples_per_path", b.count, "measured messages per path"),
-        *_floor_aa(rounds[1]),
+        *(
+            [Figure("floor_aa_p99", floor_self, "bare bridge p99, even turns / odd turns (A/A)")]
+            if floor_self is not None
+            else []
+        ),
         *steal,
         *(longanswer.figures(long) if long is not None else []),
     ]
@@ -479,7 +484,8 @@ async def _run(args: argparse.Namespace, argv: Sequence[str], samples: TextIO | 
         f"the {b.count:,} samples per path; sampling noise only, the machine's drift between "
         "turns comes on top (--samples FILE keeps every latency, to pool runs)",
     ]
-    notes += [aa_note(figure.value) for figure in figures if figure.key == "floor_aa_p99"]
+    if floor_self is not None:
+        notes.append(aa_note(floor_self))
     if long is not None:
         notes.append(longanswer.note(args))
         targets += longanswer.TARGETS

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cli import BenchError
-from bench.latency import BOT_OVER_FLOOR_P99_MAX
+from bench.latency import BOT_OVER_FLOOR_P99_MAX, floor_aa
 from bench.report import Figure, Report, Target, make_report
-from bench.stats import alternate_turns_ratio, percentile, ratio, ratio_interval
+from bench.stats import percentile, ratio, ratio_interval
 
 # A run of the default size writes about 150 KB; this bounds what one file may make us hold.
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -67,11 +67,7 @@ def read_run(path: Path) -> Run:
             '"bot" and "floor", got a JSON ' + type(kept).__name__
         )
     bot, floor = (_turns(path, kept, name) for name in ("bot", "floor"))
-    try:
-        floor_aa: float | None = alternate_turns_ratio(floor, 99)
-    except ValueError:
-        floor_aa = None
-    return Run(path, _flat(bot), _flat(floor), floor_aa)
+    return Run(path, _flat(bot), _flat(floor), floor_aa(floor))
 
 
 def _flat(turns: list[list[float]]) -> list[float]:
